@@ -1,0 +1,468 @@
+//! Per-table row buffers kept across invocations, the rules that decide which
+//! are due, and the bookkeeping that keeps redelivered records from being
+//! buffered twice. Pure: time comes in as an argument, nothing here does I/O.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use crate::config::{FlushMode, Thresholds};
+use crate::dms::{RowChange, TableName};
+use crate::layout::{Hour, RecordId};
+use crate::row::{append_row, ColumnKinds, Delivery};
+
+/// Rows of one table for one partition hour: the content of one file.
+#[derive(Debug)]
+pub struct Part {
+    pub table: TableName,
+    pub hour: Hour,
+    /// One JSON object per line.
+    pub rows: Vec<u8>,
+    /// Who delivered each row, in row order.
+    pub ids: Vec<RecordId>,
+    pub kinds: ColumnKinds,
+    /// When the first row entered the buffer, µs since the epoch.
+    pub oldest_us: i64,
+}
+
+impl Part {
+    pub fn row_count(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+#[derive(Debug, Default)]
+struct TableBuffer {
+    parts: Vec<Part>,
+    /// The part of each hour that still takes rows. A part that was closed by
+    /// DDL or that failed to write takes no more: a retry must write exactly
+    /// the same rows (same key), and one file never mixes two table shapes.
+    open: HashMap<Hour, usize>,
+    bytes: usize,
+    rows: usize,
+    oldest_us: Option<i64>,
+    /// A DDL boundary or a failed write is waiting.
+    flush_requested: bool,
+}
+
+/// How many redelivered record identities are remembered at most.
+const REDELIVERY_MEMORY: usize = 500_000;
+
+/// Why a table was due, for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DueReason {
+    Size,
+    Records,
+    Age,
+    Requested,
+    MemoryBudget,
+    Invocation,
+    Forced,
+}
+
+#[derive(Debug)]
+pub struct Batcher {
+    thresholds: Thresholds,
+    mode: FlushMode,
+    tables: BTreeMap<TableName, TableBuffer>,
+    buffered_bytes: usize,
+    buffered_rows: usize,
+    /// Records that were accepted during an invocation that asked Kinesis to
+    /// redeliver from an earlier point; when they come again they are skipped.
+    redelivery: HashSet<RecordId>,
+    redelivery_order: VecDeque<RecordId>,
+}
+
+impl Batcher {
+    pub fn new(thresholds: Thresholds, mode: FlushMode) -> Self {
+        Batcher {
+            thresholds,
+            mode,
+            tables: BTreeMap::new(),
+            buffered_bytes: 0,
+            buffered_rows: 0,
+            redelivery: HashSet::new(),
+            redelivery_order: VecDeque::new(),
+        }
+    }
+
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered_bytes
+    }
+
+    pub fn buffered_rows(&self) -> usize {
+        self.buffered_rows
+    }
+
+    /// Age of the oldest buffered row in µs, if any row is buffered.
+    pub fn oldest_age_us(&self, now_us: i64) -> Option<i64> {
+        self.tables
+            .values()
+            .filter_map(|t| t.oldest_us)
+            .min()
+            .map(|o| now_us.saturating_sub(o))
+    }
+
+    /// Whether `id` was already accepted and Kinesis is now sending it again.
+    pub fn is_redelivery(&mut self, id: &RecordId) -> bool {
+        self.redelivery.remove(id)
+    }
+
+    /// Remembers records that Kinesis will send again because this invocation
+    /// reports a failure before them, and that are already held or durable.
+    pub fn expect_redelivery(&mut self, ids: impl IntoIterator<Item = RecordId>) {
+        for id in ids {
+            if self.redelivery.insert(id.clone()) {
+                self.redelivery_order.push_back(id);
+            }
+        }
+        while self.redelivery_order.len() > REDELIVERY_MEMORY {
+            if let Some(old) = self.redelivery_order.pop_front() {
+                self.redelivery.remove(&old);
+            }
+        }
+        // Entries removed by `is_redelivery` leave stale ids in the queue.
+        if self.redelivery_order.len() > 2 * self.redelivery.len() + 1024 {
+            let live = &self.redelivery;
+            self.redelivery_order.retain(|id| live.contains(id));
+        }
+    }
+
+    /// Buffers one row.
+    pub fn push(&mut self, id: RecordId, change: &RowChange<'_>, now_us: i64) {
+        let table = TableName {
+            schema: change.schema.to_string(),
+            table: change.table.to_string(),
+        };
+        let hour = Hour::from_micros(change.partition_time_us());
+        let buffer = self.tables.entry(table.clone()).or_default();
+        let index = match buffer.open.get(&hour) {
+            Some(&i) => i,
+            None => {
+                buffer.parts.push(Part {
+                    table,
+                    hour,
+                    rows: Vec::new(),
+                    ids: Vec::new(),
+                    kinds: ColumnKinds::new(),
+                    oldest_us: now_us,
+                });
+                let i = buffer.parts.len() - 1;
+                buffer.open.insert(hour, i);
+                i
+            }
+        };
+        let part = &mut buffer.parts[index];
+        let added = append_row(
+            &mut part.rows,
+            &mut part.kinds,
+            change,
+            Delivery {
+                shard_id: &id.shard,
+                sequence_number: &id.sequence,
+                ingested_at_us: now_us,
+            },
+        );
+        part.ids.push(id);
+        buffer.bytes += added;
+        buffer.rows += 1;
+        buffer.oldest_us.get_or_insert(now_us);
+        self.buffered_bytes += added;
+        self.buffered_rows += 1;
+    }
+
+    /// A DDL record for `table`: rows after it go to new parts, and the table
+    /// is written at the end of the invocation.
+    pub fn close_table(&mut self, table: &TableName) {
+        if let Some(buffer) = self.tables.get_mut(table) {
+            buffer.open.clear();
+            buffer.flush_requested = !buffer.parts.is_empty();
+        }
+    }
+
+    /// Takes the parts of every table that is due now.
+    pub fn take_due(&mut self, now_us: i64) -> Vec<(Part, DueReason)> {
+        let max_age_us = i64::try_from(self.thresholds.max_age.as_micros()).unwrap_or(i64::MAX);
+        let mut due: Vec<(TableName, DueReason)> = Vec::new();
+        for (name, t) in &self.tables {
+            let reason = if t.parts.is_empty() {
+                None
+            } else if self.mode == FlushMode::Invocation {
+                Some(DueReason::Invocation)
+            } else if t.flush_requested {
+                Some(DueReason::Requested)
+            } else if t.bytes >= self.thresholds.max_bytes {
+                Some(DueReason::Size)
+            } else if t.rows >= self.thresholds.max_records {
+                Some(DueReason::Records)
+            } else if t
+                .oldest_us
+                .is_some_and(|o| now_us.saturating_sub(o) >= max_age_us)
+            {
+                Some(DueReason::Age)
+            } else {
+                None
+            };
+            if let Some(r) = reason {
+                due.push((name.clone(), r));
+            }
+        }
+        let mut remaining = self.buffered_bytes
+            - due
+                .iter()
+                .map(|(n, _)| self.tables.get(n).map_or(0, |t| t.bytes))
+                .sum::<usize>();
+        if remaining > self.thresholds.max_buffered_bytes {
+            let taken: HashSet<&TableName> = due.iter().map(|(n, _)| n).collect();
+            let mut rest: Vec<(&TableName, usize)> = self
+                .tables
+                .iter()
+                .filter(|(n, t)| !taken.contains(n) && !t.parts.is_empty())
+                .map(|(n, t)| (n, t.bytes))
+                .collect();
+            rest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+            let mut extra = Vec::new();
+            for (name, bytes) in rest {
+                if remaining <= self.thresholds.max_buffered_bytes {
+                    break;
+                }
+                remaining -= bytes;
+                extra.push((name.clone(), DueReason::MemoryBudget));
+            }
+            due.extend(extra);
+        }
+        due.into_iter()
+            .flat_map(|(name, reason)| {
+                self.take_table(&name)
+                    .into_iter()
+                    .map(move |p| (p, reason))
+            })
+            .collect()
+    }
+
+    /// Takes every buffered part (force flush, shutdown).
+    pub fn take_all(&mut self) -> Vec<Part> {
+        let names: Vec<TableName> = self.tables.keys().cloned().collect();
+        names.iter().flat_map(|n| self.take_table(n)).collect()
+    }
+
+    fn take_table(&mut self, name: &TableName) -> Vec<Part> {
+        let Some(buffer) = self.tables.remove(name) else {
+            return Vec::new();
+        };
+        self.buffered_bytes -= buffer.bytes;
+        self.buffered_rows -= buffer.rows;
+        buffer.parts
+    }
+
+    /// Puts back a part that could not be written. It keeps its rows exactly
+    /// (so the retry writes the same key) and is retried at the next chance.
+    pub fn restore(&mut self, part: Part) {
+        let buffer = self.tables.entry(part.table.clone()).or_default();
+        buffer.bytes += part.rows.len();
+        buffer.rows += part.row_count();
+        buffer.oldest_us = Some(
+            buffer
+                .oldest_us
+                .map_or(part.oldest_us, |o| o.min(part.oldest_us)),
+        );
+        buffer.flush_requested = true;
+        self.buffered_bytes += part.rows.len();
+        self.buffered_rows += part.row_count();
+        buffer.parts.push(part);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dms::{decode, Message};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn thresholds(max_bytes: usize, max_records: usize) -> Thresholds {
+        Thresholds {
+            max_bytes,
+            max_records,
+            max_age: Duration::from_secs(60),
+            max_buffered_bytes: usize::MAX,
+        }
+    }
+
+    fn msg(table: &str, id: u32, ts: &str) -> String {
+        format!(
+            r#"{{"data":{{"id":{id},"v":"x"}},"metadata":{{"timestamp":"{ts}","record-type":"data",
+            "operation":"insert","schema-name":"s","table-name":"{table}"}}}}"#
+        )
+    }
+
+    fn rid(seq: u32) -> RecordId {
+        RecordId {
+            shard: Arc::from("shardId-0"),
+            sequence: format!("{seq:05}"),
+        }
+    }
+
+    fn push(b: &mut Batcher, table: &str, seq: u32, now_us: i64) {
+        push_at(b, table, seq, "2026-03-14T01:00:00Z", now_us);
+    }
+
+    fn push_at(b: &mut Batcher, table: &str, seq: u32, ts: &str, now_us: i64) {
+        let text = msg(table, seq, ts);
+        let Message::Row(change) = decode(text.as_bytes(), "before-image").unwrap() else {
+            panic!()
+        };
+        b.push(rid(seq), &change, now_us);
+    }
+
+    fn tables_of(parts: &[(Part, DueReason)]) -> Vec<String> {
+        parts.iter().map(|(p, _)| p.table.table.clone()).collect()
+    }
+
+    #[test]
+    fn nothing_is_due_below_every_threshold() {
+        let mut b = Batcher::new(thresholds(1 << 20, 100), FlushMode::Warm);
+        push(&mut b, "a", 1, 0);
+        assert!(b.take_due(1_000_000).is_empty());
+        assert_eq!(b.buffered_rows(), 1);
+        assert!(b.buffered_bytes() > 0);
+    }
+
+    #[test]
+    fn record_count_threshold_flushes_only_that_table() {
+        let mut b = Batcher::new(thresholds(1 << 20, 3), FlushMode::Warm);
+        for seq in 0..3 {
+            push(&mut b, "a", seq, 0);
+        }
+        push(&mut b, "b", 10, 0);
+        let due = b.take_due(0);
+        assert_eq!(tables_of(&due), ["a"]);
+        assert_eq!(due[0].1, DueReason::Records);
+        assert_eq!(due[0].0.row_count(), 3);
+        assert_eq!(b.buffered_rows(), 1);
+    }
+
+    #[test]
+    fn size_threshold_counts_row_json_bytes() {
+        let mut b = Batcher::new(thresholds(400, 1000), FlushMode::Warm);
+        push(&mut b, "a", 0, 0);
+        assert!(b.take_due(0).is_empty());
+        let per_row = b.buffered_bytes();
+        let needed = 400 / per_row + 1;
+        for seq in 1..needed as u32 {
+            push(&mut b, "a", seq, 0);
+        }
+        let due = b.take_due(0);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].1, DueReason::Size);
+        assert_eq!(b.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn age_is_measured_from_when_the_oldest_row_was_buffered() {
+        let mut b = Batcher::new(thresholds(1 << 20, 100), FlushMode::Warm);
+        push(&mut b, "a", 0, 0);
+        push(&mut b, "a", 1, 50_000_000);
+        assert!(b.take_due(59_999_999).is_empty());
+        assert_eq!(b.oldest_age_us(59_999_999), Some(59_999_999));
+        let due = b.take_due(60_000_000);
+        assert_eq!(due[0].1, DueReason::Age);
+        assert_eq!(due[0].0.row_count(), 2);
+        assert_eq!(b.oldest_age_us(60_000_000), None);
+    }
+
+    #[test]
+    fn invocation_mode_flushes_everything() {
+        let mut b = Batcher::new(thresholds(1 << 20, 100), FlushMode::Invocation);
+        push(&mut b, "a", 0, 0);
+        push(&mut b, "b", 1, 0);
+        assert_eq!(tables_of(&b.take_due(0)), ["a", "b"]);
+    }
+
+    #[test]
+    fn rows_split_by_partition_hour() {
+        let mut b = Batcher::new(thresholds(1 << 20, 100), FlushMode::Warm);
+        push_at(&mut b, "a", 0, "2026-03-14T01:59:59Z", 0);
+        push_at(&mut b, "a", 1, "2026-03-14T02:00:00Z", 0);
+        push_at(&mut b, "a", 2, "2026-03-14T01:10:00Z", 0);
+        let parts = b.take_all();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].row_count(), 2);
+        assert_eq!(parts[1].row_count(), 1);
+        assert_eq!(parts[1].hour.0 - parts[0].hour.0, 1);
+    }
+
+    #[test]
+    fn ddl_closes_the_part_and_requests_a_flush() {
+        let mut b = Batcher::new(thresholds(1 << 20, 100), FlushMode::Warm);
+        push(&mut b, "a", 0, 0);
+        b.close_table(&TableName {
+            schema: "s".into(),
+            table: "a".into(),
+        });
+        push(&mut b, "a", 1, 0);
+        let due = b.take_due(0);
+        assert_eq!(due.len(), 2, "rows before and after the DDL are separate files");
+        assert!(due.iter().all(|(_, r)| *r == DueReason::Requested));
+        assert_eq!(due[0].0.ids, [rid(0)]);
+        assert_eq!(due[1].0.ids, [rid(1)]);
+    }
+
+    #[test]
+    fn ddl_on_an_empty_table_requests_nothing() {
+        let mut b = Batcher::new(thresholds(1 << 20, 100), FlushMode::Warm);
+        b.close_table(&TableName {
+            schema: "s".into(),
+            table: "a".into(),
+        });
+        assert!(b.take_due(0).is_empty());
+    }
+
+    #[test]
+    fn a_restored_part_is_retried_unchanged_and_new_rows_go_elsewhere() {
+        let mut b = Batcher::new(thresholds(1 << 20, 2), FlushMode::Warm);
+        push(&mut b, "a", 0, 0);
+        push(&mut b, "a", 1, 0);
+        let (part, _) = b.take_due(0).pop().unwrap();
+        let rows_before = part.rows.clone();
+        b.restore(part);
+        assert_eq!(b.buffered_rows(), 2);
+        push(&mut b, "a", 2, 0);
+        let due = b.take_due(0);
+        assert_eq!(due.len(), 2);
+        assert_eq!(due[0].0.rows, rows_before);
+        assert_eq!(due[1].0.ids, [rid(2)]);
+        assert_eq!(b.buffered_rows(), 0);
+        assert_eq!(b.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn memory_budget_takes_the_largest_tables_first() {
+        let mut t = thresholds(1 << 20, 1000);
+        let mut b = Batcher::new(t.clone(), FlushMode::Warm);
+        push(&mut b, "small", 0, 0);
+        let row = b.buffered_bytes();
+        // Rows of "mid" are a byte longer (two-digit ids): leave room for that.
+        t.max_buffered_bytes = row * 3 + 10;
+        let mut b = Batcher::new(t, FlushMode::Warm);
+        push(&mut b, "small", 0, 0);
+        for seq in 1..4 {
+            push(&mut b, "big", seq, 0);
+        }
+        push(&mut b, "mid", 10, 0);
+        push(&mut b, "mid", 11, 0);
+        // 6 rows held, budget 3: "big" (3 rows) goes first, then "mid".
+        let due = b.take_due(0);
+        assert_eq!(tables_of(&due), ["big"]);
+        assert_eq!(due[0].1, DueReason::MemoryBudget);
+        assert!(b.buffered_bytes() <= row * 3 + 10);
+    }
+
+    #[test]
+    fn redeliveries_are_recognised_once() {
+        let mut b = Batcher::new(thresholds(1 << 20, 100), FlushMode::Warm);
+        b.expect_redelivery([rid(5), rid(6)]);
+        assert!(b.is_redelivery(&rid(5)));
+        assert!(!b.is_redelivery(&rid(5)), "a third delivery is new data");
+        assert!(!b.is_redelivery(&rid(7)));
+        assert!(b.is_redelivery(&rid(6)));
+    }
+}

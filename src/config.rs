@@ -1,0 +1,362 @@
+//! Every environment variable the function reads, with defaults and validation.
+//!
+//! Configuration is read once at start-up; a bad value stops the init with a
+//! message naming the variable and what it accepts, instead of failing later
+//! on the first record.
+
+use std::time::Duration;
+
+use crate::layout::PartitionStyle;
+
+/// A configuration problem, reported before the first invocation.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{var} is required: {expected}")]
+    Missing {
+        var: &'static str,
+        expected: &'static str,
+    },
+    #[error("{var}={value:?} is not valid: expected {expected}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+/// When buffered rows are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushMode {
+    /// Buffers live across invocations of a warm container (fewer, larger files).
+    Warm,
+    /// Every buffer is written before the invocation returns (no row is ever
+    /// checkpointed before it is durable).
+    Invocation,
+}
+
+/// The limits that decide when a table's buffer is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thresholds {
+    pub max_bytes: usize,
+    pub max_records: usize,
+    pub max_age: Duration,
+    /// Across all tables; crossing it writes the largest buffers first.
+    pub max_buffered_bytes: usize,
+}
+
+/// Where S3 output goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Settings {
+    pub bucket: Option<String>,
+    pub force_path_style: bool,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub s3: S3Settings,
+    /// Key prefix for every object, normalised to end in `/` (or empty).
+    pub prefix: String,
+    pub partition_style: PartitionStyle,
+    pub flush_mode: FlushMode,
+    pub thresholds: Thresholds,
+    /// Top-level DMS field holding the before image (a task setting with no default).
+    pub before_image_field: String,
+    /// How long before the invocation deadline to stop taking records.
+    pub time_reserve: Duration,
+}
+
+pub const DEFAULT_PREFIX: &str = "cdc-data/";
+const MIB: usize = 1024 * 1024;
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup`, so tests need not touch the
+    /// process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+
+        let bucket = get("S3_BUCKET_NAME");
+        if let Some(b) = &bucket {
+            validate_bucket(b)?;
+        }
+        let prefix = normalise_prefix(get("S3_PREFIX").as_deref().unwrap_or(DEFAULT_PREFIX))?;
+        let force_path_style = parse_bool("S3_FORCE_PATH_STYLE", get("S3_FORCE_PATH_STYLE"))?;
+        let max_attempts = parse_num("S3_MAX_ATTEMPTS", get("S3_MAX_ATTEMPTS"), 4, 1, 20)?;
+
+        let partition_style = match get("PARTITION_STYLE").as_deref().map(str::trim) {
+            None | Some("plain") => PartitionStyle::Plain,
+            Some("hive") => PartitionStyle::Hive,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    var: "PARTITION_STYLE",
+                    value: other.to_string(),
+                    expected: "`plain` (YYYY/MM/DD/HH) or `hive` (year=YYYY/month=MM/day=DD/hour=HH)",
+                })
+            }
+        };
+        let flush_mode = match get("FLUSH_MODE").as_deref().map(str::trim) {
+            None | Some("warm") => FlushMode::Warm,
+            Some("invocation") => FlushMode::Invocation,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    var: "FLUSH_MODE",
+                    value: other.to_string(),
+                    expected: "`warm` (buffer across invocations) or `invocation` (write before returning)",
+                })
+            }
+        };
+
+        let max_bytes = parse_num(
+            "BATCH_SIZE_BYTES_THRESHOLD",
+            get("BATCH_SIZE_BYTES_THRESHOLD"),
+            5 * MIB,
+            1,
+            1024 * MIB,
+        )?;
+        let max_records = parse_num(
+            "BATCH_MAX_RECORDS_THRESHOLD",
+            get("BATCH_MAX_RECORDS_THRESHOLD"),
+            10_000,
+            1,
+            10_000_000,
+        )?;
+        let max_age_secs: u64 = parse_num(
+            "BATCH_MAX_AGE_SECONDS",
+            get("BATCH_MAX_AGE_SECONDS"),
+            60,
+            0,
+            86_400,
+        )?;
+        let memory_mb: usize = parse_num(
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+            get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),
+            1024,
+            128,
+            10_240,
+        )?;
+        let max_buffered_bytes = parse_num(
+            "MAX_BUFFERED_BYTES",
+            get("MAX_BUFFERED_BYTES"),
+            default_buffer_budget(memory_mb),
+            MIB,
+            64 * 1024 * MIB,
+        )?;
+        let time_reserve_ms: u64 =
+            parse_num("TIME_RESERVE_MS", get("TIME_RESERVE_MS"), 5_000, 0, 600_000)?;
+
+        let before_image_field = get("BEFORE_IMAGE_FIELD").unwrap_or_else(|| "before-image".into());
+        if matches!(before_image_field.as_str(), "data" | "metadata" | "control") {
+            return Err(ConfigError::Invalid {
+                var: "BEFORE_IMAGE_FIELD",
+                value: before_image_field,
+                expected: "the DMS BeforeImageSettings FieldName (not data, metadata or control)",
+            });
+        }
+
+        Ok(Config {
+            s3: S3Settings {
+                bucket,
+                force_path_style,
+                max_attempts,
+            },
+            prefix,
+            partition_style,
+            flush_mode,
+            thresholds: Thresholds {
+                max_bytes,
+                max_records,
+                max_age: Duration::from_secs(max_age_secs),
+                max_buffered_bytes,
+            },
+            before_image_field,
+            time_reserve: Duration::from_millis(time_reserve_ms),
+        })
+    }
+
+    /// The bucket, which the Lambda entry point cannot run without.
+    pub fn require_bucket(&self) -> Result<&str, ConfigError> {
+        self.s3.bucket.as_deref().ok_or(ConfigError::Missing {
+            var: "S3_BUCKET_NAME",
+            expected: "the name of the bucket the Parquet files are written to",
+        })
+    }
+}
+
+/// A third of the function's memory: encoding a buffer briefly needs about as
+/// much again for Arrow arrays and the Parquet bytes, and the runtime needs the rest.
+fn default_buffer_budget(memory_mb: usize) -> usize {
+    (memory_mb * MIB / 3).max(16 * MIB)
+}
+
+fn normalise_prefix(raw: &str) -> Result<String, ConfigError> {
+    let p = raw.trim();
+    if p.starts_with('/') || p.contains("//") || p.chars().any(char::is_control) {
+        return Err(ConfigError::Invalid {
+            var: "S3_PREFIX",
+            value: raw.to_string(),
+            expected: "a key prefix such as `cdc-data/` (no leading `/`, no `//`, no control characters)",
+        });
+    }
+    if p.is_empty() || p.ends_with('/') {
+        Ok(p.to_string())
+    } else {
+        Ok(format!("{p}/"))
+    }
+}
+
+fn validate_bucket(b: &str) -> Result<(), ConfigError> {
+    let ok_chars = b
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if (3..=63).contains(&b.len()) && ok_chars {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            var: "S3_BUCKET_NAME",
+            value: b.to_string(),
+            expected: "an S3 bucket name: 3-63 characters of a-z, 0-9, `-` and `.`",
+        })
+    }
+}
+
+fn parse_bool(var: &'static str, value: Option<String>) -> Result<bool, ConfigError> {
+    match value.as_deref().map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("false" | "0" | "no") => Ok(false),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some(_) => Err(ConfigError::Invalid {
+            var,
+            value: value.unwrap_or_default(),
+            expected: "true or false (also 1/0, yes/no)",
+        }),
+    }
+}
+
+fn parse_num<T>(
+    var: &'static str,
+    value: Option<String>,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + Copy,
+{
+    let Some(raw) = value else {
+        return Ok(default);
+    };
+    match raw.trim().parse::<T>() {
+        Ok(v) if v >= min && v <= max => Ok(v),
+        _ => Err(ConfigError::Invalid {
+            var,
+            value: raw,
+            expected: range_text(var),
+        }),
+    }
+}
+
+/// The accepted range of each numeric variable, for error messages.
+fn range_text(var: &str) -> &'static str {
+    match var {
+        "BATCH_SIZE_BYTES_THRESHOLD" => "a whole number of bytes from 1 to 1073741824",
+        "BATCH_MAX_RECORDS_THRESHOLD" => "a whole number of rows from 1 to 10000000",
+        "BATCH_MAX_AGE_SECONDS" => "a whole number of seconds from 0 to 86400",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE" => "a whole number of MB from 128 to 10240",
+        "MAX_BUFFERED_BYTES" => "a whole number of bytes from 1048576 to 68719476736",
+        "S3_MAX_ATTEMPTS" => "a whole number of attempts from 1 to 20",
+        "TIME_RESERVE_MS" => "a whole number of milliseconds from 0 to 600000",
+        _ => "a whole number",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_python_version() {
+        let c = cfg(&[("S3_BUCKET_NAME", "my-lake")]).unwrap();
+        assert_eq!(c.require_bucket().unwrap(), "my-lake");
+        assert_eq!(c.prefix, "cdc-data/");
+        assert_eq!(c.thresholds.max_bytes, 5 * MIB);
+        assert_eq!(c.thresholds.max_records, 10_000);
+        assert_eq!(c.thresholds.max_age, Duration::from_secs(60));
+        assert_eq!(c.partition_style, PartitionStyle::Plain);
+        assert_eq!(c.flush_mode, FlushMode::Warm);
+        assert_eq!(c.before_image_field, "before-image");
+        assert!(!c.s3.force_path_style);
+    }
+
+    #[test]
+    fn missing_bucket_is_reported_by_name() {
+        let c = cfg(&[]).unwrap();
+        let err = c.require_bucket().unwrap_err().to_string();
+        assert!(err.contains("S3_BUCKET_NAME"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_the_accepted_values() {
+        let cases = [
+            ("BATCH_SIZE_BYTES_THRESHOLD", "5MB", "whole number of bytes"),
+            ("BATCH_MAX_RECORDS_THRESHOLD", "0", "from 1"),
+            ("BATCH_MAX_AGE_SECONDS", "-1", "seconds"),
+            ("PARTITION_STYLE", "daily", "`hive`"),
+            ("FLUSH_MODE", "eager", "`invocation`"),
+            ("S3_FORCE_PATH_STYLE", "maybe", "true or false"),
+            ("S3_PREFIX", "/abs", "no leading"),
+            ("S3_BUCKET_NAME", "Bad_Bucket", "bucket name"),
+            ("MAX_BUFFERED_BYTES", "12", "1048576"),
+            ("BEFORE_IMAGE_FIELD", "data", "FieldName"),
+        ];
+        for (var, value, accepted) in cases {
+            let err = cfg(&[(var, value)]).unwrap_err().to_string();
+            assert!(err.contains(var), "{var}: {err}");
+            assert!(err.contains(value), "{var}: {err}");
+            assert!(err.contains(accepted), "{var}: {err}");
+        }
+    }
+
+    #[test]
+    fn prefix_gets_a_trailing_slash_and_may_be_empty() {
+        assert_eq!(cfg(&[("S3_PREFIX", "lake")]).unwrap().prefix, "lake/");
+        assert_eq!(cfg(&[("S3_PREFIX", "a/b/")]).unwrap().prefix, "a/b/");
+        // An explicitly empty value means the default, as for every variable.
+        assert_eq!(cfg(&[("S3_PREFIX", "")]).unwrap().prefix, "cdc-data/");
+    }
+
+    #[test]
+    fn buffer_budget_follows_function_memory() {
+        let small = cfg(&[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")]).unwrap();
+        let big = cfg(&[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "3008")]).unwrap();
+        assert!(small.thresholds.max_buffered_bytes < 128 * MIB / 2);
+        assert!(big.thresholds.max_buffered_bytes > 900 * MIB);
+        let explicit = cfg(&[("MAX_BUFFERED_BYTES", "2097152")]).unwrap();
+        assert_eq!(explicit.thresholds.max_buffered_bytes, 2 * MIB);
+    }
+
+    #[test]
+    fn booleans_and_modes_parse() {
+        let c = cfg(&[
+            ("S3_FORCE_PATH_STYLE", "TRUE"),
+            ("PARTITION_STYLE", "hive"),
+            ("FLUSH_MODE", "invocation"),
+        ])
+        .unwrap();
+        assert!(c.s3.force_path_style);
+        assert_eq!(c.partition_style, PartitionStyle::Hive);
+        assert_eq!(c.flush_mode, FlushMode::Invocation);
+    }
+}

@@ -1,0 +1,510 @@
+//! The AWS DMS Kinesis message model and its decoding (pure, no I/O).
+//!
+//! See `dms-kinesis-format.md`: the operation is `metadata.operation`, NULL
+//! columns may be absent from `data`, key order is not guaranteed, and the
+//! before image lives under a user-chosen top-level field. Values are kept as
+//! their raw JSON tokens so that no number goes through `f64` here.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Why a record could not become a row. Each one sends the record to quarantine.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record data is not valid base64: {0}")]
+    Base64(String),
+    #[error("payload is empty")]
+    Empty,
+    #[error("payload is not UTF-8 (first bad byte at offset {0})")]
+    NotUtf8(usize),
+    #[error("payload is not JSON: {0}")]
+    NotJson(String),
+    #[error("payload is JSON but not an object")]
+    NotAnObject,
+    #[error("`metadata` is missing")]
+    MissingMetadata,
+    #[error("`metadata` is not a valid DMS metadata object: {0}")]
+    BadMetadata(String),
+    #[error("`metadata.{0}` is missing or empty")]
+    MissingField(&'static str),
+    #[error("`metadata.record-type` {0:?} is neither `data` nor `control`")]
+    UnknownRecordType(String),
+    #[error("`metadata.operation` {0:?} is not load, insert, update or delete")]
+    UnknownOperation(String),
+    #[error("`metadata.{field}` {value:?} is not an ISO 8601 UTC timestamp")]
+    BadTimestamp { field: &'static str, value: String },
+    #[error("`data` is missing on a {0} record")]
+    MissingData(Operation),
+    #[error("`data` is not a JSON object")]
+    DataNotObject,
+    #[error("data column {0:?} collides with a metadata column name")]
+    ReservedColumn(String),
+}
+
+/// The four row operations DMS emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Load,
+    Insert,
+    Update,
+    Delete,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Load => "load",
+            Operation::Insert => "insert",
+            Operation::Update => "update",
+            Operation::Delete => "delete",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `schema.table` as DMS names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableName {
+    pub schema: String,
+    pub table: String,
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.table)
+    }
+}
+
+/// What one DMS message means for the lake.
+#[derive(Debug)]
+pub enum Message<'a> {
+    /// A row image to append to the table's history.
+    Row(RowChange<'a>),
+    /// DDL (or any other table-level control event): rows after it may have
+    /// another shape, so the table's buffer is closed before them.
+    TableControl {
+        table: TableName,
+        operation: String,
+    },
+    /// A task-level control record (empty schema, e.g. `awsdms_apply_exceptions`).
+    TaskControl { operation: String },
+}
+
+/// One data record, borrowing its values from the payload.
+#[derive(Debug)]
+pub struct RowChange<'a> {
+    pub schema: Cow<'a, str>,
+    pub table: Cow<'a, str>,
+    pub operation: Operation,
+    /// `metadata.timestamp`: when DMS built the message, in µs since the epoch.
+    pub dms_timestamp_us: i64,
+    /// `metadata.commit-timestamp` (only with transaction details), in µs.
+    pub commit_timestamp_us: Option<i64>,
+    /// `metadata.transaction-id`, a number or a string depending on the engine.
+    pub transaction_id: Option<Cow<'a, str>>,
+    /// The `data` columns in message order, values as raw JSON tokens.
+    pub columns: Vec<(Cow<'a, str>, &'a RawValue)>,
+    pub before_image: Option<&'a RawValue>,
+}
+
+impl RowChange<'_> {
+    pub fn table_name(&self) -> TableName {
+        TableName {
+            schema: self.schema.to_string(),
+            table: self.table.to_string(),
+        }
+    }
+
+    /// The time the row is partitioned by: commit time, else DMS's message time.
+    pub fn partition_time_us(&self) -> i64 {
+        self.commit_timestamp_us.unwrap_or(self.dms_timestamp_us)
+    }
+}
+
+/// Decodes the standard base64 `data` of a Kinesis record.
+pub fn decode_base64(data: &str) -> Result<Vec<u8>, DecodeError> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|e| DecodeError::Base64(e.to_string()))
+}
+
+/// Decodes one DMS message. `before_image_field` is the task's
+/// `BeforeImageSettings.FieldName`.
+pub fn decode<'a>(payload: &'a [u8], before_image_field: &str) -> Result<Message<'a>, DecodeError> {
+    let text = std::str::from_utf8(payload).map_err(|e| DecodeError::NotUtf8(e.valid_up_to()))?;
+    if text.trim().is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    let top: Fields<'a> = match serde_json::from_str(text) {
+        Ok(f) => f,
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            return Err(DecodeError::NotAnObject)
+        }
+        Err(e) => return Err(DecodeError::NotJson(e.to_string())),
+    };
+
+    let mut metadata = None;
+    let mut data = None;
+    let mut before_image = None;
+    for (key, value) in top.0 {
+        match key.as_ref() {
+            "metadata" => metadata = Some(value),
+            "data" => data = Some(value),
+            k if k == before_image_field => before_image = Some(value),
+            _ => {}
+        }
+    }
+    let metadata = metadata.ok_or(DecodeError::MissingMetadata)?;
+    let meta: Metadata<'a> =
+        serde_json::from_str(metadata.get()).map_err(|e| DecodeError::BadMetadata(e.to_string()))?;
+
+    let record_type = meta
+        .record_type
+        .as_deref()
+        .ok_or(DecodeError::MissingField("record-type"))?;
+    let operation = meta
+        .operation
+        .as_deref()
+        .filter(|o| !o.is_empty())
+        .ok_or(DecodeError::MissingField("operation"))?;
+    let schema = meta.schema_name.filter(|s| !s.is_empty());
+    let table = meta.table_name.filter(|s| !s.is_empty());
+
+    match record_type {
+        "control" => {
+            return Ok(match (schema, table) {
+                (Some(schema), Some(table)) => Message::TableControl {
+                    table: TableName {
+                        schema: schema.into_owned(),
+                        table: table.into_owned(),
+                    },
+                    operation: operation.to_string(),
+                },
+                _ => Message::TaskControl {
+                    operation: operation.to_string(),
+                },
+            })
+        }
+        "data" => {}
+        other => return Err(DecodeError::UnknownRecordType(other.to_string())),
+    }
+
+    let operation = match operation {
+        "load" => Operation::Load,
+        "insert" => Operation::Insert,
+        "update" => Operation::Update,
+        "delete" => Operation::Delete,
+        other => return Err(DecodeError::UnknownOperation(other.to_string())),
+    };
+    let schema = schema.ok_or(DecodeError::MissingField("schema-name"))?;
+    let table = table.ok_or(DecodeError::MissingField("table-name"))?;
+    let timestamp = meta
+        .timestamp
+        .ok_or(DecodeError::MissingField("timestamp"))?;
+    let dms_timestamp_us = parse_timestamp_us("timestamp", &timestamp)?;
+    let commit_timestamp_us = meta
+        .commit_timestamp
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_timestamp_us("commit-timestamp", &s))
+        .transpose()?;
+    let transaction_id = meta.transaction_id.and_then(raw_scalar_text);
+
+    let data = data.ok_or(DecodeError::MissingData(operation))?;
+    if !data.get().starts_with('{') {
+        return Err(DecodeError::DataNotObject);
+    }
+    let columns: Fields<'a> =
+        serde_json::from_str(data.get()).map_err(|_| DecodeError::DataNotObject)?;
+    if let Some((name, _)) = columns.0.iter().find(|(k, _)| is_reserved(k)) {
+        return Err(DecodeError::ReservedColumn(name.to_string()));
+    }
+    let before_image = before_image.filter(|b| b.get() != "null");
+
+    Ok(Message::Row(RowChange {
+        schema,
+        table,
+        operation,
+        dms_timestamp_us,
+        commit_timestamp_us,
+        transaction_id,
+        columns: columns.0,
+        before_image,
+    }))
+}
+
+/// Metadata column names the function adds to every row; a data column may
+/// not use them.
+pub const METADATA_COLUMNS: [&str; 8] = [
+    "_op",
+    "_dms_timestamp",
+    "_commit_timestamp",
+    "_transaction_id",
+    "_shard_id",
+    "_sequence_number",
+    "_ingested_at",
+    "_before_image",
+];
+
+fn is_reserved(name: &str) -> bool {
+    name.starts_with('_') && METADATA_COLUMNS.contains(&name)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (any RFC 3339 offset) to µs since the epoch.
+pub fn parse_timestamp_us(field: &'static str, value: &str) -> Result<i64, DecodeError> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| t.timestamp_micros())
+        .map_err(|_| DecodeError::BadTimestamp {
+            field,
+            value: value.to_string(),
+        })
+}
+
+/// The text of a JSON string or number token; `None` for null and structures.
+fn raw_scalar_text(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let t = raw.get();
+    match t.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<Cow<'_, str>>(t).ok(),
+        Some(b'-' | b'0'..=b'9') => Some(Cow::Borrowed(t)),
+        _ => None,
+    }
+}
+
+#[derive(Deserialize)]
+struct Metadata<'a> {
+    #[serde(borrow, default)]
+    timestamp: Option<Cow<'a, str>>,
+    #[serde(rename = "record-type", borrow, default)]
+    record_type: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    operation: Option<Cow<'a, str>>,
+    #[serde(rename = "schema-name", borrow, default)]
+    schema_name: Option<Cow<'a, str>>,
+    #[serde(rename = "table-name", borrow, default)]
+    table_name: Option<Cow<'a, str>>,
+    #[serde(rename = "commit-timestamp", borrow, default)]
+    commit_timestamp: Option<Cow<'a, str>>,
+    #[serde(rename = "transaction-id", borrow, default)]
+    transaction_id: Option<&'a RawValue>,
+}
+
+/// A JSON object's members in their original order, values left unparsed.
+struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+/// A key that borrows from the payload unless it contains escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+        impl<'de> Visitor<'de> for FieldsVisitor {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some((k, v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    out.push((k.0, v));
+                }
+                Ok(Fields(out))
+            }
+        }
+        d.deserialize_map(FieldsVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INSERT: &str = r#"{"data":{"id":1,"name":"a\"b","price":"12.50","tags":{"x":[1,2]}},
+        "metadata":{"timestamp":"2026-03-14T01:00:00.016011Z","record-type":"data",
+        "operation":"insert","partition-key-type":"schema-table","schema-name":"sales",
+        "table-name":"client","transaction-id":87978110091475}}"#;
+
+    fn row(msg: Message<'_>) -> RowChange<'_> {
+        match msg {
+            Message::Row(r) => r,
+            other => panic!("expected a row, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decodes_an_insert_with_metadata_operation() {
+        let r = row(decode(INSERT.as_bytes(), "before-image").unwrap());
+        assert_eq!(r.operation, Operation::Insert);
+        assert_eq!(r.table_name().to_string(), "sales.client");
+        assert_eq!(r.dms_timestamp_us, 1_773_450_000_016_011);
+        assert_eq!(r.commit_timestamp_us, None);
+        assert_eq!(r.partition_time_us(), r.dms_timestamp_us);
+        assert_eq!(r.transaction_id.as_deref(), Some("87978110091475"));
+        let names: Vec<&str> = r.columns.iter().map(|(k, _)| k.as_ref()).collect();
+        assert_eq!(names, ["id", "name", "price", "tags"]);
+        assert_eq!(r.columns[1].1.get(), r#""a\"b""#);
+        assert_eq!(r.columns[2].1.get(), r#""12.50""#);
+    }
+
+    #[test]
+    fn a_top_level_op_field_is_not_the_operation() {
+        // The Python version read `Op`; DMS's Kinesis format has only metadata.operation.
+        let msg = r#"{"Op":"I","data":{"id":1},"metadata":{"timestamp":"2026-03-14T01:00:00Z",
+            "record-type":"data","schema-name":"s","table-name":"t"}}"#;
+        assert_eq!(
+            decode(msg.as_bytes(), "before-image").unwrap_err(),
+            DecodeError::MissingField("operation")
+        );
+    }
+
+    #[test]
+    fn commit_timestamp_and_before_image_are_kept() {
+        let msg = r#"{"data":{"id":2},"before-image":{"id":1},"metadata":{
+            "timestamp":"2026-03-14T01:00:00.5Z","commit-timestamp":"2026-03-14T00:59:59.000000Z",
+            "record-type":"data","operation":"update","schema-name":"s","table-name":"t",
+            "transaction-id":"abc"}}"#;
+        let r = row(decode(msg.as_bytes(), "before-image").unwrap());
+        assert_eq!(r.commit_timestamp_us, Some(1_773_449_999_000_000));
+        assert_eq!(r.partition_time_us(), 1_773_449_999_000_000);
+        assert_eq!(r.before_image.unwrap().get(), r#"{"id":1}"#);
+        assert_eq!(r.transaction_id.as_deref(), Some("abc"));
+        // Another field name configured: the image is not picked up.
+        let r = row(decode(msg.as_bytes(), "custom-field").unwrap());
+        assert!(r.before_image.is_none());
+    }
+
+    #[test]
+    fn tabbed_multiline_messages_decode() {
+        let msg = "{\n\t\"data\":\t{\n\t\t\"id\":\t7\n\t},\n\t\"metadata\":\t{\n\t\t\"timestamp\":\t\"2026-03-14T01:00:00Z\",\n\t\t\"record-type\":\t\"data\",\n\t\t\"operation\":\t\"load\",\n\t\t\"schema-name\":\t\"s\",\n\t\t\"table-name\":\t\"t\"\n\t}\n}\n";
+        let r = row(decode(msg.as_bytes(), "before-image").unwrap());
+        assert_eq!(r.operation, Operation::Load);
+        assert_eq!(r.columns[0].1.get(), "7");
+    }
+
+    #[test]
+    fn control_records_are_table_or_task_level() {
+        let ddl = r#"{"control":{},"metadata":{"timestamp":"2026-03-14T01:00:00Z",
+            "record-type":"control","operation":"drop-table","schema-name":"sales",
+            "table-name":"promo"}}"#;
+        match decode(ddl.as_bytes(), "before-image").unwrap() {
+            Message::TableControl { table, operation } => {
+                assert_eq!(table.to_string(), "sales.promo");
+                assert_eq!(operation, "drop-table");
+            }
+            other => panic!("{other:?}"),
+        }
+        let task = r#"{"metadata":{"timestamp":"2026-03-14T01:00:00Z","record-type":"control",
+            "operation":"create-table","schema-name":"","table-name":"awsdms_apply_exceptions"}}"#;
+        assert!(matches!(
+            decode(task.as_bytes(), "before-image").unwrap(),
+            Message::TaskControl { .. }
+        ));
+    }
+
+    #[test]
+    fn malformed_payloads_get_a_specific_error() {
+        let meta = |extra: &str| {
+            format!(
+                r#"{{"data":{{"id":1}},"metadata":{{"timestamp":"2026-03-14T01:00:00Z",{extra}}}}}"#
+            )
+        };
+        let cases: Vec<(Vec<u8>, DecodeError)> = vec![
+            (b"".to_vec(), DecodeError::Empty),
+            (b"  \n".to_vec(), DecodeError::Empty),
+            (vec![b'{', 0xff, b'}'], DecodeError::NotUtf8(1)),
+            (b"[1]".to_vec(), DecodeError::NotAnObject),
+            (b"\"{}\"".to_vec(), DecodeError::NotAnObject),
+            (b"{\"data\":{}}".to_vec(), DecodeError::MissingMetadata),
+            (
+                meta(r#""operation":"insert","schema-name":"s","table-name":"t""#).into_bytes(),
+                DecodeError::MissingField("record-type"),
+            ),
+            (
+                meta(r#""record-type":"data","operation":"merge","schema-name":"s","table-name":"t""#)
+                    .into_bytes(),
+                DecodeError::UnknownOperation("merge".into()),
+            ),
+            (
+                meta(r#""record-type":"data","operation":"insert","schema-name":"s""#).into_bytes(),
+                DecodeError::MissingField("table-name"),
+            ),
+            (
+                meta(r#""record-type":"weird","operation":"insert""#).into_bytes(),
+                DecodeError::UnknownRecordType("weird".into()),
+            ),
+            (
+                br#"{"metadata":{"timestamp":"yesterday","record-type":"data","operation":"insert","schema-name":"s","table-name":"t"},"data":{}}"#.to_vec(),
+                DecodeError::BadTimestamp { field: "timestamp", value: "yesterday".into() },
+            ),
+            (
+                br#"{"metadata":{"timestamp":"2026-03-14T01:00:00Z","record-type":"data","operation":"update","schema-name":"s","table-name":"t"},"data":null}"#.to_vec(),
+                DecodeError::DataNotObject,
+            ),
+            (
+                br#"{"metadata":{"timestamp":"2026-03-14T01:00:00Z","record-type":"data","operation":"insert","schema-name":"s","table-name":"t"}}"#.to_vec(),
+                DecodeError::MissingData(Operation::Insert),
+            ),
+            (
+                br#"{"metadata":{"timestamp":"2026-03-14T01:00:00Z","record-type":"data","operation":"insert","schema-name":"s","table-name":"t"},"data":{"_op":1}}"#.to_vec(),
+                DecodeError::ReservedColumn("_op".into()),
+            ),
+        ];
+        for (payload, want) in cases {
+            let got = decode(&payload, "before-image").unwrap_err();
+            assert_eq!(got, want, "payload {:?}", String::from_utf8_lossy(&payload));
+        }
+        assert!(matches!(
+            decode(b"{\"data\":", "before-image").unwrap_err(),
+            DecodeError::NotJson(_)
+        ));
+        assert!(matches!(
+            decode(br#"{"metadata":[1]}"#, "before-image").unwrap_err(),
+            DecodeError::BadMetadata(_)
+        ));
+        assert!(matches!(
+            decode(br#"{"metadata":{"table-name":5}}"#, "before-image").unwrap_err(),
+            DecodeError::BadMetadata(_)
+        ));
+    }
+
+    #[test]
+    fn escaped_keys_are_unescaped() {
+        let msg = r#"{"data":{"caf\u00e9":1},"metadata":{"timestamp":"2026-03-14T01:00:00Z",
+            "record-type":"data","operation":"insert","schema-name":"s","table-name":"t"}}"#;
+        let r = row(decode(msg.as_bytes(), "before-image").unwrap());
+        assert_eq!(r.columns[0].0, "café");
+    }
+
+    #[test]
+    fn base64_errors_are_reported() {
+        assert_eq!(decode_base64("aGk=").unwrap(), b"hi");
+        assert!(matches!(decode_base64("!!"), Err(DecodeError::Base64(_))));
+    }
+}

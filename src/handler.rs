@@ -1,0 +1,421 @@
+//! One invocation, start to end: read the event, decode and buffer records,
+//! write what is due, and say which records Kinesis must send again.
+//!
+//! Knows neither Parquet nor S3 details: `encode` makes the bytes, `layout`
+//! the keys, and a [`Sink`] stores them.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use aws_lambda_events::streams::KinesisEventResponse;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::batcher::{Batcher, DueReason, Part};
+use crate::config::Config;
+use crate::dms::{self, Message};
+use crate::encode;
+use crate::event::{self, Event, EventError, KinesisRecord};
+use crate::layout::{self, Hour, RecordId};
+use crate::metrics;
+use crate::quarantine::{self, QuarantineEntry};
+use crate::sink::{PutOutcome, Sink};
+
+/// Counters for one invocation (or, summed, for a replay).
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct Stats {
+    /// Kinesis records received.
+    pub records: u64,
+    /// Rows buffered from them.
+    pub rows: u64,
+    /// Records skipped because this container already holds or wrote them.
+    pub duplicates: u64,
+    pub control_records: u64,
+    pub quarantined: u64,
+    /// Records not looked at because the invocation ran out of time.
+    pub deferred: u64,
+    /// Parquet files written (or found already written).
+    pub files: u64,
+    pub rows_written: u64,
+    pub bytes_written: u64,
+    /// Files that could not be written; their rows stay buffered.
+    pub failed_files: u64,
+    pub failed_rows: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, o: &Stats) {
+        self.records += o.records;
+        self.rows += o.rows;
+        self.duplicates += o.duplicates;
+        self.control_records += o.control_records;
+        self.quarantined += o.quarantined;
+        self.deferred += o.deferred;
+        self.files += o.files;
+        self.rows_written += o.rows_written;
+        self.bytes_written += o.bytes_written;
+        self.failed_files += o.failed_files;
+        self.failed_rows += o.failed_rows;
+    }
+}
+
+/// What an invocation returns.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The Lambda response: `{"batchItemFailures": [...]}` for Kinesis, a
+    /// summary for a force flush.
+    pub response: Value,
+    pub stats: Stats,
+    /// The sequence number Kinesis must redeliver from, if any.
+    pub redeliver_from: Option<String>,
+    /// This was a force flush (not a Kinesis batch).
+    pub is_flush: bool,
+}
+
+/// The function's state: configuration, the sink and the warm buffers.
+pub struct Pipeline<S> {
+    config: Config,
+    sink: S,
+    batcher: Mutex<Batcher>,
+    emit_metrics: bool,
+}
+
+/// A PUT is not started with less time than this left before the deadline.
+const WRITE_MARGIN: Duration = Duration::from_millis(300);
+
+impl<S: Sink> Pipeline<S> {
+    pub fn new(config: Config, sink: S) -> Self {
+        let batcher = Batcher::new(config.thresholds.clone(), config.flush_mode);
+        Pipeline {
+            config,
+            sink,
+            batcher: Mutex::new(batcher),
+            emit_metrics: true,
+        }
+    }
+
+    /// Turns the per-invocation metric lines on stdout off (for `replay`,
+    /// whose stdout is its summary).
+    pub fn without_metrics(mut self) -> Self {
+        self.emit_metrics = false;
+        self
+    }
+
+    /// Rows held in memory, not yet written.
+    pub async fn buffered_rows(&self) -> usize {
+        self.batcher.lock().await.buffered_rows()
+    }
+
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+
+    /// Handles one invocation payload. `deadline` is the invocation's
+    /// deadline (none for replays).
+    pub async fn handle(
+        &self,
+        payload: &Value,
+        deadline: Option<SystemTime>,
+    ) -> Result<Outcome, EventError> {
+        match event::classify(payload)? {
+            Event::Kinesis(records) => Ok(self.handle_kinesis(&records, deadline).await),
+            Event::ForceFlush { source } => {
+                tracing::info!(source, "force flush requested");
+                Ok(self.flush_all(deadline).await)
+            }
+        }
+    }
+
+    /// Writes every buffer now (force flush, shutdown, end of a replay).
+    pub async fn flush_all(&self, deadline: Option<SystemTime>) -> Outcome {
+        let mut batcher = self.batcher.lock().await;
+        let parts = batcher
+            .take_all()
+            .into_iter()
+            .map(|p| (p, DueReason::Forced))
+            .collect();
+        let mut stats = Stats::default();
+        self.write_parts(&mut batcher, parts, deadline, &mut stats)
+            .await;
+        self.report(&batcher, &stats, None);
+        Outcome {
+            response: serde_json::json!({
+                "flushed_files": stats.files,
+                "flushed_rows": stats.rows_written,
+                "failed_files": stats.failed_files,
+                "buffered_rows": batcher.buffered_rows(),
+            }),
+            stats,
+            redeliver_from: None,
+            is_flush: true,
+        }
+    }
+
+    async fn handle_kinesis(
+        &self,
+        records: &[KinesisRecord],
+        deadline: Option<SystemTime>,
+    ) -> Outcome {
+        let now_us = now_micros();
+        let mut stats = Stats {
+            records: records.len() as u64,
+            ..Stats::default()
+        };
+        let mut batcher = self.batcher.lock().await;
+        let mut quarantined: Vec<QuarantineEntry> = Vec::new();
+        // Every record of this batch that is now buffered or already durable.
+        let mut accepted: Vec<RecordId> = Vec::with_capacity(records.len());
+        let mut deferred_from: Option<&RecordId> = None;
+
+        for (i, record) in records.iter().enumerate() {
+            if i % 64 == 0 && time_left(deadline) < self.config.time_reserve {
+                // Out of time: what was not looked at is sent again by Kinesis.
+                stats.deferred = (records.len() - i) as u64;
+                deferred_from = records[i..].iter().find_map(|r| r.id.as_ref().ok());
+                tracing::warn!(
+                    deferred = stats.deferred,
+                    "invocation deadline near: leaving the rest of the batch for redelivery"
+                );
+                break;
+            }
+            let id = match &record.id {
+                Ok(id) => id,
+                Err(e) => {
+                    quarantined.push(QuarantineEntry::new(record, e.clone(), now_us));
+                    continue;
+                }
+            };
+            if batcher.is_redelivery(id) {
+                stats.duplicates += 1;
+                accepted.push(id.clone());
+                continue;
+            }
+            let payload = match &record.data {
+                Ok(text) => dms::decode_base64(text),
+                Err(e) => Err(dms::DecodeError::Base64(e.clone())),
+            };
+            let decoded = payload
+                .as_deref()
+                .map_err(Clone::clone)
+                .and_then(|bytes| dms::decode(bytes, &self.config.before_image_field));
+            match decoded {
+                Ok(Message::Row(change)) => {
+                    batcher.push(id.clone(), &change, now_us);
+                    stats.rows += 1;
+                }
+                Ok(Message::TableControl { table, operation }) => {
+                    tracing::info!(%table, operation, "table control record: closing its buffer");
+                    batcher.close_table(&table);
+                    stats.control_records += 1;
+                }
+                Ok(Message::TaskControl { operation }) => {
+                    tracing::debug!(operation, "task-level control record skipped");
+                    stats.control_records += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        shard = %id.shard, sequence = %id.sequence, error = %e,
+                        "record quarantined"
+                    );
+                    quarantined.push(QuarantineEntry::new(record, e.to_string(), now_us));
+                    continue;
+                }
+            }
+            accepted.push(id.clone());
+        }
+
+        // Not durable at the end of this invocation: the sequence numbers to
+        // redeliver from.
+        let mut not_durable: Vec<&RecordId> = Vec::new();
+        stats.quarantined = quarantined.len() as u64;
+        let quarantine_failed = !self.write_quarantine(&quarantined, now_us, deadline).await;
+        let failed_quarantine: Vec<RecordId> = if quarantine_failed {
+            quarantined.iter().filter_map(|q| q.record_id()).collect()
+        } else {
+            Vec::new()
+        };
+        not_durable.extend(failed_quarantine.iter());
+
+        let due = batcher.take_due(now_us);
+        let failed_ids = self
+            .write_parts(&mut batcher, due, deadline, &mut stats)
+            .await;
+        let failed_ids: HashSet<&RecordId> = failed_ids.iter().collect();
+        not_durable.extend(accepted.iter().filter(|id| failed_ids.contains(id)));
+        not_durable.extend(deferred_from);
+
+        let redeliver_from = not_durable
+            .into_iter()
+            .min_by(|a, b| event::sequence_cmp(&a.sequence, &b.sequence))
+            .cloned();
+        let mut response = KinesisEventResponse::default();
+        if let Some(from) = &redeliver_from {
+            // Everything from `from` on comes again; what this container
+            // already holds or wrote is skipped then.
+            let failed_q: HashSet<&RecordId> = failed_quarantine.iter().collect();
+            batcher.expect_redelivery(
+                accepted
+                    .iter()
+                    .filter(|id| {
+                        event::sequence_cmp(&id.sequence, &from.sequence).is_ge()
+                            && !failed_q.contains(id)
+                    })
+                    .cloned(),
+            );
+            response.add_failure(from.sequence.clone());
+        }
+        self.report(&batcher, &stats, redeliver_from.as_ref());
+        Outcome {
+            response: serde_json::to_value(&response).unwrap_or(Value::Null),
+            stats,
+            redeliver_from: redeliver_from.map(|id| id.sequence),
+            is_flush: false,
+        }
+    }
+
+    /// Writes the quarantined records; false if they could not be stored.
+    async fn write_quarantine(
+        &self,
+        entries: &[QuarantineEntry],
+        now_us: i64,
+        deadline: Option<SystemTime>,
+    ) -> bool {
+        if entries.is_empty() {
+            return true;
+        }
+        let ids: Vec<RecordId> = entries.iter().filter_map(|e| e.record_id()).collect();
+        let hour = entries
+            .iter()
+            .find_map(|e| e.approximate_arrival_timestamp)
+            .map(|s| Hour::from_micros((s * 1e6) as i64))
+            .unwrap_or(Hour::from_micros(now_us));
+        let key = if ids.is_empty() {
+            format!(
+                "{}_errors/unidentified/{now_us}.jsonl",
+                self.config.prefix
+            )
+        } else {
+            layout::quarantine_key(&self.config.prefix, self.config.partition_style, hour, &ids)
+        };
+        match self
+            .put_before_deadline(&key, quarantine::to_jsonl(entries), "application/x-ndjson", deadline)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(key, records = entries.len(), "quarantine written");
+                true
+            }
+            Err(error) => {
+                tracing::error!(key, %error, "quarantine write failed: records will be redelivered");
+                false
+            }
+        }
+    }
+
+    /// Encodes and writes parts; a part that fails goes back to the batcher
+    /// unchanged. Returns the ids of the rows that are still not durable.
+    async fn write_parts(
+        &self,
+        batcher: &mut Batcher,
+        parts: Vec<(Part, DueReason)>,
+        deadline: Option<SystemTime>,
+        stats: &mut Stats,
+    ) -> Vec<RecordId> {
+        let mut failed = Vec::new();
+        for (part, reason) in parts {
+            let key = layout::data_key(
+                &self.config.prefix,
+                self.config.partition_style,
+                &part.table,
+                part.hour,
+                &part.ids,
+            );
+            let written = match encode::to_parquet(&part) {
+                Ok(bytes) => {
+                    let len = bytes.len() as u64;
+                    self.put_before_deadline(&key, bytes, "application/vnd.apache.parquet", deadline)
+                        .await
+                        .map(|outcome| (outcome, len))
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match written {
+                Ok((outcome, len)) => {
+                    tracing::info!(
+                        table = %part.table, key, rows = part.row_count(), bytes = len,
+                        reason = ?reason, already_existed = outcome == PutOutcome::AlreadyExists,
+                        "file written"
+                    );
+                    stats.files += 1;
+                    stats.rows_written += part.row_count() as u64;
+                    stats.bytes_written += len;
+                }
+                Err(error) => {
+                    tracing::error!(
+                        table = %part.table, key, rows = part.row_count(), %error,
+                        "file not written: rows stay buffered for the next attempt"
+                    );
+                    stats.failed_files += 1;
+                    stats.failed_rows += part.row_count() as u64;
+                    failed.extend(part.ids.iter().cloned());
+                    batcher.restore(part);
+                }
+            }
+        }
+        failed
+    }
+
+    async fn put_before_deadline(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &'static str,
+        deadline: Option<SystemTime>,
+    ) -> Result<PutOutcome, String> {
+        let Some(deadline) = deadline else {
+            return self.sink.put(key, body, content_type).await.map_err(|e| e.to_string());
+        };
+        let left = time_left(Some(deadline));
+        if left < WRITE_MARGIN {
+            return Err("not attempted: the invocation deadline is too near".into());
+        }
+        match tokio::time::timeout(left - WRITE_MARGIN, self.sink.put(key, body, content_type)).await
+        {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err("timed out before the invocation deadline".into()),
+        }
+    }
+
+    fn report(&self, batcher: &Batcher, stats: &Stats, redeliver_from: Option<&RecordId>) {
+        let oldest_age_us = batcher.oldest_age_us(now_micros()).unwrap_or(0);
+        tracing::info!(
+            records = stats.records,
+            rows = stats.rows,
+            duplicates = stats.duplicates,
+            quarantined = stats.quarantined,
+            deferred = stats.deferred,
+            files = stats.files,
+            bytes_written = stats.bytes_written,
+            failed_files = stats.failed_files,
+            buffered_rows = batcher.buffered_rows(),
+            buffered_bytes = batcher.buffered_bytes(),
+            redeliver_from = redeliver_from.map(|id| id.sequence.as_str()),
+            "invocation done"
+        );
+        if self.emit_metrics {
+            metrics::emit(stats, batcher.buffered_bytes(), oldest_age_us);
+        }
+    }
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+fn time_left(deadline: Option<SystemTime>) -> Duration {
+    match deadline {
+        Some(d) => d.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO),
+        None => Duration::MAX,
+    }
+}

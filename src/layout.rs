@@ -1,0 +1,200 @@
+//! Object keys: where a table's file for one hour lands, and what it is called.
+//!
+//! A file's name is derived only from the identities of the rows in it, so
+//! writing the same rows again gives the same key (and S3's `If-None-Match`
+//! turns the second write into a no-op), while different rows never share a
+//! key, even across concurrent containers.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::dms::TableName;
+
+/// How the time partition is spelled in keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionStyle {
+    /// `YYYY/MM/DD/HH`
+    Plain,
+    /// `year=YYYY/month=MM/day=DD/hour=HH`, which Hive, Glue and Athena discover.
+    Hive,
+}
+
+/// A UTC hour, as hours since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Hour(pub i64);
+
+impl Hour {
+    pub fn from_micros(us: i64) -> Self {
+        Hour(us.div_euclid(3_600_000_000))
+    }
+
+    fn start(self) -> DateTime<Utc> {
+        DateTime::from_timestamp(self.0.saturating_mul(3600), 0).unwrap_or(DateTime::UNIX_EPOCH)
+    }
+}
+
+/// Who delivered a record: its shard and sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RecordId {
+    pub shard: std::sync::Arc<str>,
+    pub sequence: String,
+}
+
+/// `prefix/schema/table/<time partition>/` for `hour`.
+pub fn partition_dir(prefix: &str, style: PartitionStyle, table: &TableName, hour: Hour) -> String {
+    format!(
+        "{prefix}{}/{}/{}",
+        path_segment(&table.schema),
+        path_segment(&table.table),
+        time_dir(style, hour)
+    )
+}
+
+fn time_dir(style: PartitionStyle, hour: Hour) -> String {
+    let t = hour.start();
+    let (y, m, d, h) = (t.year(), t.month(), t.day(), t.hour());
+    match style {
+        PartitionStyle::Plain => format!("{y:04}/{m:02}/{d:02}/{h:02}/"),
+        PartitionStyle::Hive => format!("year={y:04}/month={m:02}/day={d:02}/hour={h:02}/"),
+    }
+}
+
+/// `<shard>_<first seq>_<last seq>_<digest>`: the shard and sequence range say
+/// where the rows came from; the digest of every row identity keeps two
+/// different row sets with the same ends apart.
+pub fn file_stem(rows: &[RecordId]) -> String {
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return "empty".to_string();
+    };
+    let mut hash = Sha256::new();
+    for id in rows {
+        hash.update(id.shard.as_bytes());
+        hash.update([0]);
+        hash.update(id.sequence.as_bytes());
+        hash.update([0]);
+    }
+    let digest = hash.finalize();
+    let mut short = String::with_capacity(16);
+    for b in &digest[..8] {
+        let _ = write!(short, "{b:02x}");
+    }
+    format!(
+        "{}_{}_{}_{short}",
+        path_segment(&first.shard),
+        path_segment(&first.sequence),
+        path_segment(&last.sequence)
+    )
+}
+
+/// Key of a table's Parquet file.
+pub fn data_key(
+    prefix: &str,
+    style: PartitionStyle,
+    table: &TableName,
+    hour: Hour,
+    rows: &[RecordId],
+) -> String {
+    format!(
+        "{}{}.parquet",
+        partition_dir(prefix, style, table, hour),
+        file_stem(rows)
+    )
+}
+
+/// Key of a quarantine file for records that could not be decoded.
+pub fn quarantine_key(prefix: &str, style: PartitionStyle, hour: Hour, rows: &[RecordId]) -> String {
+    format!("{prefix}_errors/{}{}.jsonl", time_dir(style, hour), file_stem(rows))
+}
+
+/// Keeps a name usable as one key segment: `/`, `%`, control characters and
+/// `=` (which Hive reads as a partition) are percent-encoded.
+fn path_segment(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for ch in raw.chars() {
+        if ch == '/' || ch == '%' || ch == '=' || ch.is_control() {
+            let mut buf = [0u8; 4];
+            for b in ch.encode_utf8(&mut buf).bytes() {
+                let _ = write!(out, "%{b:02X}");
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    if out.is_empty() || out == "." || out == ".." {
+        out = format!("%{}", out.len());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn id(shard: &str, seq: &str) -> RecordId {
+        RecordId {
+            shard: Arc::from(shard),
+            sequence: seq.to_string(),
+        }
+    }
+
+    fn table() -> TableName {
+        TableName {
+            schema: "sales".into(),
+            table: "client".into(),
+        }
+    }
+
+    #[test]
+    fn plain_and_hive_layouts() {
+        // 2026-03-14T01:30:00Z
+        let hour = Hour::from_micros(1_773_451_800_000_000);
+        let rows = [id("shardId-000000000000", "100"), id("shardId-000000000000", "105")];
+        let plain = data_key("cdc-data/", PartitionStyle::Plain, &table(), hour, &rows);
+        assert!(
+            plain.starts_with("cdc-data/sales/client/2026/03/14/01/shardId-000000000000_100_105_"),
+            "{plain}"
+        );
+        assert!(plain.ends_with(".parquet"));
+        let hive = data_key("", PartitionStyle::Hive, &table(), hour, &rows);
+        assert!(
+            hive.starts_with("sales/client/year=2026/month=03/day=14/hour=01/"),
+            "{hive}"
+        );
+    }
+
+    #[test]
+    fn same_rows_same_name_different_rows_different_name() {
+        let a = [id("s", "1"), id("s", "2"), id("s", "3")];
+        let b = [id("s", "1"), id("s", "4"), id("s", "3")];
+        assert_eq!(file_stem(&a), file_stem(&a.clone()));
+        assert_ne!(file_stem(&a), file_stem(&b));
+        assert_ne!(file_stem(&a), file_stem(&[id("t", "1"), id("s", "2"), id("s", "3")]));
+    }
+
+    #[test]
+    fn hours_before_1970_floor_correctly() {
+        assert_eq!(Hour::from_micros(-1), Hour(-1));
+        let key = partition_dir("", PartitionStyle::Plain, &table(), Hour::from_micros(-1));
+        assert!(key.ends_with("1969/12/31/23/"), "{key}");
+    }
+
+    #[test]
+    fn unsafe_names_are_escaped() {
+        let t = TableName {
+            schema: "a/b".into(),
+            table: "x=y\n".into(),
+        };
+        let key = partition_dir("p/", PartitionStyle::Plain, &t, Hour(0));
+        assert!(key.starts_with("p/a%2Fb/x%3Dy%0A/1970/01/01/00/"), "{key}");
+    }
+
+    #[test]
+    fn quarantine_keys_live_under_errors() {
+        let key = quarantine_key("cdc-data/", PartitionStyle::Plain, Hour(0), &[id("s", "9")]);
+        assert!(key.starts_with("cdc-data/_errors/1970/01/01/00/s_9_9_"), "{key}");
+        assert!(key.ends_with(".jsonl"));
+    }
+}

@@ -1,0 +1,40 @@
+//! Entry point: the Lambda runtime, or `cdc-batcher replay` for local runs.
+
+use std::sync::Arc;
+
+use cdc_batcher::config::Config;
+use cdc_batcher::handler::Pipeline;
+use cdc_batcher::sink::S3Sink;
+use cdc_batcher::{lambda, logging, replay};
+use lambda_runtime::{service_fn, LambdaEvent};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    logging::init()?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("replay") {
+        std::process::exit(replay::run(&args[1..]).await);
+    }
+
+    let config = Config::from_env()?;
+    let bucket = config.require_bucket()?.to_string();
+    let sink = S3Sink::from_env(&bucket, &config.s3).await;
+    let pipeline = Arc::new(Pipeline::new(config, sink));
+    tracing::info!(bucket, "cdc-batcher ready");
+
+    // On SIGTERM (environment recycled) write what is buffered: Lambda allows
+    // about 500 ms, see README "Guarantees".
+    let on_shutdown = pipeline.clone();
+    lambda_runtime::spawn_graceful_shutdown_handler(move || async move {
+        tracing::info!("shutdown: flushing every buffer");
+        on_shutdown.flush_all(None).await;
+    })
+    .await;
+
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        let pipeline = pipeline.clone();
+        async move { lambda::invoke(&pipeline, event).await }
+    }))
+    .await
+}

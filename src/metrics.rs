@@ -1,0 +1,68 @@
+//! CloudWatch metrics as Embedded Metric Format log lines: one JSON object on
+//! stdout per invocation, which CloudWatch Logs turns into metrics without a
+//! client or an extra API call.
+
+use serde_json::json;
+
+use crate::handler::Stats;
+
+/// The CloudWatch namespace of every metric.
+pub const NAMESPACE: &str = "cdc-batcher";
+
+/// The EMF document for one invocation.
+pub fn document(stats: &Stats, buffered_bytes: usize, oldest_age_us: i64, now_ms: i64) -> serde_json::Value {
+    let count = |name: &str| json!({"Name": name, "Unit": "Count"});
+    json!({
+        "_aws": {
+            "Timestamp": now_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [[]],
+                "Metrics": [
+                    count("RecordsIn"), count("RowsIn"), count("DuplicateRecords"),
+                    count("QuarantinedRecords"), count("DeferredRecords"), count("FilesWritten"),
+                    count("RowsWritten"), {"Name": "BytesWritten", "Unit": "Bytes"},
+                    count("FlushFailures"), {"Name": "BufferedBytes", "Unit": "Bytes"},
+                    {"Name": "OldestBufferedRowAge", "Unit": "Milliseconds"},
+                ],
+            }],
+        },
+        "RecordsIn": stats.records,
+        "RowsIn": stats.rows,
+        "DuplicateRecords": stats.duplicates,
+        "QuarantinedRecords": stats.quarantined,
+        "DeferredRecords": stats.deferred,
+        "FilesWritten": stats.files,
+        "RowsWritten": stats.rows_written,
+        "BytesWritten": stats.bytes_written,
+        "FlushFailures": stats.failed_files,
+        "BufferedBytes": buffered_bytes,
+        "OldestBufferedRowAge": oldest_age_us / 1000,
+    })
+}
+
+/// Prints the EMF line. Plain stdout, not tracing: EMF must be the whole line.
+pub fn emit(stats: &Stats, buffered_bytes: usize, oldest_age_us: i64) {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    println!("{}", document(stats, buffered_bytes, oldest_age_us, now_ms));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_declared_metric_has_a_value() {
+        let stats = Stats { records: 3, failed_files: 1, ..Stats::default() };
+        let doc = document(&stats, 10, 2500, 1);
+        let declared = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap();
+        assert_eq!(declared.len(), 11);
+        for m in declared {
+            let name = m["Name"].as_str().unwrap();
+            assert!(doc[name].is_number(), "{name} has no value");
+        }
+        assert_eq!(doc["RecordsIn"], 3);
+        assert_eq!(doc["FlushFailures"], 1);
+        assert_eq!(doc["OldestBufferedRowAge"], 2);
+    }
+}

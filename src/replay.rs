@@ -1,0 +1,186 @@
+//! `cdc-batcher replay`: the Lambda code path over event files, without the
+//! Lambda runtime. Each file is one invocation, in the order given, followed
+//! by a force flush; one JSON summary line goes to stdout.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::handler::{Pipeline, Stats};
+use crate::sink::{AnySink, LocalDirSink, S3Sink, Sink};
+
+const USAGE: &str = "usage: cdc-batcher replay --output <DIR | s3://bucket/prefix/> EVENT.json...";
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    output: String,
+    events: usize,
+    #[serde(flatten)]
+    stats: Stats,
+    /// Rows held in memory at the end (not written).
+    buffered_rows: usize,
+    /// Invocations that asked Kinesis to redeliver (a real stream would).
+    redelivery_requests: usize,
+    errors: Vec<String>,
+    seconds: f64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Output {
+    Dir(String),
+    S3 { bucket: String, prefix: Option<String> },
+}
+
+fn parse_args(args: &[String]) -> Result<(Output, Vec<String>), String> {
+    let mut output = None;
+    let mut files = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--output" | "-o" => output = it.next().cloned(),
+            s if s.starts_with("--output=") => output = Some(s["--output=".len()..].to_string()),
+            "-h" | "--help" => return Err(USAGE.to_string()),
+            s if s.starts_with('-') => return Err(format!("unknown option {s}\n{USAGE}")),
+            _ => files.push(a.clone()),
+        }
+    }
+    let output = output.ok_or_else(|| format!("--output is required\n{USAGE}"))?;
+    if files.is_empty() {
+        return Err(format!("no event files given\n{USAGE}"));
+    }
+    let output = match output.strip_prefix("s3://") {
+        Some(rest) => {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(format!("--output {output}: no bucket name\n{USAGE}"));
+            }
+            Output::S3 {
+                bucket: bucket.to_string(),
+                prefix: Some(prefix.to_string()).filter(|p| !p.is_empty()),
+            }
+        }
+        None => Output::Dir(output),
+    };
+    Ok((output, files))
+}
+
+/// Runs the replay; returns the process exit code.
+pub async fn run(args: &[String]) -> i32 {
+    let (output, files) = match parse_args(args) {
+        Ok(x) => x,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return 2;
+        }
+    };
+    let prefix_override = match &output {
+        Output::S3 { prefix, .. } => prefix.clone(),
+        Output::Dir(_) => None,
+    };
+    let config = Config::from_lookup(|name| match (name, &prefix_override) {
+        ("S3_PREFIX", Some(p)) => Some(p.clone()),
+        _ => std::env::var(name).ok(),
+    });
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return 2;
+        }
+    };
+    let sink = match &output {
+        Output::Dir(dir) => AnySink::Local(LocalDirSink::new(dir)),
+        Output::S3 { bucket, .. } => AnySink::S3(S3Sink::from_env(bucket, &config.s3).await),
+    };
+    let started = Instant::now();
+    let pipeline = Pipeline::new(config, sink).without_metrics();
+    let mut stats = Stats::default();
+    let mut errors = Vec::new();
+    let mut redelivery_requests = 0;
+    for file in &files {
+        let payload = match std::fs::read(file)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string()))
+        {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(format!("{file}: {e}"));
+                continue;
+            }
+        };
+        match pipeline.handle(&payload, None).await {
+            Ok(outcome) => {
+                stats.add(&outcome.stats);
+                if let Some(seq) = outcome.redeliver_from {
+                    redelivery_requests += 1;
+                    errors.push(format!("{file}: Kinesis would redeliver from {seq}"));
+                }
+            }
+            Err(e) => errors.push(format!("{file}: {e}")),
+        }
+    }
+    let flush = pipeline.flush_all(None).await;
+    stats.add(&flush.stats);
+    if flush.stats.failed_files > 0 {
+        errors.push(format!(
+            "final flush: {} file(s) not written",
+            flush.stats.failed_files
+        ));
+    }
+    let summary = Summary {
+        output: pipeline.sink().location(),
+        events: files.len(),
+        stats,
+        buffered_rows: pipeline.buffered_rows().await,
+        redelivery_requests,
+        seconds: started.elapsed().as_secs_f64(),
+        errors,
+    };
+    match serde_json::to_string(&summary) {
+        Ok(line) => println!("{line}"),
+        Err(e) => eprintln!("summary could not be serialised: {e}"),
+    }
+    i32::from(!summary.errors.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn output_forms() {
+        let (o, f) = parse_args(&args(&["--output", "out", "a.json", "b.json"])).unwrap();
+        assert_eq!(o, Output::Dir("out".into()));
+        assert_eq!(f, ["a.json", "b.json"]);
+        let (o, _) = parse_args(&args(&["--output=s3://lake/cdc/", "a.json"])).unwrap();
+        assert_eq!(
+            o,
+            Output::S3 {
+                bucket: "lake".into(),
+                prefix: Some("cdc/".into())
+            }
+        );
+        let (o, _) = parse_args(&args(&["a.json", "-o", "s3://lake"])).unwrap();
+        assert_eq!(
+            o,
+            Output::S3 {
+                bucket: "lake".into(),
+                prefix: None
+            }
+        );
+    }
+
+    #[test]
+    fn bad_arguments_say_how_to_call_it() {
+        for bad in [vec!["a.json"], vec!["--output", "x"], vec!["--bogus", "--output", "x", "a"]] {
+            let err = parse_args(&args(&bad)).unwrap_err();
+            assert!(err.contains("usage: cdc-batcher replay"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Where finished files go: a narrow "put these bytes at this key" interface,
+//! with an S3 implementation and a local-directory one.
+//!
+//! Both refuse to overwrite: a key is derived from the rows it holds, so an
+//! existing object under the same key already holds those rows, and a retried
+//! write is reported as `AlreadyExists` instead of writing a duplicate.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+
+use crate::config::S3Settings;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Written,
+    /// An object was already at the key (an earlier attempt landed).
+    AlreadyExists,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("S3 PutObject s3://{bucket}/{key} failed: {message}")]
+    S3 {
+        bucket: String,
+        key: String,
+        message: String,
+    },
+    #[error("writing {path} failed: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Stores objects.
+pub trait Sink: Send + Sync {
+    fn put(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &'static str,
+    ) -> impl Future<Output = Result<PutOutcome, SinkError>> + Send;
+
+    /// Where objects go, for logs and summaries.
+    fn location(&self) -> String;
+}
+
+/// Objects in an S3 bucket, written with `If-None-Match: *`.
+#[derive(Debug, Clone)]
+pub struct S3Sink {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3Sink {
+    /// Builds the client from the standard AWS configuration chain
+    /// (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL_S3`, ...).
+    pub async fn from_env(bucket: &str, settings: &S3Settings) -> Self {
+        let retry = aws_config::retry::RetryConfig::standard()
+            .with_max_attempts(settings.max_attempts)
+            .with_initial_backoff(Duration::from_millis(200))
+            .with_max_backoff(Duration::from_secs(5));
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .operation_attempt_timeout(Duration::from_secs(30))
+            .build();
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .retry_config(retry)
+            .timeout_config(timeouts)
+            .load()
+            .await;
+        let conf = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(settings.force_path_style)
+            .build();
+        S3Sink {
+            client: aws_sdk_s3::Client::from_conf(conf),
+            bucket: bucket.to_string(),
+        }
+    }
+}
+
+impl Sink for S3Sink {
+    async fn put(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &'static str,
+    ) -> Result<PutOutcome, SinkError> {
+        let result = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .if_none_match("*")
+            .body(ByteStream::from(body))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(PutOutcome::Written),
+            Err(err) if err.raw_response().map(|r| r.status().as_u16()) == Some(412) => {
+                Ok(PutOutcome::AlreadyExists)
+            }
+            Err(err) => Err(SinkError::S3 {
+                bucket: self.bucket.clone(),
+                key: key.to_string(),
+                message: aws_sdk_s3::error::DisplayErrorContext(&err).to_string(),
+            }),
+        }
+    }
+
+    fn location(&self) -> String {
+        format!("s3://{}/", self.bucket)
+    }
+}
+
+/// Files under a local directory (local runs and `replay`).
+#[derive(Debug, Clone)]
+pub struct LocalDirSink {
+    root: PathBuf,
+}
+
+impl LocalDirSink {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalDirSink { root: root.into() }
+    }
+}
+
+impl Sink for LocalDirSink {
+    async fn put(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        _content_type: &'static str,
+    ) -> Result<PutOutcome, SinkError> {
+        let path = self.root.join(key);
+        let io = |source| SinkError::Io {
+            path: path.clone(),
+            source,
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        tokio::fs::create_dir_all(dir).await.map_err(io)?;
+        // Write aside, then link into place: the file appears whole or not at
+        // all, and an existing one is never replaced.
+        let tmp = dir.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("object")
+        ));
+        tokio::fs::write(&tmp, &body).await.map_err(io)?;
+        let linked = tokio::fs::hard_link(&tmp, &path).await;
+        let _ = tokio::fs::remove_file(&tmp).await;
+        match linked {
+            Ok(()) => Ok(PutOutcome::Written),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(PutOutcome::AlreadyExists),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+}
+
+/// Either sink, chosen at start-up.
+#[derive(Debug, Clone)]
+pub enum AnySink {
+    S3(S3Sink),
+    Local(LocalDirSink),
+}
+
+impl Sink for AnySink {
+    async fn put(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &'static str,
+    ) -> Result<PutOutcome, SinkError> {
+        match self {
+            AnySink::S3(s) => s.put(key, body, content_type).await,
+            AnySink::Local(l) => l.put(key, body, content_type).await,
+        }
+    }
+
+    fn location(&self) -> String {
+        match self {
+            AnySink::S3(s) => s.location(),
+            AnySink::Local(l) => l.location(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_sink_writes_once_and_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = LocalDirSink::new(dir.path());
+        let first = sink.put("a/b/c.parquet", b"one".to_vec(), "x").await.unwrap();
+        assert_eq!(first, PutOutcome::Written);
+        let again = sink.put("a/b/c.parquet", b"two".to_vec(), "x").await.unwrap();
+        assert_eq!(again, PutOutcome::AlreadyExists);
+        let content = std::fs::read(dir.path().join("a/b/c.parquet")).unwrap();
+        assert_eq!(content, b"one");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("a/b"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 1, "no temporary files left: {leftovers:?}");
+    }
+
+    #[tokio::test]
+    async fn local_sink_reports_io_errors_with_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file"), b"").unwrap();
+        let sink = LocalDirSink::new(dir.path().join("file"));
+        let err = sink.put("k", b"x".to_vec(), "x").await.unwrap_err();
+        assert!(err.to_string().contains("file"), "{err}");
+    }
+}

@@ -230,11 +230,7 @@ impl Batcher {
             due.extend(extra);
         }
         due.into_iter()
-            .flat_map(|(name, reason)| {
-                self.take_table(&name)
-                    .into_iter()
-                    .map(move |p| (p, reason))
-            })
+            .flat_map(|(name, reason)| self.take_table(&name).into_iter().map(move |p| (p, reason)))
             .collect()
     }
 
@@ -400,7 +396,11 @@ mod tests {
         });
         push(&mut b, "a", 1, 0);
         let due = b.take_due(0);
-        assert_eq!(due.len(), 2, "rows before and after the DDL are separate files");
+        assert_eq!(
+            due.len(),
+            2,
+            "rows before and after the DDL are separate files"
+        );
         assert!(due.iter().all(|(_, r)| *r == DueReason::Requested));
         assert_eq!(due[0].0.ids, [rid(0)]);
         assert_eq!(due[1].0.ids, [rid(1)]);

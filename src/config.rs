@@ -95,20 +95,20 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     var: "PARTITION_STYLE",
                     value: other.to_string(),
-                    expected: "`plain` (YYYY/MM/DD/HH) or `hive` (year=YYYY/month=MM/day=DD/hour=HH)",
+                    expected:
+                        "`plain` (YYYY/MM/DD/HH) or `hive` (year=YYYY/month=MM/day=DD/hour=HH)",
                 })
             }
         };
         let flush_mode = match get("FLUSH_MODE").as_deref().map(str::trim) {
             None | Some("warm") => FlushMode::Warm,
             Some("invocation") => FlushMode::Invocation,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    var: "FLUSH_MODE",
-                    value: other.to_string(),
-                    expected: "`warm` (buffer across invocations) or `invocation` (write before returning)",
-                })
-            }
+            Some(other) => return Err(ConfigError::Invalid {
+                var: "FLUSH_MODE",
+                value: other.to_string(),
+                expected:
+                    "`warm` (buffer across invocations) or `invocation` (write before returning)",
+            }),
         };
 
         let max_bytes = parse_num(
@@ -199,7 +199,8 @@ fn normalise_prefix(raw: &str) -> Result<String, ConfigError> {
         return Err(ConfigError::Invalid {
             var: "S3_PREFIX",
             value: raw.to_string(),
-            expected: "a key prefix such as `cdc-data/` (no leading `/`, no `//`, no control characters)",
+            expected:
+                "a key prefix such as `cdc-data/` (no leading `/`, no `//`, no control characters)",
         });
     }
     if p.is_empty() || p.ends_with('/') {
@@ -225,7 +226,11 @@ fn validate_bucket(b: &str) -> Result<(), ConfigError> {
 }
 
 fn parse_bool(var: &'static str, value: Option<String>) -> Result<bool, ConfigError> {
-    match value.as_deref().map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+    match value
+        .as_deref()
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
         None | Some("false" | "0" | "no") => Ok(false),
         Some("true" | "1" | "yes") => Ok(true),
         Some(_) => Err(ConfigError::Invalid {

@@ -91,10 +91,7 @@ pub enum Message<'a> {
     Row(RowChange<'a>),
     /// DDL (or any other table-level control event): rows after it may have
     /// another shape, so the table's buffer is closed before them.
-    TableControl {
-        table: TableName,
-        operation: String,
-    },
+    TableControl { table: TableName, operation: String },
     /// A task-level control record (empty schema, e.g. `awsdms_apply_exceptions`).
     TaskControl { operation: String },
 }
@@ -165,8 +162,8 @@ pub fn decode<'a>(payload: &'a [u8], before_image_field: &str) -> Result<Message
         }
     }
     let metadata = metadata.ok_or(DecodeError::MissingMetadata)?;
-    let meta: Metadata<'a> =
-        serde_json::from_str(metadata.get()).map_err(|e| DecodeError::BadMetadata(e.to_string()))?;
+    let meta: Metadata<'a> = serde_json::from_str(metadata.get())
+        .map_err(|e| DecodeError::BadMetadata(e.to_string()))?;
 
     let record_type = meta
         .record_type

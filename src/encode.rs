@@ -21,6 +21,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::json::ReaderBuilder;
 use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
@@ -109,7 +110,12 @@ pub fn to_parquet(part: &Part) -> Result<Vec<u8>, EncodeError> {
         .set_created_by(concat!("cdc-batcher ", env!("CARGO_PKG_VERSION")).to_string())
         .build();
     let mut out = Vec::with_capacity(part.rows.len() / 4);
-    let mut writer = ArrowWriter::try_new(&mut out, schema, Some(props))?;
+    // Without the embedded Arrow schema every engine reads the plain Parquet
+    // types (e.g. TIMESTAMP(MICROS, UTC) rather than Arrow's "+00:00" zone name).
+    let options = ArrowWriterOptions::new()
+        .with_properties(props)
+        .with_skip_arrow_metadata(true);
+    let mut writer = ArrowWriter::try_new_with_options(&mut out, schema, options)?;
     for batch in &batches {
         writer.write(batch)?;
     }
@@ -120,8 +126,8 @@ pub fn to_parquet(part: &Part) -> Result<Vec<u8>, EncodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{FlushMode, Thresholds};
     use crate::batcher::Batcher;
+    use crate::config::{FlushMode, Thresholds};
     use crate::dms::{decode, Message};
     use crate::layout::RecordId;
     use arrow::array::{Array, AsArray};
@@ -164,7 +170,10 @@ mod tests {
         assert_eq!(t(&[Kinds::INT, Kinds::NULL]), DataType::Int64);
         assert_eq!(t(&[Kinds::INT, Kinds::WIDE_INT]), DataType::Int64);
         assert_eq!(t(&[Kinds::INT, Kinds::FLOAT]), DataType::Float64);
-        assert_eq!(t(&[Kinds::INT, Kinds::WIDE_INT, Kinds::FLOAT]), DataType::Utf8);
+        assert_eq!(
+            t(&[Kinds::INT, Kinds::WIDE_INT, Kinds::FLOAT]),
+            DataType::Utf8
+        );
         assert_eq!(t(&[Kinds::BIG_INT]), DataType::Utf8);
         assert_eq!(t(&[Kinds::BOOL]), DataType::Boolean);
         assert_eq!(t(&[Kinds::BOOL, Kinds::STRING]), DataType::Utf8);
@@ -173,7 +182,10 @@ mod tests {
 
     #[test]
     fn rows_decode_with_absent_columns_as_null() {
-        let part = part_of(&[r#"{"id":1,"name":"a","price":1.5}"#, r#"{"id":2,"ok":true}"#]);
+        let part = part_of(&[
+            r#"{"id":1,"name":"a","price":1.5}"#,
+            r#"{"id":2,"ok":true}"#,
+        ]);
         let (schema, batches) = to_record_batches(&part).unwrap();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(&names[..4], ["id", "name", "price", "ok"]);
@@ -209,11 +221,16 @@ mod tests {
 
     #[test]
     fn many_rows_span_several_arrow_batches() {
-        let rows: Vec<String> = (0..BATCH_ROWS + 10).map(|i| format!(r#"{{"id":{i}}}"#)).collect();
+        let rows: Vec<String> = (0..BATCH_ROWS + 10)
+            .map(|i| format!(r#"{{"id":{i}}}"#))
+            .collect();
         let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
         let part = part_of(&refs);
         let (_, batches) = to_record_batches(&part).unwrap();
-        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), BATCH_ROWS + 10);
+        assert_eq!(
+            batches.iter().map(|b| b.num_rows()).sum::<usize>(),
+            BATCH_ROWS + 10
+        );
     }
 
     #[test]
@@ -225,7 +242,10 @@ mod tests {
         let col = meta.row_group(0).column(0);
         assert_eq!(col.compression(), Compression::SNAPPY);
         let batches: Vec<RecordBatch> = reader.build().unwrap().map(|b| b.unwrap()).collect();
-        let names = batches[0].column_by_name("name").unwrap().as_string::<i32>();
+        let names = batches[0]
+            .column_by_name("name")
+            .unwrap()
+            .as_string::<i32>();
         assert_eq!(names.value(0), "日本");
         assert_eq!(batches[0].num_rows(), 2);
     }

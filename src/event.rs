@@ -15,7 +15,9 @@ use crate::layout::RecordId;
 pub enum Event {
     Kinesis(Vec<KinesisRecord>),
     /// A scheduled or manual request to write every buffer now.
-    ForceFlush { source: &'static str },
+    ForceFlush {
+        source: &'static str,
+    },
 }
 
 /// One Kinesis record, read leniently: anything missing is kept as an error
@@ -139,7 +141,9 @@ fn read_records(records: &[Value]) -> Vec<KinesisRecord> {
             KinesisRecord {
                 id,
                 data,
-                partition_key: field("partitionKey").and_then(Value::as_str).map(String::from),
+                partition_key: field("partitionKey")
+                    .and_then(Value::as_str)
+                    .map(String::from),
                 arrival_seconds: field("approximateArrivalTimestamp").and_then(Value::as_f64),
             }
         })
@@ -174,7 +178,10 @@ mod tests {
         };
         assert_eq!(recs.len(), 4);
         let id = recs[0].id.as_ref().unwrap();
-        assert_eq!((&*id.shard, id.sequence.as_str()), ("shardId-000000000002", "12"));
+        assert_eq!(
+            (&*id.shard, id.sequence.as_str()),
+            ("shardId-000000000002", "12")
+        );
         assert_eq!(recs[0].data.as_deref(), Ok("aGk="));
         assert_eq!(recs[1].data.as_deref(), Ok("!!not base64"));
         assert!(recs[2].data.is_err());
@@ -209,7 +216,10 @@ mod tests {
             (json!({"force_flush": false}), "force_flush"),
             (json!({"Records": [{"eventSource": "aws:sqs"}]}), "aws:sqs"),
             (json!({"Records": 3}), "not an array"),
-            (json!({"source": "aws.events", "detail-type": "EC2 Instance State"}), "detail-type"),
+            (
+                json!({"source": "aws.events", "detail-type": "EC2 Instance State"}),
+                "detail-type",
+            ),
         ] {
             let err = classify(&payload).unwrap_err().to_string();
             assert!(err.contains(says), "{err}");

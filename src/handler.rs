@@ -227,40 +227,40 @@ impl<S: Sink> Pipeline<S> {
 
         // Not durable at the end of this invocation: the sequence numbers to
         // redeliver from.
-        let mut not_durable: Vec<&RecordId> = Vec::new();
+        let mut not_durable: Vec<RecordId> = Vec::new();
         stats.quarantined = quarantined.len() as u64;
-        let quarantine_failed = !self.write_quarantine(&quarantined, now_us, deadline).await;
-        let failed_quarantine: Vec<RecordId> = if quarantine_failed {
-            quarantined.iter().filter_map(|q| q.record_id()).collect()
+        let quarantine_ids = quarantined.iter().filter_map(QuarantineEntry::record_id);
+        if self.write_quarantine(&quarantined, now_us, deadline).await {
+            // Durable in the quarantine: a redelivery must not quarantine them again.
+            accepted.extend(quarantine_ids);
         } else {
-            Vec::new()
-        };
-        not_durable.extend(failed_quarantine.iter());
+            not_durable.extend(quarantine_ids);
+        }
 
         let due = batcher.take_due(now_us);
         let failed_ids = self
             .write_parts(&mut batcher, due, deadline, &mut stats)
             .await;
         let failed_ids: HashSet<&RecordId> = failed_ids.iter().collect();
-        not_durable.extend(accepted.iter().filter(|id| failed_ids.contains(id)));
-        not_durable.extend(deferred_from);
+        not_durable.extend(
+            accepted
+                .iter()
+                .filter(|id| failed_ids.contains(id))
+                .cloned(),
+        );
+        not_durable.extend(deferred_from.cloned());
 
         let redeliver_from = not_durable
             .into_iter()
-            .min_by(|a, b| event::sequence_cmp(&a.sequence, &b.sequence))
-            .cloned();
+            .min_by(|a, b| event::sequence_cmp(&a.sequence, &b.sequence));
         let mut response = KinesisEventResponse::default();
         if let Some(from) = &redeliver_from {
             // Everything from `from` on comes again; what this container
             // already holds or wrote is skipped then.
-            let failed_q: HashSet<&RecordId> = failed_quarantine.iter().collect();
             batcher.expect_redelivery(
                 accepted
                     .iter()
-                    .filter(|id| {
-                        event::sequence_cmp(&id.sequence, &from.sequence).is_ge()
-                            && !failed_q.contains(id)
-                    })
+                    .filter(|id| event::sequence_cmp(&id.sequence, &from.sequence).is_ge())
                     .cloned(),
             );
             response.add_failure(from.sequence.clone());
@@ -291,15 +291,17 @@ impl<S: Sink> Pipeline<S> {
             .map(|s| Hour::from_micros((s * 1e6) as i64))
             .unwrap_or(Hour::from_micros(now_us));
         let key = if ids.is_empty() {
-            format!(
-                "{}_errors/unidentified/{now_us}.jsonl",
-                self.config.prefix
-            )
+            format!("{}_errors/unidentified/{now_us}.jsonl", self.config.prefix)
         } else {
             layout::quarantine_key(&self.config.prefix, self.config.partition_style, hour, &ids)
         };
         match self
-            .put_before_deadline(&key, quarantine::to_jsonl(entries), "application/x-ndjson", deadline)
+            .put_before_deadline(
+                &key,
+                quarantine::to_jsonl(entries),
+                "application/x-ndjson",
+                deadline,
+            )
             .await
         {
             Ok(_) => {
@@ -334,9 +336,14 @@ impl<S: Sink> Pipeline<S> {
             let written = match encode::to_parquet(&part) {
                 Ok(bytes) => {
                     let len = bytes.len() as u64;
-                    self.put_before_deadline(&key, bytes, "application/vnd.apache.parquet", deadline)
-                        .await
-                        .map(|outcome| (outcome, len))
+                    self.put_before_deadline(
+                        &key,
+                        bytes,
+                        "application/vnd.apache.parquet",
+                        deadline,
+                    )
+                    .await
+                    .map(|outcome| (outcome, len))
                 }
                 Err(e) => Err(e.to_string()),
             };
@@ -374,13 +381,18 @@ impl<S: Sink> Pipeline<S> {
         deadline: Option<SystemTime>,
     ) -> Result<PutOutcome, String> {
         let Some(deadline) = deadline else {
-            return self.sink.put(key, body, content_type).await.map_err(|e| e.to_string());
+            return self
+                .sink
+                .put(key, body, content_type)
+                .await
+                .map_err(|e| e.to_string());
         };
         let left = time_left(Some(deadline));
         if left < WRITE_MARGIN {
             return Err("not attempted: the invocation deadline is too near".into());
         }
-        match tokio::time::timeout(left - WRITE_MARGIN, self.sink.put(key, body, content_type)).await
+        match tokio::time::timeout(left - WRITE_MARGIN, self.sink.put(key, body, content_type))
+            .await
         {
             Ok(result) => result.map_err(|e| e.to_string()),
             Err(_) => Err("timed out before the invocation deadline".into()),
@@ -415,7 +427,9 @@ fn now_micros() -> i64 {
 
 fn time_left(deadline: Option<SystemTime>) -> Duration {
     match deadline {
-        Some(d) => d.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO),
+        Some(d) => d
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
         None => Duration::MAX,
     }
 }

@@ -104,8 +104,17 @@ pub fn data_key(
 }
 
 /// Key of a quarantine file for records that could not be decoded.
-pub fn quarantine_key(prefix: &str, style: PartitionStyle, hour: Hour, rows: &[RecordId]) -> String {
-    format!("{prefix}_errors/{}{}.jsonl", time_dir(style, hour), file_stem(rows))
+pub fn quarantine_key(
+    prefix: &str,
+    style: PartitionStyle,
+    hour: Hour,
+    rows: &[RecordId],
+) -> String {
+    format!(
+        "{prefix}_errors/{}{}.jsonl",
+        time_dir(style, hour),
+        file_stem(rows)
+    )
 }
 
 /// Keeps a name usable as one key segment: `/`, `%`, control characters and
@@ -151,7 +160,10 @@ mod tests {
     fn plain_and_hive_layouts() {
         // 2026-03-14T01:30:00Z
         let hour = Hour::from_micros(1_773_451_800_000_000);
-        let rows = [id("shardId-000000000000", "100"), id("shardId-000000000000", "105")];
+        let rows = [
+            id("shardId-000000000000", "100"),
+            id("shardId-000000000000", "105"),
+        ];
         let plain = data_key("cdc-data/", PartitionStyle::Plain, &table(), hour, &rows);
         assert!(
             plain.starts_with("cdc-data/sales/client/2026/03/14/01/shardId-000000000000_100_105_"),
@@ -171,7 +183,10 @@ mod tests {
         let b = [id("s", "1"), id("s", "4"), id("s", "3")];
         assert_eq!(file_stem(&a), file_stem(&a.clone()));
         assert_ne!(file_stem(&a), file_stem(&b));
-        assert_ne!(file_stem(&a), file_stem(&[id("t", "1"), id("s", "2"), id("s", "3")]));
+        assert_ne!(
+            file_stem(&a),
+            file_stem(&[id("t", "1"), id("s", "2"), id("s", "3")])
+        );
     }
 
     #[test]
@@ -194,7 +209,10 @@ mod tests {
     #[test]
     fn quarantine_keys_live_under_errors() {
         let key = quarantine_key("cdc-data/", PartitionStyle::Plain, Hour(0), &[id("s", "9")]);
-        assert!(key.starts_with("cdc-data/_errors/1970/01/01/00/s_9_9_"), "{key}");
+        assert!(
+            key.starts_with("cdc-data/_errors/1970/01/01/00/s_9_9_"),
+            "{key}"
+        );
         assert!(key.ends_with(".jsonl"));
     }
 }

@@ -10,7 +10,12 @@ use crate::handler::Stats;
 pub const NAMESPACE: &str = "cdc-batcher";
 
 /// The EMF document for one invocation.
-pub fn document(stats: &Stats, buffered_bytes: usize, oldest_age_us: i64, now_ms: i64) -> serde_json::Value {
+pub fn document(
+    stats: &Stats,
+    buffered_bytes: usize,
+    oldest_age_us: i64,
+    now_ms: i64,
+) -> serde_json::Value {
     let count = |name: &str| json!({"Name": name, "Unit": "Count"});
     json!({
         "_aws": {
@@ -53,9 +58,15 @@ mod tests {
 
     #[test]
     fn every_declared_metric_has_a_value() {
-        let stats = Stats { records: 3, failed_files: 1, ..Stats::default() };
+        let stats = Stats {
+            records: 3,
+            failed_files: 1,
+            ..Stats::default()
+        };
         let doc = document(&stats, 10, 2500, 1);
-        let declared = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap();
+        let declared = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap();
         assert_eq!(declared.len(), 11);
         for m in declared {
             let name = m["Name"].as_str().unwrap();

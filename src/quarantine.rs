@@ -82,8 +82,10 @@ mod tests {
         let e = QuarantineEntry::new(&rec, "payload is not JSON".into(), 0);
         assert_eq!(e.record_id(), rec.id.clone().ok());
         let text = String::from_utf8(to_jsonl(&[e.clone(), e])).unwrap();
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["data"], "bm90IGpzb24=");
         assert_eq!(lines[0]["sequence_number"], "77");

@@ -30,7 +30,10 @@ struct Summary {
 #[derive(Debug, PartialEq, Eq)]
 enum Output {
     Dir(String),
-    S3 { bucket: String, prefix: Option<String> },
+    S3 {
+        bucket: String,
+        prefix: Option<String>,
+    },
 }
 
 fn parse_args(args: &[String]) -> Result<(Output, Vec<String>), String> {
@@ -178,7 +181,11 @@ mod tests {
 
     #[test]
     fn bad_arguments_say_how_to_call_it() {
-        for bad in [vec!["a.json"], vec!["--output", "x"], vec!["--bogus", "--output", "x", "a"]] {
+        for bad in [
+            vec!["a.json"],
+            vec!["--output", "x"],
+            vec!["--bogus", "--output", "x", "a"],
+        ] {
             let err = parse_args(&args(&bad)).unwrap_err();
             assert!(err.contains("usage: cdc-batcher replay"), "{err}");
         }

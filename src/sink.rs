@@ -75,8 +75,13 @@ impl S3Sink {
         let conf = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(settings.force_path_style)
             .build();
+        Self::from_client(aws_sdk_s3::Client::from_conf(conf), bucket)
+    }
+
+    /// Uses an already configured client.
+    pub fn from_client(client: aws_sdk_s3::Client, bucket: &str) -> Self {
         S3Sink {
-            client: aws_sdk_s3::Client::from_conf(conf),
+            client,
             bucket: bucket.to_string(),
         }
     }
@@ -148,14 +153,18 @@ impl Sink for LocalDirSink {
         let tmp = dir.join(format!(
             ".tmp-{}-{}",
             std::process::id(),
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("object")
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("object")
         ));
         tokio::fs::write(&tmp, &body).await.map_err(io)?;
         let linked = tokio::fs::hard_link(&tmp, &path).await;
         let _ = tokio::fs::remove_file(&tmp).await;
         match linked {
             Ok(()) => Ok(PutOutcome::Written),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(PutOutcome::AlreadyExists),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Ok(PutOutcome::AlreadyExists)
+            }
             Err(e) => Err(io(e)),
         }
     }
@@ -201,9 +210,15 @@ mod tests {
     async fn local_sink_writes_once_and_never_overwrites() {
         let dir = tempfile::tempdir().unwrap();
         let sink = LocalDirSink::new(dir.path());
-        let first = sink.put("a/b/c.parquet", b"one".to_vec(), "x").await.unwrap();
+        let first = sink
+            .put("a/b/c.parquet", b"one".to_vec(), "x")
+            .await
+            .unwrap();
         assert_eq!(first, PutOutcome::Written);
-        let again = sink.put("a/b/c.parquet", b"two".to_vec(), "x").await.unwrap();
+        let again = sink
+            .put("a/b/c.parquet", b"two".to_vec(), "x")
+            .await
+            .unwrap();
         assert_eq!(again, PutOutcome::AlreadyExists);
         let content = std::fs::read(dir.path().join("a/b/c.parquet")).unwrap();
         assert_eq!(content, b"one");

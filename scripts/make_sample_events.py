@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Writes the sample invocation payloads in events/ (committed; rerun only to change them).
+
+Picks messages from the developer corpus (../shared/corpus) and wraps them as Lambda
+Kinesis events of one shard with increasing sequence numbers, plus the three
+force-flush shapes. Deterministic: a rerun gives byte-identical files.
+"""
+import base64
+import json
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus"
+OUT = ROOT / "events"
+SHARD = "shardId-000000000000"
+STREAM = "arn:aws:kinesis:us-east-1:123456789012:stream/dms-cdc"
+BASE_SEQ = 49658813620978000100000000000000000000000000000000000000
+ARRIVAL = 1773450000.000
+
+# Corpus line numbers (1-based) per sample file; see dms_messages.index.tsv.
+SAMPLES = {
+    # task-level control, create-table with table-def, full load of two tables
+    "kinesis-load.json": [1, 2, 6, 7, 8, 9, 10, 123, 124, 125, 126, 127],
+    # CDC: insert/update/delete on two tables, add-column and drop-column DDL
+    "kinesis-cdc.json": [146, 150, 154, 155, 157, 158, 159, 165, 166, 167, 190],
+}
+# Good messages around malformed ones: bad base64, not JSON, unknown operation, empty.
+MALFORMED_GOOD = [191, 192]
+MALFORMED_BAD_LINES = [1, 7, 12]  # bad_messages.jsonl
+
+
+def record(seq: int, data_b64: str, partition_key: str, i: int) -> dict:
+    return {
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": partition_key,
+            "sequenceNumber": str(seq),
+            "data": data_b64,
+            "approximateArrivalTimestamp": round(ARRIVAL + i * 0.037, 3),
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": f"{SHARD}:{seq}",
+        "eventName": "aws:kinesis:record",
+        "invokeIdentityArn": "arn:aws:iam::123456789012:role/cdc-batcher",
+        "awsRegion": "us-east-1",
+        "eventSourceARN": STREAM,
+    }
+
+
+def partition_key(payload: bytes) -> str:
+    try:
+        meta = json.loads(payload)["metadata"]
+        return f"{meta['schema-name']}.{meta['table-name']}" or "dms-task"
+    except Exception:
+        return "unparsed"
+
+
+def main() -> int:
+    lines = (CORPUS / "dms_messages.jsonl").read_bytes().split(b"\n")
+    bad = (CORPUS / "bad_messages.jsonl").read_bytes().split(b"\n")
+    counter = 0
+
+    def next_record(payload: bytes | None, raw_data: str | None = None) -> dict:
+        nonlocal counter
+        counter += 1
+        seq = BASE_SEQ + counter * 1_000_003
+        data = raw_data if raw_data is not None else base64.b64encode(payload).decode()
+        return record(seq, data, partition_key(payload or b""), counter)
+
+    OUT.mkdir(exist_ok=True)
+    for name, picks in SAMPLES.items():
+        recs = [next_record(lines[n - 1]) for n in picks]
+        write(name, {"Records": recs})
+    recs = [next_record(lines[MALFORMED_GOOD[0] - 1])]
+    recs.append(next_record(None, raw_data="{not base64!}"))
+    for n in MALFORMED_BAD_LINES:
+        recs.append(next_record(bad[n - 1]))
+    recs.append(next_record(lines[MALFORMED_GOOD[1] - 1]))
+    write("kinesis-malformed.json", {"Records": recs})
+
+    write("force-flush.json", {"force_flush": True})
+    write("eventbridge-scheduled.json", {
+        "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+        "detail-type": "Scheduled Event", "source": "aws.events",
+        "account": "123456789012", "time": "2026-03-14T02:00:00Z", "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/cdc-batcher-flush"],
+        "detail": {}})
+    write("scheduler-default.json", {
+        "version": "0", "id": "1b8c3e6e-55b3-4ee5-a3c9-5c1a1b0c9f11",
+        "detail-type": "Scheduled Event", "source": "aws.scheduler",
+        "account": "123456789012", "time": "2026-03-14T02:01:00Z", "region": "us-east-1",
+        "resources": ["arn:aws:scheduler:us-east-1:123456789012:schedule/default/cdc-batcher-flush"],
+        "detail": "{}"})
+    return 0
+
+
+def write(name: str, obj: dict) -> None:
+    (OUT / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

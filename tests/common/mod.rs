@@ -1,0 +1,222 @@
+//! Shared by the integration tests: a real S3-compatible server (moto) on
+//! 127.0.0.1, an S3 client for it, and the independent Python/pyarrow checker.
+#![allow(dead_code)]
+
+pub mod fault_proxy;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BUCKET: &str = "cdc-lake-test";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn corpus() -> PathBuf {
+    repo().join("../shared/corpus")
+}
+
+/// A tool from the project's venv (made by `scripts/setup.sh`), else PATH.
+fn tool(name: &str, env_override: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env_override) {
+        return PathBuf::from(p);
+    }
+    let venv = repo().join(".venv/bin").join(name);
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from(name)
+    }
+}
+
+pub fn python() -> PathBuf {
+    tool("python", "CDC_TEST_PYTHON")
+}
+
+/// A moto S3 server on a free loopback port, stopped on drop.
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        Moto::start_on(port)
+    }
+
+    pub fn start_on(port: u16) -> Moto {
+        let bin = tool("moto_server", "MOTO_SERVER");
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({e}): run scripts/setup.sh, or set MOTO_SERVER",
+                    bin.display()
+                )
+            });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto { child, port }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (an S3 outage); its in-memory objects are gone.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An S3 client for `endpoint` with test credentials and few retries.
+pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    s3_client_with(endpoint, 2, Duration::from_secs(5))
+}
+
+/// An S3 client making at most `attempts` tries of at most `attempt_timeout` each.
+pub fn s3_client_with(
+    endpoint: &str,
+    attempts: u32,
+    attempt_timeout: Duration,
+) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .retry_config(
+            aws_sdk_s3::config::retry::RetryConfig::standard()
+                .with_max_attempts(attempts)
+                .with_initial_backoff(Duration::from_millis(10)),
+        )
+        .timeout_config(
+            aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(attempt_timeout)
+                .build(),
+        )
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+pub async fn create_bucket(client: &aws_sdk_s3::Client) {
+    client
+        .create_bucket()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .expect("create bucket");
+}
+
+/// Environment for running the binary against `endpoint`.
+pub fn s3_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL_S3", endpoint.to_string()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("S3_FORCE_PATH_STYLE", "true".into()),
+        ("S3_MAX_ATTEMPTS", "2".into()),
+    ]
+}
+
+/// The sorted `shard*.json` event files of a directory.
+pub fn event_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json") && !p.ends_with("manifest.json"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Result of the independent checker (`tests/support/check_lake.py`).
+#[derive(Debug)]
+pub struct LakeCheck {
+    pub ok: bool,
+    pub summary: serde_json::Value,
+}
+
+/// Runs the pyarrow checker over the lake at `location` (`--dir D` or
+/// `--s3-endpoint U --bucket B`) for the rows of `events`.
+pub fn check_lake(location: &[String], extra: &[&str], events: &[PathBuf]) -> LakeCheck {
+    let out = Command::new(python())
+        .arg(repo().join("tests/support/check_lake.py"))
+        .args(location)
+        .args(extra)
+        .args(events)
+        .output()
+        .expect("run the Python checker (pyarrow): run scripts/setup.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "checker printed no summary: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    LakeCheck {
+        ok: out.status.success(),
+        summary,
+    }
+}
+
+pub fn s3_location(endpoint: &str) -> Vec<String> {
+    vec![
+        "--s3-endpoint".into(),
+        endpoint.into(),
+        "--bucket".into(),
+        BUCKET.into(),
+    ]
+}
+
+/// Runs `cdc-batcher replay` and returns its JSON summary and exit status.
+pub fn replay(
+    env: &[(&str, String)],
+    output: &str,
+    events: &[PathBuf],
+) -> (serde_json::Value, bool) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cdc-batcher"))
+        .arg("replay")
+        .arg("--output")
+        .arg(output)
+        .args(events)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("LOG_LEVEL", "warn")
+        .output()
+        .expect("run cdc-batcher");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "replay printed no summary: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (summary, out.status.success())
+}

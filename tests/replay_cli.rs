@@ -1,0 +1,210 @@
+//! The binary end to end: `cdc-batcher replay` over the developer corpus and
+//! the sample events into a real S3 server (moto) and a local directory, read
+//! back by the independent pyarrow checker; and start-up configuration errors.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+
+const SETS: [(&str, u64); 6] = [
+    ("basic", 213),
+    ("three-shards", 213),
+    ("bad-base64", 213),
+    ("mixed-bad", 213),
+    ("tabbed", 213),
+    ("bad-only", 0),
+];
+
+#[test]
+fn every_corpus_event_set_lands_exactly_once_in_s3() {
+    let moto = Moto::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(create_bucket(&s3_client(&moto.endpoint())));
+    for (set, rows) in SETS {
+        let events = event_files(&corpus().join("events").join(set));
+        let output = format!("s3://{BUCKET}/{set}/");
+        let (summary, ok) = replay(&s3_env(&moto.endpoint()), &output, &events);
+        assert!(ok, "{set}: {summary}");
+        assert_eq!(summary["rows"], rows, "{set}: {summary}");
+        assert_eq!(summary["rows_written"], rows, "{set}: {summary}");
+        assert_eq!(summary["buffered_rows"], 0);
+        for field in ["files", "bytes_written", "seconds"] {
+            assert!(summary[field].is_number(), "{field} missing: {summary}");
+        }
+        let prefix = format!("{set}/");
+        let check = check_lake(
+            &s3_location(&moto.endpoint()),
+            &["--prefix", &prefix, "--expect-rows", &rows.to_string()],
+            &events,
+        );
+        assert!(check.ok, "{set}: {}", check.summary);
+    }
+}
+
+#[test]
+fn sample_events_replay_into_a_local_directory_and_the_checker_notices_a_lost_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let events: Vec<PathBuf> = [
+        "kinesis-load.json",
+        "kinesis-cdc.json",
+        "kinesis-malformed.json",
+    ]
+    .iter()
+    .map(|f| repo().join("events").join(f))
+    .collect();
+    let mut with_flush = events.clone();
+    with_flush.push(repo().join("events/scheduler-default.json"));
+    let (summary, ok) = replay(&[], dir.path().to_str().unwrap(), &with_flush);
+    assert!(ok, "{summary}");
+    assert_eq!(summary["quarantined"], 4, "{summary}");
+    let location = vec!["--dir".to_string(), dir.path().display().to_string()];
+    let check = check_lake(&location, &["--expect-rows", "20"], &events);
+    assert!(check.ok, "{}", check.summary);
+
+    // The checker is not a rubber stamp: remove one file and it must object.
+    let victim = walk(dir.path())
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .unwrap();
+    std::fs::remove_file(victim).unwrap();
+    let check = check_lake(&location, &[], &events);
+    assert!(!check.ok, "{}", check.summary);
+    assert!(check.summary["problems"]
+        .to_string()
+        .contains("not in the lake"));
+}
+
+#[test]
+fn replaying_the_same_events_again_writes_no_new_object() {
+    let moto = Moto::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = s3_client(&moto.endpoint());
+    rt.block_on(create_bucket(&client));
+    let events = event_files(&corpus().join("events/basic"));
+    let output = format!("s3://{BUCKET}/lake/");
+    let env = s3_env(&moto.endpoint());
+    let (first, ok) = replay(&env, &output, &events);
+    assert!(ok, "{first}");
+    let keys_after_first = list_keys(&rt, &client);
+    let (second, ok) = replay(&env, &output, &events);
+    assert!(ok, "{second}");
+    assert_eq!(list_keys(&rt, &client), keys_after_first);
+    assert_eq!(first["files"], second["files"]);
+    let check = check_lake(
+        &s3_location(&moto.endpoint()),
+        &["--prefix", "lake/", "--expect-rows", "213"],
+        &events,
+    );
+    assert!(check.ok, "{}", check.summary);
+}
+
+#[test]
+fn hive_partitions_and_a_custom_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = event_files(&corpus().join("events/basic"));
+    let env = vec![
+        ("PARTITION_STYLE", "hive".to_string()),
+        ("S3_PREFIX", "raw/dms".to_string()),
+    ];
+    let (summary, ok) = replay(&env, dir.path().to_str().unwrap(), &events);
+    assert!(ok, "{summary}");
+    let keys: Vec<String> = walk(dir.path())
+        .iter()
+        .map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string())
+        .collect();
+    assert!(keys
+        .iter()
+        .any(|k| k.starts_with("raw/dms/hr/employees/year=2026/month=03/day=14/hour=01/")));
+    let location = vec!["--dir".to_string(), dir.path().display().to_string()];
+    let check = check_lake(
+        &location,
+        &["--prefix", "raw/dms/", "--expect-rows", "213"],
+        &events,
+    );
+    assert!(check.ok, "{}", check.summary);
+}
+
+#[test]
+fn an_unrecognised_event_is_reported_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bogus.json");
+    std::fs::write(
+        &bogus,
+        r#"{"Records":[{"eventSource":"aws:sqs","body":"x"}]}"#,
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let (summary, ok) = replay(&[], out_dir.to_str().unwrap(), &[bogus]);
+    assert!(!ok);
+    assert!(
+        summary["errors"].to_string().contains("aws:sqs"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn bad_configuration_stops_start_up_naming_the_variable() {
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[], "S3_BUCKET_NAME"),
+        (
+            &[
+                ("S3_BUCKET_NAME", "lake"),
+                ("BATCH_MAX_RECORDS_THRESHOLD", "lots"),
+            ],
+            "BATCH_MAX_RECORDS_THRESHOLD",
+        ),
+        (
+            &[("S3_BUCKET_NAME", "lake"), ("PARTITION_STYLE", "daily")],
+            "PARTITION_STYLE",
+        ),
+        (
+            &[("S3_BUCKET_NAME", "lake"), ("LOG_LEVEL", "loud")],
+            "LOG_LEVEL",
+        ),
+    ];
+    for (env, var) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_cdc-batcher"))
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{var}: started anyway");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(var), "{var}: {stderr}");
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn list_keys(rt: &tokio::runtime::Runtime, client: &aws_sdk_s3::Client) -> Vec<String> {
+    rt.block_on(async {
+        let mut keys = Vec::new();
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            for o in page.unwrap().contents() {
+                keys.push(o.key().unwrap().to_string());
+            }
+        }
+        keys.sort();
+        keys
+    })
+}

@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""Independent check of a lake written by cdc-batcher, read with pyarrow.
+
+Given the Kinesis event files that went in, it checks that:
+  * every DMS data record is in exactly one Parquet file, in its table's partition for
+    the hour of its commit time (else DMS timestamp), with its data values and the
+    metadata columns (_op, _dms_timestamp, _commit_timestamp, _transaction_id,
+    _shard_id, _sequence_number, _ingested_at, _before_image);
+  * no other row is in the lake (control and malformed records make no rows);
+  * every malformed record is in the _errors/ quarantine exactly once, with the
+    `data` string exactly as it was in the event;
+  * every column chunk is Snappy-compressed, no timestamp is in nanoseconds.
+
+Usage:
+  check_lake.py (--dir DIR | --s3-endpoint URL --bucket B) [--prefix P]
+                [--before-image-field F] EVENT.json... [--expect-rows N]
+Prints a JSON summary; exits 1 listing the problems if any check fails.
+"""
+import argparse
+import base64
+import binascii
+import datetime as dt
+import json
+import math
+import re
+import sys
+
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+DATA_OPS = {"load", "insert", "update", "delete"}
+META = ["_op", "_dms_timestamp", "_commit_timestamp", "_transaction_id", "_shard_id",
+        "_sequence_number", "_ingested_at", "_before_image"]
+
+
+def parse_ts(s):
+    # Python's fromisoformat takes at most 6 fractional digits; DMS sends up to 9.
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)", s)
+    if not m:
+        raise ValueError(f"not a timestamp: {s!r}")
+    frac = ((m.group(2) or "") + "000000")[:6]
+    tz = "+00:00" if m.group(3) == "Z" else m.group(3)
+    return dt.datetime.fromisoformat(f"{m.group(1)}.{frac}{tz}")
+
+
+def classify(data_field, before_field):
+    """(kind, message): kind is 'row', 'control' or 'bad' (the function must quarantine)."""
+    if not isinstance(data_field, str):
+        return "bad", None
+    try:
+        raw = base64.b64decode(data_field, validate=True)
+        text = raw.decode("utf-8")
+        msg = json.loads(text)
+    except (binascii.Error, ValueError):
+        return "bad", None
+    if not isinstance(msg, dict) or not isinstance(msg.get("metadata"), dict):
+        return "bad", None
+    meta = msg["metadata"]
+    rtype, op = meta.get("record-type"), meta.get("operation")
+    if not isinstance(op, str) or not op:
+        return "bad", None
+    if rtype == "control":
+        return "control", msg
+    if rtype != "data" or op not in DATA_OPS:
+        return "bad", None
+    schema, table = meta.get("schema-name"), meta.get("table-name")
+    if not (isinstance(schema, str) and schema and isinstance(table, str) and table):
+        return "bad", None
+    if not isinstance(msg.get("data"), dict):
+        return "bad", None
+    try:
+        parse_ts(meta["timestamp"])
+        if meta.get("commit-timestamp"):
+            parse_ts(meta["commit-timestamp"])
+    except (KeyError, ValueError, TypeError):
+        return "bad", None
+    return "row", msg
+
+
+def same_value(expected, got):
+    """A lake value equals the DMS JSON value (numbers may be stored exactly as text)."""
+    if isinstance(expected, (dict, list)):
+        return isinstance(got, str) and json.loads(got) == expected
+    if expected is None or isinstance(expected, (bool, str)):
+        return got == expected
+    if isinstance(expected, int):
+        return got == expected or (isinstance(got, str) and int(got) == expected)
+    if isinstance(expected, float):
+        if isinstance(got, str):
+            got = float(got)
+        return isinstance(got, (int, float)) and math.isclose(got, expected, rel_tol=1e-15)
+    return False
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dir")
+    ap.add_argument("--s3-endpoint")
+    ap.add_argument("--bucket")
+    ap.add_argument("--prefix", default="cdc-data/")
+    ap.add_argument("--before-image-field", default="before-image")
+    ap.add_argument("--expect-rows", type=int)
+    ap.add_argument("events", nargs="+")
+    a = ap.parse_args()
+
+    if a.dir:
+        fs, root = pafs.LocalFileSystem(), a.dir.rstrip("/") + "/" + a.prefix
+    else:
+        host = a.s3_endpoint.split("://", 1)[-1]
+        fs = pafs.S3FileSystem(endpoint_override=host, scheme="http", access_key="test",
+                               secret_key="test", region="us-east-1")
+        root = f"{a.bucket}/{a.prefix}"
+    root = root.rstrip("/")
+
+    expected_rows, expected_bad = {}, {}
+    for path in a.events:
+        with open(path) as f:
+            ev = json.load(f)
+        for rec in ev.get("Records", []):
+            k = rec.get("kinesis", {})
+            seq = k.get("sequenceNumber")
+            shard = rec.get("eventID", ":").split(":", 1)[0]
+            kind, msg = classify(k.get("data"), a.before_image_field)
+            if kind == "row":
+                if seq in expected_rows:
+                    continue  # the same record delivered again
+                expected_rows[seq] = (shard, msg)
+            elif kind == "bad":
+                expected_bad.setdefault(seq, k.get("data"))
+
+    problems = []
+    files = [i for i in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+             if i.type == pafs.FileType.File]
+    parquet = [i.path for i in files if i.path.endswith(".parquet")]
+    errors = [i.path for i in files if i.path.endswith(".jsonl") and "/_errors/" in i.path]
+    others = [i.path for i in files if i.path not in parquet and i.path not in errors]
+    if others:
+        problems.append(f"unexpected objects: {others[:5]}")
+
+    seen = {}
+    for path in parquet:
+        pf = pq.ParquetFile(path, filesystem=fs)
+        for rg in range(pf.metadata.num_row_groups):
+            for c in range(pf.metadata.num_columns):
+                col = pf.metadata.row_group(rg).column(c)
+                if col.compression != "SNAPPY":
+                    problems.append(f"{path}: column {col.path_in_schema} is {col.compression}")
+        table = pf.read()
+        for field in table.schema:
+            if str(field.type).startswith("timestamp[ns"):
+                problems.append(f"{path}: {field.name} is a nanosecond timestamp")
+        missing_meta = [m for m in META if m not in table.schema.names]
+        if missing_meta:
+            problems.append(f"{path}: metadata columns missing: {missing_meta}")
+            continue
+        rel = path[len(root) + 1:]
+        for row in table.to_pylist():
+            seq = row["_sequence_number"]
+            if seq in seen:
+                problems.append(f"row {seq} is in {seen[seq]} and again in {rel}")
+                continue
+            seen[seq] = rel
+            if seq not in expected_rows:
+                problems.append(f"{rel}: row {seq} does not come from a data record")
+                continue
+            shard, msg = expected_rows[seq]
+            meta, data = msg["metadata"], msg["data"]
+            when = parse_ts(meta.get("commit-timestamp") or meta["timestamp"])
+            want_dir = f"{meta['schema-name']}/{meta['table-name']}/"
+            plain = when.strftime("%Y/%m/%d/%H/")
+            hive = when.strftime("year=%Y/month=%m/day=%d/hour=%H/")
+            if not (rel.startswith(want_dir + plain) or rel.startswith(want_dir + hive)):
+                problems.append(f"row {seq} is in {rel}, expected under {want_dir}{plain}")
+            for col, val in data.items():
+                if col not in row or not same_value(val, row[col]):
+                    problems.append(f"row {seq} column {col}: lake {row.get(col)!r} != {val!r}")
+            for col in table.schema.names:
+                if not col.startswith("_") and col not in data and row[col] is not None:
+                    problems.append(f"row {seq} column {col} is {row[col]!r}, absent in the record")
+            checks = {
+                "_op": meta["operation"],
+                "_dms_timestamp": parse_ts(meta["timestamp"]),
+                "_commit_timestamp": parse_ts(meta["commit-timestamp"]) if meta.get("commit-timestamp") else None,
+                "_transaction_id": None if meta.get("transaction-id") is None else str(meta["transaction-id"]),
+                "_shard_id": shard,
+            }
+            for col, want in checks.items():
+                if row[col] != want:
+                    problems.append(f"row {seq} {col}: lake {row[col]!r} != {want!r}")
+            image = msg.get(a.before_image_field)
+            got_image = None if row["_before_image"] is None else json.loads(row["_before_image"])
+            if got_image != image:
+                problems.append(f"row {seq} _before_image: {row['_before_image']!r} != {image!r}")
+            if row["_ingested_at"] is None:
+                problems.append(f"row {seq} has no _ingested_at")
+            for bad_id in range(39001, 39016):
+                if row.get("client_id") == bad_id:
+                    problems.append(f"row {seq} carries a malformed record's id {bad_id}")
+    missing = sorted(set(expected_rows) - set(seen))
+    if missing:
+        problems.append(f"{len(missing)} data records are not in the lake, e.g. {missing[:3]}")
+
+    quarantined = {}
+    for path in errors:
+        with fs.open_input_stream(path) as f:
+            for line in f.read().decode().splitlines():
+                e = json.loads(line)
+                seq = e.get("sequence_number")
+                if seq in quarantined:
+                    problems.append(f"quarantined record {seq} appears twice")
+                quarantined[seq] = e
+                if not e.get("error"):
+                    problems.append(f"quarantined record {seq} has no error")
+    for seq, data in expected_bad.items():
+        if seq not in quarantined:
+            problems.append(f"malformed record {seq} is not in the quarantine")
+        elif quarantined[seq].get("data") != data:
+            problems.append(f"quarantined record {seq}: data differs from what arrived")
+    extra_q = sorted(set(quarantined) - set(expected_bad))
+    if extra_q:
+        problems.append(f"{len(extra_q)} good records were quarantined, e.g. {extra_q[:3]}")
+    if a.expect_rows is not None and len(seen) != a.expect_rows:
+        problems.append(f"lake has {len(seen)} rows, expected {a.expect_rows}")
+
+    print(json.dumps({"files": len(parquet), "rows": len(seen), "expected_rows": len(expected_rows),
+                      "quarantined": len(quarantined), "expected_quarantined": len(expected_bad),
+                      "problems": problems[:50], "problem_count": len(problems)}))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

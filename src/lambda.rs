@@ -1,6 +1,6 @@
 //! The Lambda adapter: one invocation in, the response (or an error) out.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
@@ -23,7 +23,7 @@ pub async fn invoke<S: Sink>(
     pipeline: &Pipeline<S>,
     event: LambdaEvent<Value>,
 ) -> Result<Value, InvokeError> {
-    let deadline = Some(event.context.deadline()).filter(|d| *d > SystemTime::UNIX_EPOCH);
+    let deadline = deadline_of(event.context.deadline);
     let outcome = pipeline.handle(&event.payload, deadline).await?;
     if outcome.is_flush && outcome.stats.failed_files > 0 {
         return Err(InvokeError::FlushIncomplete {
@@ -32,6 +32,18 @@ pub async fn invoke<S: Sink>(
         });
     }
     Ok(outcome.response)
+}
+
+/// Lambda gives the deadline in epoch milliseconds. Local emulators (cargo
+/// lambda) send the timeout itself (e.g. 600000): a value before 2001 is
+/// taken as a budget from now rather than a deadline 30 years ago.
+fn deadline_of(deadline_ms: u64) -> Option<SystemTime> {
+    const YEAR_2001_MS: u64 = 1_000_000_000_000;
+    match deadline_ms {
+        0 => None,
+        ms if ms < YEAR_2001_MS => Some(SystemTime::now() + Duration::from_millis(ms)),
+        ms => Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+    }
 }
 
 impl From<InvokeError> for lambda_runtime::Diagnostic {
@@ -44,5 +56,23 @@ impl From<InvokeError> for lambda_runtime::Diagnostic {
             error_type: error_type.to_string(),
             error_message: e.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_from_lambda_and_from_emulators() {
+        assert_eq!(deadline_of(0), None);
+        let real = deadline_of(1_795_306_210_185).unwrap();
+        assert_eq!(
+            real.duration_since(SystemTime::UNIX_EPOCH).unwrap(),
+            Duration::from_millis(1_795_306_210_185)
+        );
+        let emulated = deadline_of(600_000).unwrap();
+        let left = emulated.duration_since(SystemTime::now()).unwrap();
+        assert!(left > Duration::from_secs(590) && left <= Duration::from_secs(600));
     }
 }

@@ -1,0 +1,60 @@
+# Sourced by scripts/run-local.sh and tests/smoke_cargo_lambda.sh: a local S3
+# (moto) and the function under `cargo lambda watch`, both on 127.0.0.1.
+# Logs go to target/local/ (never into watched source directories).
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export PATH="$ROOT/.venv/bin:$PATH"
+STATE="$ROOT/target/local"
+BUCKET=${BUCKET:-cdc-lake-local}
+mkdir -p "$STATE"
+PIDS=()
+
+free_port() {
+  python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # port seconds what
+  local i
+  for ((i = 0; i < $2 * 5; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.2
+  done
+  echo "$3 did not listen on port $1 within $2 s (logs in $STATE)" >&2
+  return 1
+}
+
+start_moto() {
+  MOTO_PORT=$(free_port)
+  setsid moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$STATE/moto.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$MOTO_PORT" 60 moto_server
+  S3_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
+  python - "$S3_ENDPOINT" "$BUCKET" <<'PY'
+import sys, boto3
+boto3.client("s3", endpoint_url=sys.argv[1], aws_access_key_id="test",
+             aws_secret_access_key="test", region_name="us-east-1").create_bucket(Bucket=sys.argv[2])
+PY
+}
+
+# The function under the local Lambda emulator, writing to the moto bucket.
+start_function() {
+  LAMBDA_PORT=$(free_port)
+  (cd "$ROOT" && S3_BUCKET_NAME="$BUCKET" AWS_ENDPOINT_URL_S3="$S3_ENDPOINT" S3_FORCE_PATH_STYLE=true \
+    AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 \
+    setsid cargo lambda watch -A 127.0.0.1 -P "$LAMBDA_PORT" >"$STATE/function.log" 2>&1) &
+  PIDS+=($!)
+  wait_port "$LAMBDA_PORT" 900 "cargo lambda watch"
+}
+
+invoke() { # event-file
+  timeout 600 cargo lambda invoke -A 127.0.0.1 -P "$LAMBDA_PORT" --data-file "$1"
+}
+
+stop_all() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
+  done
+  pkill -f "$ROOT/target/debug/cdc-batcher" 2>/dev/null || true
+}
+trap stop_all EXIT

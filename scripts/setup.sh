@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what the local run and the tests need, into .venv (idempotent).
+# Needs: the Rust toolchain (cargo) and Python 3.11 with pip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v cargo >/dev/null || { echo "setup: cargo not found; install the Rust toolchain first" >&2; exit 1; }
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  if ! "$PY" -m venv .venv 2>/dev/null; then
+    # Some distributions ship python without the venv module.
+    "$PY" -m pip install --quiet virtualenv
+    "$PY" -m virtualenv --quiet .venv
+  fi
+fi
+stamp=.venv/.requirements-dev.txt
+if ! cmp -s requirements-dev.txt "$stamp"; then
+  echo "setup: installing Python tools into .venv (a few minutes the first time)"
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -r requirements-dev.txt
+  cp requirements-dev.txt "$stamp"
+fi
+echo "setup: ready ($(.venv/bin/cargo-lambda --version 2>/dev/null | head -1))"

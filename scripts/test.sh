@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, unit and integration tests (against a real S3
+# server, read back with pyarrow), the cargo-lambda smoke test, and the
+# deployment template checks. Installs what it needs (scripts/setup.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export SAM_CLI_TELEMETRY=0
+step() { printf '\n=== %s\n' "$*"; }
+
+step setup
+scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+
+step "template: sam validate --lint, cfn-lint"
+sam validate --lint
+cfn-lint template.yaml
+
+step "cargo test (unit, integration with moto + pyarrow)"
+cargo test
+
+step "smoke: cargo lambda watch + invoke, SIGTERM flush"
+tests/smoke_cargo_lambda.sh
+
+step "sam build (arm64, provided.al2023, via cargo lambda)"
+sam build
+ls -l .aws-sam/build/CdcBatcherFunction/bootstrap
+
+echo
+echo "all checks passed"

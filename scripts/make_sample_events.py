@@ -21,9 +21,9 @@ ARRIVAL = 1773450000.000
 # Corpus line numbers (1-based) per sample file; see dms_messages.index.tsv.
 SAMPLES = {
     # task-level control, create-table with table-def, full load of two tables
-    "kinesis-load.json": [1, 2, 6, 7, 8, 9, 10, 123, 124, 125, 126, 127],
+    "kinesis-1-load.json": [1, 2, 6, 7, 8, 9, 10, 123, 124, 125, 126, 127],
     # CDC: insert/update/delete on two tables, add-column and drop-column DDL
-    "kinesis-cdc.json": [146, 150, 154, 155, 157, 158, 159, 165, 166, 167, 190],
+    "kinesis-2-cdc.json": [146, 150, 154, 155, 157, 158, 159, 165, 166, 167, 190],
 }
 # Good messages around malformed ones: bad base64, not JSON, unknown operation, empty.
 MALFORMED_GOOD = [191, 192]
@@ -78,7 +78,7 @@ def main() -> int:
     for n in MALFORMED_BAD_LINES:
         recs.append(next_record(bad[n - 1]))
     recs.append(next_record(lines[MALFORMED_GOOD[1] - 1]))
-    write("kinesis-malformed.json", {"Records": recs})
+    write("kinesis-3-malformed.json", {"Records": recs})
 
     write("force-flush.json", {"force_flush": True})
     write("eventbridge-scheduled.json", {

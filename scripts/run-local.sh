@@ -10,7 +10,7 @@ source scripts/lib/local-stack.sh
 start_moto
 start_function
 echo "function on 127.0.0.1:$LAMBDA_PORT, S3 on $S3_ENDPOINT (bucket $BUCKET); logs in target/local/"
-for f in kinesis-load kinesis-cdc kinesis-malformed force-flush eventbridge-scheduled scheduler-default; do
+for f in kinesis-1-load kinesis-2-cdc kinesis-3-malformed force-flush eventbridge-scheduled scheduler-default; do
   printf '\n$ cargo lambda invoke --data-file events/%s.json\n' "$f"
   invoke "events/$f.json"
   echo

@@ -2,7 +2,7 @@
 //! are due, and the bookkeeping that keeps redelivered records from being
 //! buffered twice. Pure: time comes in as an argument, nothing here does I/O.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::config::{FlushMode, Thresholds};
 use crate::dms::{RowChange, TableName};
@@ -43,9 +43,6 @@ struct TableBuffer {
     flush_requested: bool,
 }
 
-/// How many redelivered record identities are remembered at most.
-const REDELIVERY_MEMORY: usize = 500_000;
-
 /// Why a table was due, for logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DueReason {
@@ -65,10 +62,6 @@ pub struct Batcher {
     tables: BTreeMap<TableName, TableBuffer>,
     buffered_bytes: usize,
     buffered_rows: usize,
-    /// Records that were accepted during an invocation that asked Kinesis to
-    /// redeliver from an earlier point; when they come again they are skipped.
-    redelivery: HashSet<RecordId>,
-    redelivery_order: VecDeque<RecordId>,
 }
 
 impl Batcher {
@@ -79,8 +72,6 @@ impl Batcher {
             tables: BTreeMap::new(),
             buffered_bytes: 0,
             buffered_rows: 0,
-            redelivery: HashSet::new(),
-            redelivery_order: VecDeque::new(),
         }
     }
 
@@ -99,31 +90,6 @@ impl Batcher {
             .filter_map(|t| t.oldest_us)
             .min()
             .map(|o| now_us.saturating_sub(o))
-    }
-
-    /// Whether `id` was already accepted and Kinesis is now sending it again.
-    pub fn is_redelivery(&mut self, id: &RecordId) -> bool {
-        self.redelivery.remove(id)
-    }
-
-    /// Remembers records that Kinesis will send again because this invocation
-    /// reports a failure before them, and that are already held or durable.
-    pub fn expect_redelivery(&mut self, ids: impl IntoIterator<Item = RecordId>) {
-        for id in ids {
-            if self.redelivery.insert(id.clone()) {
-                self.redelivery_order.push_back(id);
-            }
-        }
-        while self.redelivery_order.len() > REDELIVERY_MEMORY {
-            if let Some(old) = self.redelivery_order.pop_front() {
-                self.redelivery.remove(&old);
-            }
-        }
-        // Entries removed by `is_redelivery` leave stale ids in the queue.
-        if self.redelivery_order.len() > 2 * self.redelivery.len() + 1024 {
-            let live = &self.redelivery;
-            self.redelivery_order.retain(|id| live.contains(id));
-        }
     }
 
     /// Buffers one row.
@@ -457,12 +423,26 @@ mod tests {
     }
 
     #[test]
-    fn redeliveries_are_recognised_once() {
-        let mut b = Batcher::new(thresholds(1 << 20, 100), FlushMode::Warm);
-        b.expect_redelivery([rid(5), rid(6)]);
-        assert!(b.is_redelivery(&rid(5)));
-        assert!(!b.is_redelivery(&rid(5)), "a third delivery is new data");
-        assert!(!b.is_redelivery(&rid(7)));
-        assert!(b.is_redelivery(&rid(6)));
+    fn a_thousand_tables_stay_within_the_memory_budget() {
+        let mut t = thresholds(usize::MAX, usize::MAX);
+        t.max_age = Duration::from_secs(3600);
+        let mut probe = Batcher::new(t.clone(), FlushMode::Warm);
+        push(&mut probe, "t0000", 0, 0);
+        let row = probe.buffered_bytes();
+        t.max_buffered_bytes = row * 300;
+        let mut b = Batcher::new(t, FlushMode::Warm);
+        let mut written = 0;
+        for round in 0..5u32 {
+            for table in 0..1000u32 {
+                push(&mut b, &format!("t{table:04}"), round * 1000 + table, 0);
+            }
+            written += b
+                .take_due(0)
+                .iter()
+                .map(|(p, _)| p.row_count())
+                .sum::<usize>();
+            assert!(b.buffered_bytes() <= row * 300 + 1000, "round {round}");
+        }
+        assert_eq!(written + b.buffered_rows(), 5000, "no row lost or doubled");
     }
 }

@@ -14,6 +14,7 @@ use tokio::sync::Mutex;
 
 use crate::batcher::{Batcher, DueReason, Part};
 use crate::config::Config;
+use crate::delivery::DeliveryLog;
 use crate::dms::{self, Message};
 use crate::encode;
 use crate::event::{self, Event, EventError, KinesisRecord};
@@ -77,8 +78,16 @@ pub struct Outcome {
 pub struct Pipeline<S> {
     config: Config,
     sink: S,
-    batcher: Mutex<Batcher>,
+    state: Mutex<State>,
     emit_metrics: bool,
+}
+
+/// What a warm container keeps between invocations.
+struct State {
+    batcher: Batcher,
+    deliveries: DeliveryLog,
+    /// Quarantine files whose write failed, retried at the next chance.
+    pending_quarantine: Vec<Vec<QuarantineEntry>>,
 }
 
 /// A PUT is not started with less time than this left before the deadline.
@@ -90,7 +99,11 @@ impl<S: Sink> Pipeline<S> {
         Pipeline {
             config,
             sink,
-            batcher: Mutex::new(batcher),
+            state: Mutex::new(State {
+                batcher,
+                deliveries: DeliveryLog::new(),
+                pending_quarantine: Vec::new(),
+            }),
             emit_metrics: true,
         }
     }
@@ -104,7 +117,7 @@ impl<S: Sink> Pipeline<S> {
 
     /// Rows held in memory, not yet written.
     pub async fn buffered_rows(&self) -> usize {
-        self.batcher.lock().await.buffered_rows()
+        self.state.lock().await.batcher.buffered_rows()
     }
 
     pub fn sink(&self) -> &S {
@@ -129,22 +142,27 @@ impl<S: Sink> Pipeline<S> {
 
     /// Writes every buffer now (force flush, shutdown, end of a replay).
     pub async fn flush_all(&self, deadline: Option<SystemTime>) -> Outcome {
-        let mut batcher = self.batcher.lock().await;
-        let parts = batcher
+        let mut guard = self.state.lock().await;
+        let state = &mut *guard;
+        let now_us = now_micros();
+        let mut stats = Stats::default();
+        self.retry_quarantine(state, Vec::new(), now_us, deadline)
+            .await;
+        let parts = state
+            .batcher
             .take_all()
             .into_iter()
             .map(|p| (p, DueReason::Forced))
             .collect();
-        let mut stats = Stats::default();
-        self.write_parts(&mut batcher, parts, deadline, &mut stats)
+        self.write_parts(&mut state.batcher, parts, deadline, &mut stats)
             .await;
-        self.report(&batcher, &stats, None);
+        self.report(state, &stats, None);
         Outcome {
             response: serde_json::json!({
                 "flushed_files": stats.files,
                 "flushed_rows": stats.rows_written,
                 "failed_files": stats.failed_files,
-                "buffered_rows": batcher.buffered_rows(),
+                "buffered_rows": state.batcher.buffered_rows(),
             }),
             stats,
             redeliver_from: None,
@@ -162,11 +180,13 @@ impl<S: Sink> Pipeline<S> {
             records: records.len() as u64,
             ..Stats::default()
         };
-        let mut batcher = self.batcher.lock().await;
+        let mut guard = self.state.lock().await;
+        let state = &mut *guard;
         let mut quarantined: Vec<QuarantineEntry> = Vec::new();
-        // Every record of this batch that is now buffered or already durable.
-        let mut accepted: Vec<RecordId> = Vec::with_capacity(records.len());
+        // Records of this batch that are now held in memory or durable.
+        let mut taken: Vec<&RecordId> = Vec::with_capacity(records.len());
         let mut deferred_from: Option<&RecordId> = None;
+        let mut scratch = Vec::new();
 
         for (i, record) in records.iter().enumerate() {
             if i % 64 == 0 && time_left(deadline) < self.config.time_reserve {
@@ -186,27 +206,20 @@ impl<S: Sink> Pipeline<S> {
                     continue;
                 }
             };
-            if batcher.is_redelivery(id) {
+            let lane = record.partition_key.as_deref().unwrap_or("");
+            if state.deliveries.is_duplicate(&id.shard, lane, &id.sequence) {
                 stats.duplicates += 1;
-                accepted.push(id.clone());
+                taken.push(id);
                 continue;
             }
-            let payload = match &record.data {
-                Ok(text) => dms::decode_base64(text),
-                Err(e) => Err(dms::DecodeError::Base64(e.clone())),
-            };
-            let decoded = payload
-                .as_deref()
-                .map_err(Clone::clone)
-                .and_then(|bytes| dms::decode(bytes, &self.config.before_image_field));
-            match decoded {
+            match self.decode(record, &mut scratch) {
                 Ok(Message::Row(change)) => {
-                    batcher.push(id.clone(), &change, now_us);
+                    state.batcher.push(id.clone(), &change, now_us);
                     stats.rows += 1;
                 }
                 Ok(Message::TableControl { table, operation }) => {
                     tracing::info!(%table, operation, "table control record: closing its buffer");
-                    batcher.close_table(&table);
+                    state.batcher.close_table(&table);
                     stats.control_records += 1;
                 }
                 Ok(Message::TaskControl { operation }) => {
@@ -219,58 +232,80 @@ impl<S: Sink> Pipeline<S> {
                         "record quarantined"
                     );
                     quarantined.push(QuarantineEntry::new(record, e.to_string(), now_us));
-                    continue;
                 }
             }
-            accepted.push(id.clone());
+            state.deliveries.record(&id.shard, lane, &id.sequence);
+            taken.push(id);
         }
 
-        // Not durable at the end of this invocation: the sequence numbers to
-        // redeliver from.
-        let mut not_durable: Vec<RecordId> = Vec::new();
         stats.quarantined = quarantined.len() as u64;
-        let quarantine_ids = quarantined.iter().filter_map(QuarantineEntry::record_id);
-        if self.write_quarantine(&quarantined, now_us, deadline).await {
-            // Durable in the quarantine: a redelivery must not quarantine them again.
-            accepted.extend(quarantine_ids);
-        } else {
-            not_durable.extend(quarantine_ids);
-        }
-
-        let due = batcher.take_due(now_us);
-        let failed_ids = self
-            .write_parts(&mut batcher, due, deadline, &mut stats)
+        self.retry_quarantine(state, quarantined, now_us, deadline)
             .await;
-        let failed_ids: HashSet<&RecordId> = failed_ids.iter().collect();
-        not_durable.extend(
-            accepted
-                .iter()
-                .filter(|id| failed_ids.contains(id))
-                .cloned(),
-        );
-        not_durable.extend(deferred_from.cloned());
+        let due = state.batcher.take_due(now_us);
+        let failed = self
+            .write_parts(&mut state.batcher, due, deadline, &mut stats)
+            .await;
 
-        let redeliver_from = not_durable
+        // Not durable at the end of this invocation: rows of failed files,
+        // quarantine entries not yet written, records not looked at.
+        let mut not_durable: HashSet<&RecordId> = failed.iter().collect();
+        let pending: Vec<RecordId> = state
+            .pending_quarantine
+            .iter()
+            .flatten()
+            .filter_map(QuarantineEntry::record_id)
+            .collect();
+        not_durable.extend(pending.iter());
+        let redeliver_from = taken
             .into_iter()
-            .min_by(|a, b| event::sequence_cmp(&a.sequence, &b.sequence));
+            .filter(|id| not_durable.contains(id))
+            .chain(deferred_from)
+            .min_by(|a, b| event::sequence_cmp(&a.sequence, &b.sequence))
+            .cloned();
         let mut response = KinesisEventResponse::default();
         if let Some(from) = &redeliver_from {
-            // Everything from `from` on comes again; what this container
-            // already holds or wrote is skipped then.
-            batcher.expect_redelivery(
-                accepted
-                    .iter()
-                    .filter(|id| event::sequence_cmp(&id.sequence, &from.sequence).is_ge())
-                    .cloned(),
-            );
+            // Kinesis sends everything from `from` on again; what this
+            // container already holds or wrote is recognised then.
             response.add_failure(from.sequence.clone());
         }
-        self.report(&batcher, &stats, redeliver_from.as_ref());
+        self.report(state, &stats, redeliver_from.as_ref());
         Outcome {
             response: serde_json::to_value(&response).unwrap_or(Value::Null),
             stats,
             redeliver_from: redeliver_from.map(|id| id.sequence),
             is_flush: false,
+        }
+    }
+
+    /// base64 → bytes → DMS message. The message borrows from `scratch`.
+    fn decode<'a>(
+        &self,
+        record: &KinesisRecord,
+        scratch: &'a mut Vec<u8>,
+    ) -> Result<Message<'a>, dms::DecodeError> {
+        let text = record
+            .data
+            .as_ref()
+            .map_err(|e| dms::DecodeError::Base64(e.clone()))?;
+        *scratch = dms::decode_base64(text)?;
+        dms::decode(scratch, &self.config.before_image_field)
+    }
+
+    /// Writes quarantine files still pending from earlier invocations, then
+    /// `entries`; what fails stays pending.
+    async fn retry_quarantine(
+        &self,
+        state: &mut State,
+        entries: Vec<QuarantineEntry>,
+        now_us: i64,
+        deadline: Option<SystemTime>,
+    ) {
+        let mut files = std::mem::take(&mut state.pending_quarantine);
+        files.push(entries);
+        for file in files {
+            if !file.is_empty() && !self.write_quarantine(&file, now_us, deadline).await {
+                state.pending_quarantine.push(file);
+            }
         }
     }
 
@@ -399,7 +434,8 @@ impl<S: Sink> Pipeline<S> {
         }
     }
 
-    fn report(&self, batcher: &Batcher, stats: &Stats, redeliver_from: Option<&RecordId>) {
+    fn report(&self, state: &State, stats: &Stats, redeliver_from: Option<&RecordId>) {
+        let batcher = &state.batcher;
         let oldest_age_us = batcher.oldest_age_us(now_micros()).unwrap_or(0);
         tracing::info!(
             records = stats.records,
@@ -412,6 +448,7 @@ impl<S: Sink> Pipeline<S> {
             failed_files = stats.failed_files,
             buffered_rows = batcher.buffered_rows(),
             buffered_bytes = batcher.buffered_bytes(),
+            pending_quarantine_files = state.pending_quarantine.len(),
             redeliver_from = redeliver_from.map(|id| id.sequence.as_str()),
             "invocation done"
         );

@@ -6,6 +6,7 @@
 
 pub mod batcher;
 pub mod config;
+pub mod delivery;
 pub mod dms;
 pub mod encode;
 pub mod event;

@@ -48,9 +48,9 @@ fn every_corpus_event_set_lands_exactly_once_in_s3() {
 fn sample_events_replay_into_a_local_directory_and_the_checker_notices_a_lost_file() {
     let dir = tempfile::tempdir().unwrap();
     let events: Vec<PathBuf> = [
-        "kinesis-load.json",
-        "kinesis-cdc.json",
-        "kinesis-malformed.json",
+        "kinesis-1-load.json",
+        "kinesis-2-cdc.json",
+        "kinesis-3-malformed.json",
     ]
     .iter()
     .map(|f| repo().join("events").join(f))
@@ -207,4 +207,39 @@ fn list_keys(rt: &tokio::runtime::Runtime, client: &aws_sdk_s3::Client) -> Vec<S
         keys.sort();
         keys
     })
+}
+
+#[test]
+fn the_same_events_twice_and_overlapping_batches_give_no_duplicate_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = event_files(&corpus().join("events/mixed-bad"));
+    // Every record of the set, then windows that overlap by 15 records.
+    let mut records = Vec::new();
+    for f in &events {
+        let ev: serde_json::Value = serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap();
+        records.extend(ev["Records"].as_array().unwrap().iter().cloned());
+    }
+    let mut overlapping = Vec::new();
+    let mut start = 0;
+    while start < records.len() {
+        let end = (start + 30).min(records.len());
+        let path = dir.path().join(format!("window-{start:04}.json"));
+        let body = serde_json::json!({ "Records": records[start..end] });
+        std::fs::write(&path, body.to_string()).unwrap();
+        overlapping.push(path);
+        start += 15;
+    }
+    let mut inputs = events.clone();
+    inputs.extend(events.iter().cloned());
+    inputs.extend(overlapping);
+
+    let out = dir.path().join("lake");
+    let (summary, ok) = replay(&[], out.to_str().unwrap(), &inputs);
+    assert!(ok, "{summary}");
+    assert_eq!(summary["rows"], 213, "{summary}");
+    assert!(summary["duplicates"].as_u64().unwrap() >= 241, "{summary}");
+    let location = vec!["--dir".to_string(), out.display().to_string()];
+    let check = check_lake(&location, &["--expect-rows", "213"], &events);
+    assert!(check.ok, "{}", check.summary);
+    assert_eq!(check.summary["quarantined"], 15);
 }

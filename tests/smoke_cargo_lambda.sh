@@ -40,14 +40,13 @@ for f in events/*.json "$CORPUS"/events/mixed-bad/shard*.json events/force-flush
 done
 echo "smoke: $n invocations answered without failures"
 
-# Fresh records (sequence numbers moved on), left in the warm buffer.
-python - events/kinesis-load.json "$STATE/sigterm-event.json" <<'PY'
+# Fresh records (from another shard), left in the warm buffer.
+python - events/kinesis-1-load.json "$STATE/sigterm-event.json" <<'PY'
 import json, sys
 ev = json.load(open(sys.argv[1]))
 for r in ev["Records"]:
-    seq = str(int(r["kinesis"]["sequenceNumber"]) + 500_000_000)
-    r["kinesis"]["sequenceNumber"] = seq
-    r["eventID"] = r["eventID"].split(":")[0] + ":" + seq
+    seq = r["kinesis"]["sequenceNumber"]
+    r["eventID"] = "shardId-000000000007:" + seq  # another shard: new records, not redeliveries
 json.dump(ev, open(sys.argv[2], "w"))
 PY
 before=$(count_objects)

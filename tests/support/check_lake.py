@@ -122,11 +122,10 @@ def main():
             shard = rec.get("eventID", ":").split(":", 1)[0]
             kind, msg = classify(k.get("data"), a.before_image_field)
             if kind == "row":
-                if seq in expected_rows:
-                    continue  # the same record delivered again
-                expected_rows[seq] = (shard, msg)
+                # A record delivered again is still one row.
+                expected_rows.setdefault((shard, seq), msg)
             elif kind == "bad":
-                expected_bad.setdefault(seq, k.get("data"))
+                expected_bad.setdefault((shard, seq), k.get("data"))
 
     problems = []
     files = [i for i in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
@@ -155,7 +154,7 @@ def main():
             continue
         rel = path[len(root) + 1:]
         for row in table.to_pylist():
-            seq = row["_sequence_number"]
+            seq = (row["_shard_id"], row["_sequence_number"])
             if seq in seen:
                 problems.append(f"row {seq} is in {seen[seq]} and again in {rel}")
                 continue
@@ -163,7 +162,7 @@ def main():
             if seq not in expected_rows:
                 problems.append(f"{rel}: row {seq} does not come from a data record")
                 continue
-            shard, msg = expected_rows[seq]
+            shard, msg = seq[0], expected_rows[seq]
             meta, data = msg["metadata"], msg["data"]
             when = parse_ts(meta.get("commit-timestamp") or meta["timestamp"])
             want_dir = f"{meta['schema-name']}/{meta['table-name']}/"
@@ -205,7 +204,7 @@ def main():
         with fs.open_input_stream(path) as f:
             for line in f.read().decode().splitlines():
                 e = json.loads(line)
-                seq = e.get("sequence_number")
+                seq = (e.get("shard_id"), e.get("sequence_number"))
                 if seq in quarantined:
                     problems.append(f"quarantined record {seq} appears twice")
                 quarantined[seq] = e

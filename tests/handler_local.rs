@@ -1,0 +1,86 @@
+//! The handler with a local-directory sink: time budget and force-flush
+//! behaviour that needs no S3 server.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use cdc_batcher::config::Config;
+use cdc_batcher::handler::Pipeline;
+use cdc_batcher::sink::LocalDirSink;
+use common::*;
+use serde_json::{json, Value};
+
+fn pipeline(dir: &std::path::Path, vars: &[(&str, &str)]) -> Pipeline<LocalDirSink> {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let config = Config::from_lookup(|k| map.get(k).cloned()).unwrap();
+    Pipeline::new(config, LocalDirSink::new(dir)).without_metrics()
+}
+
+fn first_event() -> Value {
+    let f = &event_files(&corpus().join("events/basic"))[0];
+    serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn near_the_deadline_records_are_left_for_redelivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &[("TIME_RESERVE_MS", "2000")]);
+    let event = first_event();
+    let deadline = SystemTime::now() + Duration::from_millis(1000);
+    let out = p.handle(&event, Some(deadline)).await.unwrap();
+    let first_seq = event["Records"][0]["kinesis"]["sequenceNumber"]
+        .as_str()
+        .unwrap();
+    assert_eq!(out.redeliver_from.as_deref(), Some(first_seq));
+    assert_eq!(out.stats.deferred, 25);
+    assert_eq!(out.stats.rows, 0);
+    assert_eq!(
+        out.response,
+        json!({"batchItemFailures": [{"itemIdentifier": first_seq}]})
+    );
+
+    // With time to spare the same batch is taken, and nothing is reported.
+    let deadline = SystemTime::now() + Duration::from_secs(60);
+    let out = p.handle(&event, Some(deadline)).await.unwrap();
+    assert_eq!(out.redeliver_from, None);
+    assert_eq!(out.stats.deferred, 0);
+    assert!(out.stats.rows > 0);
+}
+
+#[tokio::test]
+async fn invocation_mode_leaves_nothing_buffered() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &[("FLUSH_MODE", "invocation")]);
+    let out = p.handle(&first_event(), None).await.unwrap();
+    assert!(out.stats.files > 0);
+    assert_eq!(p.buffered_rows().await, 0);
+}
+
+#[tokio::test]
+async fn warm_mode_buffers_until_a_force_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &[]);
+    let out = p.handle(&first_event(), None).await.unwrap();
+    let buffered = p.buffered_rows().await;
+    assert!(buffered > 0);
+    assert_eq!(
+        out.stats.files, 0,
+        "below every threshold, no DDL: nothing written yet"
+    );
+    let flush = p
+        .handle(
+            &json!({"version": "0", "detail-type": "Scheduled Event",
+                        "source": "aws.scheduler", "detail": "{}"}),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(flush.is_flush);
+    assert_eq!(flush.stats.rows_written, buffered as u64);
+    assert_eq!(p.buffered_rows().await, 0);
+}

@@ -43,6 +43,8 @@ pub enum DecodeError {
     DataNotObject,
     #[error("data column {0:?} collides with a metadata column name")]
     ReservedColumn(String),
+    #[error("data column {0:?} appears twice")]
+    DuplicateColumn(String),
 }
 
 /// The four row operations DMS emits.
@@ -225,6 +227,9 @@ pub fn decode<'a>(payload: &'a [u8], before_image_field: &str) -> Result<Message
     if let Some((name, _)) = columns.0.iter().find(|(k, _)| is_reserved(k)) {
         return Err(DecodeError::ReservedColumn(name.to_string()));
     }
+    if let Some(dup) = first_duplicate(&columns.0) {
+        return Err(DecodeError::DuplicateColumn(dup.to_string()));
+    }
     let before_image = before_image.filter(|b| b.get() != "null");
 
     Ok(Message::Row(RowChange {
@@ -251,6 +256,22 @@ pub const METADATA_COLUMNS: [&str; 8] = [
     "_ingested_at",
     "_before_image",
 ];
+
+fn first_duplicate<'c>(columns: &'c [(Cow<'_, str>, &RawValue)]) -> Option<&'c str> {
+    // Rows are narrow enough that a quadratic scan beats hashing below ~32 columns.
+    if columns.len() <= 32 {
+        return columns.iter().enumerate().find_map(|(i, (k, _))| {
+            columns[..i]
+                .iter()
+                .any(|(p, _)| p == k)
+                .then_some(k.as_ref())
+        });
+    }
+    let mut seen = std::collections::HashSet::with_capacity(columns.len());
+    columns
+        .iter()
+        .find_map(|(k, _)| (!seen.insert(k.as_ref())).then_some(k.as_ref()))
+}
 
 fn is_reserved(name: &str) -> bool {
     name.starts_with('_') && METADATA_COLUMNS.contains(&name)
@@ -471,6 +492,10 @@ mod tests {
             (
                 br#"{"metadata":{"timestamp":"2026-03-14T01:00:00Z","record-type":"data","operation":"insert","schema-name":"s","table-name":"t"},"data":{"_op":1}}"#.to_vec(),
                 DecodeError::ReservedColumn("_op".into()),
+            ),
+            (
+                br#"{"metadata":{"timestamp":"2026-03-14T01:00:00Z","record-type":"data","operation":"insert","schema-name":"s","table-name":"t"},"data":{"a":1,"b":2,"a":"x"}}"#.to_vec(),
+                DecodeError::DuplicateColumn("a".into()),
             ),
         ];
         for (payload, want) in cases {

@@ -368,20 +368,30 @@ impl<S: Sink> Pipeline<S> {
                 part.hour,
                 &part.ids,
             );
-            let written = match encode::to_parquet(&part) {
-                Ok(bytes) => {
-                    let len = bytes.len() as u64;
-                    self.put_before_deadline(
-                        &key,
-                        bytes,
-                        "application/vnd.apache.parquet",
-                        deadline,
-                    )
-                    .await
-                    .map(|outcome| (outcome, len))
+            // A part that cannot be encoded would fail the same way forever and
+            // block its table: its rows go to the quarantine as JSON lines instead.
+            let (key, body, content_type) = match encode::to_parquet(&part) {
+                Ok(bytes) => (key, bytes, "application/vnd.apache.parquet"),
+                Err(error) => {
+                    let key = layout::unencodable_key(
+                        &self.config.prefix,
+                        &part.table,
+                        part.hour,
+                        &part.ids,
+                    );
+                    tracing::error!(
+                        table = %part.table, key, rows = part.row_count(), %error,
+                        "rows could not be encoded as Parquet: writing them to the quarantine"
+                    );
+                    stats.quarantined += part.row_count() as u64;
+                    (key, part.rows.clone(), "application/x-ndjson")
                 }
-                Err(e) => Err(e.to_string()),
             };
+            let len = body.len() as u64;
+            let written = self
+                .put_before_deadline(&key, body, content_type, deadline)
+                .await
+                .map(|outcome| (outcome, len));
             match written {
                 Ok((outcome, len)) => {
                     tracing::info!(

@@ -117,6 +117,17 @@ pub fn quarantine_key(
     )
 }
 
+/// Key for rows that could not be encoded as Parquet, kept as JSON lines.
+pub fn unencodable_key(prefix: &str, table: &TableName, hour: Hour, rows: &[RecordId]) -> String {
+    format!(
+        "{prefix}_errors/unencodable/{}/{}/{}{}.jsonl",
+        path_segment(&table.schema),
+        path_segment(&table.table),
+        time_dir(PartitionStyle::Plain, hour),
+        file_stem(rows)
+    )
+}
+
 /// Keeps a name usable as one key segment: `/`, `%`, control characters and
 /// `=` (which Hive reads as a partition) are percent-encoded.
 fn path_segment(raw: &str) -> String {

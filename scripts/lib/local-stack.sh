@@ -39,9 +39,12 @@ PY
 # The function under the local Lambda emulator, writing to the moto bucket.
 start_function() {
   LAMBDA_PORT=$(free_port)
-  (cd "$ROOT" && S3_BUCKET_NAME="$BUCKET" AWS_ENDPOINT_URL_S3="$S3_ENDPOINT" S3_FORCE_PATH_STYLE=true \
+  # setsid: the watcher and the function it starts form one process group,
+  # stopped together on exit.
+  cd "$ROOT"
+  setsid env S3_BUCKET_NAME="$BUCKET" AWS_ENDPOINT_URL_S3="$S3_ENDPOINT" S3_FORCE_PATH_STYLE=true \
     AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 \
-    setsid cargo lambda watch -A 127.0.0.1 -P "$LAMBDA_PORT" >"$STATE/function.log" 2>&1) &
+    cargo lambda watch -A 127.0.0.1 -P "$LAMBDA_PORT" >"$STATE/function.log" 2>&1 &
   PIDS+=($!)
   wait_port "$LAMBDA_PORT" 900 "cargo lambda watch"
 }

@@ -120,6 +120,11 @@ impl<S: Sink> Pipeline<S> {
         self.state.lock().await.batcher.buffered_rows()
     }
 
+    /// Bytes of row JSON held in memory.
+    pub async fn buffered_bytes(&self) -> usize {
+        self.state.lock().await.batcher.buffered_bytes()
+    }
+
     pub fn sink(&self) -> &S {
         &self.sink
     }

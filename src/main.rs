@@ -11,6 +11,7 @@ use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
+    let started = std::time::Instant::now();
     logging::init()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("replay") {
@@ -21,7 +22,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let bucket = config.require_bucket()?.to_string();
     let sink = S3Sink::from_env(&bucket, &config.s3).await;
     let pipeline = Arc::new(Pipeline::new(config, sink));
-    tracing::info!(bucket, "cdc-batcher ready");
+    let startup_ms = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(bucket, startup_ms, "cdc-batcher ready");
 
     // On SIGTERM (environment recycled) write what is buffered: Lambda allows
     // about 500 ms, see README "Guarantees".

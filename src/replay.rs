@@ -21,6 +21,8 @@ struct Summary {
     stats: Stats,
     /// Rows held in memory at the end (not written).
     buffered_rows: usize,
+    /// The most row JSON held between two invocations.
+    peak_buffered_bytes: usize,
     /// Invocations that asked Kinesis to redeliver (a real stream would).
     redelivery_requests: usize,
     errors: Vec<String>,
@@ -102,6 +104,7 @@ pub async fn run(args: &[String]) -> i32 {
     let mut stats = Stats::default();
     let mut errors = Vec::new();
     let mut redelivery_requests = 0;
+    let mut peak_buffered_bytes = 0;
     for file in &files {
         let payload = match std::fs::read(file)
             .map_err(|e| e.to_string())
@@ -123,6 +126,7 @@ pub async fn run(args: &[String]) -> i32 {
             }
             Err(e) => errors.push(format!("{file}: {e}")),
         }
+        peak_buffered_bytes = peak_buffered_bytes.max(pipeline.buffered_bytes().await);
     }
     let flush = pipeline.flush_all(None).await;
     stats.add(&flush.stats);
@@ -137,6 +141,7 @@ pub async fn run(args: &[String]) -> i32 {
         events: files.len(),
         stats,
         buffered_rows: pipeline.buffered_rows().await,
+        peak_buffered_bytes,
         redelivery_requests,
         seconds: started.elapsed().as_secs_f64(),
         errors,

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Runs the end-to-end comparison behind BENCHMARKS.md (called by bench/run.sh).
+
+Same synthetic events, same machine, each process pinned to one core (taskset -c 0):
+  * cdc-batcher replay (release build) vs bench/reference_lambda.py (pandas + pyarrow),
+    RUNS times each, medians of wall time and peak RSS (/usr/bin/time);
+  * the output of both is read back with pyarrow: the rows each claims are there;
+  * memory while holding 20 tables x ~3 MiB of row JSON (no flush until the end);
+  * start-up time of the Lambda entry point until the handler is ready.
+Prints a Markdown report.
+"""
+import base64
+import glob
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+
+import pyarrow.dataset as ds
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "target", "bench")
+BIN = os.path.join(ROOT, "target", "release", "cdc-batcher")
+PY = sys.executable
+RUNS = int(os.environ.get("RUNS", "5"))
+
+
+def timed(cmd, env=None):
+    """(stdout, wall seconds, peak RSS MiB) of cmd on one core."""
+    full = ["taskset", "-c", "0", "/usr/bin/time", "-f", "TIME %e %M"] + cmd
+    p = subprocess.run(full, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if p.returncode != 0:
+        sys.exit(f"{cmd[0]} failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    m = re.search(r"TIME ([\d.]+) (\d+)", p.stderr)
+    return p.stdout, float(m.group(1)), int(m.group(2)) / 1024
+
+
+def rows_in(directory):
+    files = glob.glob(f"{directory}/**/*.parquet", recursive=True)
+    return ds.dataset(files, format="parquet").count_rows() if files else 0
+
+
+def payload_bytes(events):
+    total = 0
+    for path in events:
+        with open(path) as f:
+            for r in json.load(f)["Records"]:
+                total += len(base64.b64decode(r["kinesis"]["data"]))
+    return total
+
+
+def run_both(events, label, env=None):
+    res = {}
+    for name, cmd in [("rust", [BIN, "replay", "--output"]),
+                      ("python", [PY, os.path.join(ROOT, "bench", "reference_lambda.py"), "--output"])]:
+        walls, rss, summary = [], [], None
+        for i in range(RUNS):
+            out = os.path.join(OUT, f"out-{label}-{name}")
+            shutil.rmtree(out, ignore_errors=True)
+            stdout, wall, peak = timed(cmd + [out] + events, env)
+            summary = json.loads(stdout.strip().splitlines()[-1])
+            walls.append(wall)
+            rss.append(peak)
+        on_disk = rows_in(out)
+        if on_disk != summary["rows"]:
+            sys.exit(f"{name}: claims {summary['rows']} rows, {on_disk} are in {out}")
+        res[name] = {"wall": statistics.median(walls), "walls": walls,
+                     "rss": statistics.median(rss), "rows": summary["rows"], "summary": summary}
+    return res
+
+
+def startup_ms():
+    env = {**os.environ, "S3_BUCKET_NAME": "bench-bucket", "AWS_REGION": "us-east-1",
+           "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
+           "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9", "LOG_LEVEL": "info"}
+    vals = []
+    for _ in range(15):
+        p = subprocess.run(["taskset", "-c", "0", BIN], capture_output=True, text=True, env=env)
+        m = re.search(r'"startup_ms":([\d.]+)', p.stderr)
+        if not m:
+            sys.exit(f"no start-up line:\n{p.stderr[-2000:]}")
+        vals.append(float(m.group(1)))
+    return statistics.median(vals)
+
+
+def main():
+    events = sorted(glob.glob(os.path.join(OUT, "events", "shard*.json")))
+    mem_events = sorted(glob.glob(os.path.join(OUT, "events-mem", "shard*.json")))
+    json_bytes = payload_bytes(events)
+    e2e = run_both(events, "e2e")
+    hold = {"BATCH_SIZE_BYTES_THRESHOLD": str(1 << 30), "BATCH_MAX_RECORDS_THRESHOLD": "10000000",
+            "BATCH_MAX_AGE_SECONDS": "86400", "MAX_BUFFERED_BYTES": str(8 << 30)}
+    mem = run_both(mem_events, "mem", hold)
+    held_mib = mem["rust"]["summary"]["peak_buffered_bytes"] / 2**20
+    held_py_mib = mem["python"]["summary"]["peak_buffered_bytes"] / 2**20
+    start = startup_ms()
+
+    r, p = e2e["rust"], e2e["python"]
+    mb = json_bytes / 1e6
+    lines = [
+        f"Events: {len(events)} files, {r['rows']} rows, {mb:.1f} MB of DMS JSON; {RUNS} runs each, one core.",
+        "",
+        "| measure | cdc-batcher (Rust) | Python reference (pandas + pyarrow) | ratio |",
+        "|---|---|---|---|",
+        f"| end to end, wall time (median) | {r['wall']:.2f} s | {p['wall']:.2f} s | {p['wall'] / r['wall']:.1f}x |",
+        f"| throughput, MB/s of DMS JSON | {mb / r['wall']:.0f} | {mb / p['wall']:.1f} | |",
+        f"| throughput, rows/s | {r['rows'] / r['wall']:,.0f} | {p['rows'] / p['wall']:,.0f} | {(r['rows'] / r['wall']) / (p['rows'] / p['wall']):.1f}x |",
+        f"| peak RSS, end to end | {r['rss']:.0f} MiB | {p['rss']:.0f} MiB | |",
+        f"| peak RSS holding {held_mib:.0f} MiB of row JSON (Rust) / {held_py_mib:.0f} MiB (Python's own count) | {mem['rust']['rss']:.0f} MiB ({mem['rust']['rss'] / held_mib:.2f}x held) | {mem['python']['rss']:.0f} MiB ({mem['python']['rss'] / held_mib:.2f}x the Rust figure) | |",
+        f"| start-up until the handler is ready (median of 15) | {start:.1f} ms | | |",
+        "",
+        f"Wall times, Rust: {', '.join(f'{w:.2f}' for w in r['walls'])}; "
+        f"Python: {', '.join(f'{w:.2f}' for w in p['walls'])}",
+        f"Rows read back with pyarrow: Rust {r['rows']}, Python {p['rows']} (each equals what the run claims).",
+    ]
+    report = "\n".join(lines)
+    print(report)
+    with open(os.path.join(OUT, "results.md"), "w") as f:
+        f.write(report + "\n")
+    with open(os.path.join(OUT, "results.json"), "w") as f:
+        json.dump({"e2e": e2e, "mem": mem, "startup_ms": start, "json_bytes": json_bytes}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+//! Stage benchmarks of the pure core on synthetic DMS messages:
+//! decode, decode + buffer, encode of a 5 MiB table buffer, and the whole
+//! in-process path (decode → buffer → Parquet) as tables and columns grow.
+//! Run: `cargo bench --bench pipeline` (see BENCHMARKS.md).
+
+mod support;
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cdc_batcher::batcher::{Batcher, Part};
+use cdc_batcher::config::{FlushMode, Thresholds};
+use cdc_batcher::dms::{decode, Message};
+use cdc_batcher::encode::to_parquet;
+use cdc_batcher::layout::RecordId;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+fn unlimited() -> Batcher {
+    Batcher::new(
+        Thresholds {
+            max_bytes: usize::MAX,
+            max_records: usize::MAX,
+            max_age: Duration::from_secs(3600),
+            max_buffered_bytes: usize::MAX,
+        },
+        FlushMode::Warm,
+    )
+}
+
+fn buffer_all(messages: &[Vec<u8>]) -> Batcher {
+    let shard: Arc<str> = Arc::from("shardId-000000000000");
+    let mut b = unlimited();
+    for (i, m) in messages.iter().enumerate() {
+        if let Ok(Message::Row(change)) = decode(m, "before-image") {
+            let id = RecordId {
+                shard: shard.clone(),
+                sequence: format!("{:056}", i),
+            };
+            b.push(id, &change, 0);
+        }
+    }
+    b
+}
+
+fn bytes_of(messages: &[Vec<u8>]) -> u64 {
+    messages.iter().map(|m| m.len() as u64).sum()
+}
+
+fn stages(c: &mut Criterion) {
+    let messages = support::messages(20_000, 20, 15, 2026);
+    let total = bytes_of(&messages);
+
+    let mut g = c.benchmark_group("stage");
+    g.throughput(Throughput::Bytes(total));
+    g.sample_size(20);
+    g.bench_function("decode", |b| {
+        b.iter(|| {
+            for m in &messages {
+                black_box(decode(black_box(m), "before-image").is_ok());
+            }
+        })
+    });
+    g.bench_function("decode+buffer", |b| {
+        b.iter(|| black_box(buffer_all(&messages).buffered_rows()))
+    });
+    g.finish();
+
+    // One table's buffer at the default 5 MiB size threshold.
+    let one_table = support::messages(8_000, 1, 15, 7);
+    let mut batcher = buffer_all(&one_table);
+    let parts: Vec<Part> = batcher.take_all();
+    let part = parts.into_iter().next().unwrap();
+    let mut g = c.benchmark_group("encode");
+    g.throughput(Throughput::Bytes(part.rows.len() as u64));
+    g.sample_size(20);
+    let mib = part.rows.len() as f64 / (1024.0 * 1024.0);
+    g.bench_function(format!("parquet_{mib:.1}MiB_row_json"), |b| {
+        b.iter(|| black_box(to_parquet(&part).unwrap().len()))
+    });
+    g.finish();
+}
+
+fn scaling(c: &mut Criterion) {
+    let mut g = c.benchmark_group("end_to_end_in_process");
+    g.sample_size(10);
+    for (tables, columns, rows) in [
+        (1, 15, 20_000),
+        (20, 15, 20_000),
+        (1000, 15, 20_000),
+        (20, 5, 40_000),
+        (20, 100, 4_000),
+    ] {
+        let messages = support::messages(rows, tables, columns, 11);
+        g.throughput(Throughput::Bytes(bytes_of(&messages)));
+        g.bench_with_input(
+            BenchmarkId::new(format!("{tables}_tables_{columns}_columns"), rows),
+            &messages,
+            |b, messages| {
+                b.iter(|| {
+                    let mut batcher = buffer_all(messages);
+                    let mut written = 0;
+                    for part in batcher.take_all() {
+                        written += to_parquet(&part).unwrap().len();
+                    }
+                    black_box(written)
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, stages, scaling);
+criterion_main!(benches);

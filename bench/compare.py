@@ -111,6 +111,7 @@ def main():
         f"| peak RSS, end to end | {r['rss']:.0f} MiB | {p['rss']:.0f} MiB | |",
         f"| peak RSS holding {held_mib:.0f} MiB of row JSON (Rust) / {held_py_mib:.0f} MiB (Python's own count) | {mem['rust']['rss']:.0f} MiB ({mem['rust']['rss'] / held_mib:.2f}x held) | {mem['python']['rss']:.0f} MiB ({mem['python']['rss'] / held_mib:.2f}x the Rust figure) | |",
         f"| start-up until the handler is ready (median of 15) | {start:.1f} ms | | |",
+        f"| final flush of {mem['rust']['summary']['final_flush_bytes'] / 2**20:.0f} MiB of row JSON (20 tables) to a local directory | {mem['rust']['summary']['final_flush_seconds'] * 1000:.0f} ms ({mem['rust']['summary']['final_flush_bytes'] / 2**20 / mem['rust']['summary']['final_flush_seconds']:.0f} MiB/s) | | |",
         "",
         f"Wall times, Rust: {', '.join(f'{w:.2f}' for w in r['walls'])}; "
         f"Python: {', '.join(f'{w:.2f}' for w in p['walls'])}",

@@ -2,7 +2,9 @@
 //! are due, and the bookkeeping that keeps redelivered records from being
 //! buffered twice. Pure: time comes in as an argument, nothing here does I/O.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
+
+use hashbrown::Equivalent;
 
 use crate::config::{FlushMode, Thresholds};
 use crate::dms::{RowChange, TableName};
@@ -26,6 +28,29 @@ pub struct Part {
 impl Part {
     pub fn row_count(&self) -> usize {
         self.ids.len()
+    }
+}
+
+/// A table name borrowed from a decoded message, to look up a buffer
+/// without allocating. Hashes like [`TableName`] (same fields, same order).
+#[derive(Hash)]
+struct TableRef<'a> {
+    schema: &'a str,
+    table: &'a str,
+}
+
+impl Equivalent<TableName> for TableRef<'_> {
+    fn equivalent(&self, key: &TableName) -> bool {
+        self.schema == key.schema && self.table == key.table
+    }
+}
+
+impl From<&TableRef<'_>> for TableName {
+    fn from(r: &TableRef<'_>) -> Self {
+        TableName {
+            schema: r.schema.to_string(),
+            table: r.table.to_string(),
+        }
     }
 }
 
@@ -59,7 +84,7 @@ pub enum DueReason {
 pub struct Batcher {
     thresholds: Thresholds,
     mode: FlushMode,
-    tables: BTreeMap<TableName, TableBuffer>,
+    tables: hashbrown::HashMap<TableName, TableBuffer>,
     buffered_bytes: usize,
     buffered_rows: usize,
 }
@@ -69,7 +94,7 @@ impl Batcher {
         Batcher {
             thresholds,
             mode,
-            tables: BTreeMap::new(),
+            tables: hashbrown::HashMap::new(),
             buffered_bytes: 0,
             buffered_rows: 0,
         }
@@ -94,17 +119,23 @@ impl Batcher {
 
     /// Buffers one row.
     pub fn push(&mut self, id: RecordId, change: &RowChange<'_>, now_us: i64) {
-        let table = TableName {
-            schema: change.schema.to_string(),
-            table: change.table.to_string(),
-        };
         let hour = Hour::from_micros(change.partition_time_us());
-        let buffer = self.tables.entry(table.clone()).or_default();
+        let name = TableRef {
+            schema: &change.schema,
+            table: &change.table,
+        };
+        // Looked up by reference: a table's name is allocated once, not per row.
+        let buffer = match self.tables.entry_ref(&name) {
+            hashbrown::hash_map::EntryRef::Occupied(e) => e.into_mut(),
+            hashbrown::hash_map::EntryRef::Vacant(e) => {
+                e.insert_with_key(TableName::from(&name), TableBuffer::default())
+            }
+        };
         let index = match buffer.open.get(&hour) {
             Some(&i) => i,
             None => {
                 buffer.parts.push(Part {
-                    table,
+                    table: TableName::from(&name),
                     hour,
                     rows: Vec::new(),
                     ids: Vec::new(),
@@ -148,7 +179,12 @@ impl Batcher {
     pub fn take_due(&mut self, now_us: i64) -> Vec<(Part, DueReason)> {
         let max_age_us = i64::try_from(self.thresholds.max_age.as_micros()).unwrap_or(i64::MAX);
         let mut due: Vec<(TableName, DueReason)> = Vec::new();
-        for (name, t) in &self.tables {
+        let mut names: Vec<&TableName> = self.tables.keys().collect();
+        names.sort();
+        for name in names {
+            let Some(t) = self.tables.get(name) else {
+                continue;
+            };
             let reason = if t.parts.is_empty() {
                 None
             } else if self.mode == FlushMode::Invocation {
@@ -202,7 +238,8 @@ impl Batcher {
 
     /// Takes every buffered part (force flush, shutdown).
     pub fn take_all(&mut self) -> Vec<Part> {
-        let names: Vec<TableName> = self.tables.keys().cloned().collect();
+        let mut names: Vec<TableName> = self.tables.keys().cloned().collect();
+        names.sort();
         names.iter().flat_map(|n| self.take_table(n)).collect()
     }
 

@@ -131,9 +131,17 @@ impl RowChange<'_> {
 
 /// Decodes the standard base64 `data` of a Kinesis record.
 pub fn decode_base64(data: &str) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::new();
+    decode_base64_into(data, &mut out)?;
+    Ok(out)
+}
+
+/// Like [`decode_base64`], reusing `out`'s allocation.
+pub fn decode_base64_into(data: &str, out: &mut Vec<u8>) -> Result<(), DecodeError> {
     use base64::Engine as _;
+    out.clear();
     base64::engine::general_purpose::STANDARD
-        .decode(data)
+        .decode_vec(data, out)
         .map_err(|e| DecodeError::Base64(e.to_string()))
 }
 
@@ -169,17 +177,17 @@ pub fn decode<'a>(payload: &'a [u8], before_image_field: &str) -> Result<Message
 
     let record_type = meta
         .record_type
-        .as_deref()
+        .map(|k| k.0)
         .ok_or(DecodeError::MissingField("record-type"))?;
     let operation = meta
         .operation
-        .as_deref()
+        .map(|k| k.0)
         .filter(|o| !o.is_empty())
         .ok_or(DecodeError::MissingField("operation"))?;
-    let schema = meta.schema_name.filter(|s| !s.is_empty());
-    let table = meta.table_name.filter(|s| !s.is_empty());
+    let schema = meta.schema_name.map(|k| k.0).filter(|s| !s.is_empty());
+    let table = meta.table_name.map(|k| k.0).filter(|s| !s.is_empty());
 
-    match record_type {
+    match record_type.as_ref() {
         "control" => {
             return Ok(match (schema, table) {
                 (Some(schema), Some(table)) => Message::TableControl {
@@ -198,7 +206,7 @@ pub fn decode<'a>(payload: &'a [u8], before_image_field: &str) -> Result<Message
         other => return Err(DecodeError::UnknownRecordType(other.to_string())),
     }
 
-    let operation = match operation {
+    let operation = match operation.as_ref() {
         "load" => Operation::Load,
         "insert" => Operation::Insert,
         "update" => Operation::Update,
@@ -209,10 +217,12 @@ pub fn decode<'a>(payload: &'a [u8], before_image_field: &str) -> Result<Message
     let table = table.ok_or(DecodeError::MissingField("table-name"))?;
     let timestamp = meta
         .timestamp
+        .map(|k| k.0)
         .ok_or(DecodeError::MissingField("timestamp"))?;
     let dms_timestamp_us = parse_timestamp_us("timestamp", &timestamp)?;
     let commit_timestamp_us = meta
         .commit_timestamp
+        .map(|k| k.0)
         .filter(|s| !s.is_empty())
         .map(|s| parse_timestamp_us("commit-timestamp", &s))
         .transpose()?;
@@ -297,20 +307,22 @@ fn raw_scalar_text(raw: &RawValue) -> Option<Cow<'_, str>> {
     }
 }
 
+// `Key` rather than `Cow<str>`: serde deserialises `Option<Cow<str>>` as an
+// owned copy; `Key` borrows from the payload unless the text has escapes.
 #[derive(Deserialize)]
 struct Metadata<'a> {
     #[serde(borrow, default)]
-    timestamp: Option<Cow<'a, str>>,
+    timestamp: Option<Key<'a>>,
     #[serde(rename = "record-type", borrow, default)]
-    record_type: Option<Cow<'a, str>>,
+    record_type: Option<Key<'a>>,
     #[serde(borrow, default)]
-    operation: Option<Cow<'a, str>>,
+    operation: Option<Key<'a>>,
     #[serde(rename = "schema-name", borrow, default)]
-    schema_name: Option<Cow<'a, str>>,
+    schema_name: Option<Key<'a>>,
     #[serde(rename = "table-name", borrow, default)]
-    table_name: Option<Cow<'a, str>>,
+    table_name: Option<Key<'a>>,
     #[serde(rename = "commit-timestamp", borrow, default)]
-    commit_timestamp: Option<Cow<'a, str>>,
+    commit_timestamp: Option<Key<'a>>,
     #[serde(rename = "transaction-id", borrow, default)]
     transaction_id: Option<&'a RawValue>,
 }
@@ -321,13 +333,13 @@ struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 /// A key that borrows from the payload unless it contains escapes.
 struct Key<'a>(Cow<'a, str>);
 
-impl<'de> Deserialize<'de> for Key<'de> {
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
+        struct KeyVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for KeyVisitor<'a> {
+            type Value = Key<'a>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string key")
+                f.write_str("a string")
             }
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
                 Ok(Key(Cow::Borrowed(v)))
@@ -336,7 +348,7 @@ impl<'de> Deserialize<'de> for Key<'de> {
                 Ok(Key(Cow::Owned(v.to_string())))
             }
         }
-        d.deserialize_str(KeyVisitor)
+        d.deserialize_str(KeyVisitor(std::marker::PhantomData))
     }
 }
 

@@ -292,7 +292,7 @@ impl<S: Sink> Pipeline<S> {
             .data
             .as_ref()
             .map_err(|e| dms::DecodeError::Base64(e.clone()))?;
-        *scratch = dms::decode_base64(text)?;
+        dms::decode_base64_into(text, scratch)?;
         dms::decode(scratch, &self.config.before_image_field)
     }
 

@@ -23,6 +23,9 @@ struct Summary {
     buffered_rows: usize,
     /// The most row JSON held between two invocations.
     peak_buffered_bytes: usize,
+    /// The final force flush: what the SIGTERM hook would have to do.
+    final_flush_bytes: usize,
+    final_flush_seconds: f64,
     /// Invocations that asked Kinesis to redeliver (a real stream would).
     redelivery_requests: usize,
     errors: Vec<String>,
@@ -128,7 +131,10 @@ pub async fn run(args: &[String]) -> i32 {
         }
         peak_buffered_bytes = peak_buffered_bytes.max(pipeline.buffered_bytes().await);
     }
+    let final_flush_bytes = pipeline.buffered_bytes().await;
+    let flush_started = Instant::now();
     let flush = pipeline.flush_all(None).await;
+    let final_flush_seconds = flush_started.elapsed().as_secs_f64();
     stats.add(&flush.stats);
     if flush.stats.failed_files > 0 {
         errors.push(format!(
@@ -142,6 +148,8 @@ pub async fn run(args: &[String]) -> i32 {
         stats,
         buffered_rows: pipeline.buffered_rows().await,
         peak_buffered_bytes,
+        final_flush_bytes,
+        final_flush_seconds,
         redelivery_requests,
         seconds: started.elapsed().as_secs_f64(),
         errors,

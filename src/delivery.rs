@@ -9,8 +9,10 @@
 //! bounded; forgetting a lane only means its next redelivery is processed
 //! again (at-least-once), never that a row is dropped.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use hashbrown::hash_map::EntryRef;
+use hashbrown::{Equivalent, HashMap};
 
 use crate::event::sequence_cmp;
 
@@ -19,8 +21,27 @@ const MAX_LANES: usize = 50_000;
 
 #[derive(Debug, Default)]
 pub struct DeliveryLog {
-    lanes: HashMap<(Arc<str>, String), Lane>,
+    lanes: HashMap<LaneKey, Lane>,
     tick: u64,
+}
+
+#[derive(Debug, Hash, PartialEq, Eq)]
+struct LaneKey {
+    shard: Arc<str>,
+    partition_key: String,
+}
+
+/// A lane looked up without allocating; hashes like [`LaneKey`].
+#[derive(Hash)]
+struct LaneRef<'a> {
+    shard: &'a str,
+    partition_key: &'a str,
+}
+
+impl Equivalent<LaneKey> for LaneRef<'_> {
+    fn equivalent(&self, key: &LaneKey) -> bool {
+        *self.shard == *key.shard && self.partition_key == key.partition_key
+    }
 }
 
 #[derive(Debug)]
@@ -37,7 +58,10 @@ impl DeliveryLog {
     /// Whether `sequence` was already delivered on this lane.
     pub fn is_duplicate(&self, shard: &Arc<str>, partition_key: &str, sequence: &str) -> bool {
         self.lanes
-            .get(&(shard.clone(), partition_key.to_string()))
+            .get(&LaneRef {
+                shard,
+                partition_key,
+            })
             .is_some_and(|lane| sequence_cmp(sequence, &lane.highest).is_le())
     }
 
@@ -45,15 +69,26 @@ impl DeliveryLog {
     pub fn record(&mut self, shard: &Arc<str>, partition_key: &str, sequence: &str) {
         self.tick += 1;
         let tick = self.tick;
-        let lane = self
-            .lanes
-            .entry((shard.clone(), partition_key.to_string()))
-            .or_insert_with(|| Lane {
-                highest: String::new(),
-                used: tick,
-            });
+        let lane_ref = LaneRef {
+            shard,
+            partition_key,
+        };
+        let lane = match self.lanes.entry_ref(&lane_ref) {
+            EntryRef::Occupied(e) => e.into_mut(),
+            EntryRef::Vacant(e) => e.insert_with_key(
+                LaneKey {
+                    shard: shard.clone(),
+                    partition_key: partition_key.to_string(),
+                },
+                Lane {
+                    highest: String::new(),
+                    used: tick,
+                },
+            ),
+        };
         if sequence_cmp(sequence, &lane.highest).is_gt() {
-            lane.highest = sequence.to_string();
+            lane.highest.clear();
+            lane.highest.push_str(sequence);
         }
         lane.used = tick;
         if self.lanes.len() > MAX_LANES {

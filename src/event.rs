@@ -1,19 +1,23 @@
 //! Telling the invocation payloads apart: a Kinesis batch or a force flush.
 //!
-//! The payload is taken as a `serde_json::Value` and every Kinesis record is
-//! read on its own: `aws_lambda_events`' typed `KinesisEvent` decodes base64
-//! while deserialising, so one bad record would fail the whole batch.
+//! The payload is read as raw JSON and every Kinesis record on its own:
+//! `aws_lambda_events`' typed `KinesisEvent` decodes base64 while
+//! deserialising, so one bad record would fail the whole batch. No JSON DOM
+//! is built: record fields borrow from the payload text.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
+use crate::json::{self, Fields};
 use crate::layout::RecordId;
 
 /// What arrived.
 #[derive(Debug)]
-pub enum Event {
-    Kinesis(Vec<KinesisRecord>),
+pub enum Event<'a> {
+    Kinesis(Vec<KinesisRecord<'a>>),
     /// A scheduled or manual request to write every buffer now.
     ForceFlush {
         source: &'static str,
@@ -23,12 +27,12 @@ pub enum Event {
 /// One Kinesis record, read leniently: anything missing is kept as an error
 /// so the record can be quarantined rather than failing the batch.
 #[derive(Debug, Clone)]
-pub struct KinesisRecord {
+pub struct KinesisRecord<'a> {
     /// Shard and sequence number; an error when the record lacks them.
     pub id: Result<RecordId, String>,
     /// `kinesis.data` exactly as it arrived (standard base64 of the payload).
-    pub data: Result<String, String>,
-    pub partition_key: Option<String>,
+    pub data: Result<Cow<'a, str>, String>,
+    pub partition_key: Option<Cow<'a, str>>,
     /// `kinesis.approximateArrivalTimestamp`, epoch seconds.
     pub arrival_seconds: Option<f64>,
 }
@@ -42,37 +46,94 @@ pub enum EventError {
     Unrecognised(String),
 }
 
-/// Classifies an invocation payload.
-pub fn classify(payload: &Value) -> Result<Event, EventError> {
-    let Some(obj) = payload.as_object() else {
-        return Err(EventError::Unrecognised(format!(
-            "a JSON {}",
-            json_kind(payload)
-        )));
-    };
-    if let Some(records) = obj.get("Records") {
-        let Some(records) = records.as_array() else {
-            return Err(EventError::Unrecognised("Records is not an array".into()));
-        };
-        if let Some(other) = records
-            .iter()
-            .filter_map(|r| r.get("eventSource").and_then(Value::as_str))
-            .find(|s| *s != "aws:kinesis")
-        {
-            return Err(EventError::Unrecognised(format!(
-                "records from {other:?}, not aws:kinesis"
-            )));
-        }
-        return Ok(Event::Kinesis(read_records(records)));
+/// A well-formed Kinesis event, read in one pass (every leaf kept raw, so a
+/// value of an unexpected type cannot fail it).
+#[derive(Deserialize)]
+struct FastEvent<'a> {
+    #[serde(rename = "Records", borrow)]
+    records: Vec<FastRecord<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FastRecord<'a> {
+    #[serde(rename = "eventSource", borrow, default)]
+    event_source: Option<&'a RawValue>,
+    #[serde(rename = "eventID", borrow, default)]
+    event_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    kinesis: FastKinesis<'a>,
+}
+
+#[derive(Deserialize)]
+struct FastKinesis<'a> {
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(rename = "sequenceNumber", borrow, default)]
+    sequence_number: Option<&'a RawValue>,
+    #[serde(rename = "partitionKey", borrow, default)]
+    partition_key: Option<&'a RawValue>,
+    #[serde(rename = "approximateArrivalTimestamp", borrow, default)]
+    arrival: Option<&'a RawValue>,
+}
+
+/// The fields of one record that matter, still raw.
+struct RawRecord<'a> {
+    event_source: Option<&'a RawValue>,
+    event_id: Option<&'a RawValue>,
+    data: Option<&'a RawValue>,
+    sequence_number: Option<&'a RawValue>,
+    partition_key: Option<&'a RawValue>,
+    arrival: Option<&'a RawValue>,
+}
+
+/// Classifies an invocation payload (JSON text).
+pub fn classify(payload: &str) -> Result<Event<'_>, EventError> {
+    // Fast path: an ordinary Kinesis event in one pass over the text.
+    if let Ok(fast) = serde_json::from_str::<FastEvent<'_>>(payload) {
+        let raw = fast.records.into_iter().map(|r| RawRecord {
+            event_source: r.event_source,
+            event_id: r.event_id,
+            data: r.kinesis.data,
+            sequence_number: r.kinesis.sequence_number,
+            partition_key: r.kinesis.partition_key,
+            arrival: r.kinesis.arrival,
+        });
+        return read_records(raw).map(Event::Kinesis);
     }
-    if obj.get("force_flush").and_then(Value::as_bool) == Some(true) {
+    let top: Fields<'_> = serde_json::from_str(payload).map_err(|e| {
+        EventError::Unrecognised(match e.classify() {
+            serde_json::error::Category::Data => format!("a JSON {}", json::kind(payload)),
+            _ => format!("not valid JSON: {e}"),
+        })
+    })?;
+    if let Some(records) = top.get("Records") {
+        let records: Vec<&RawValue> = serde_json::from_str(records.get())
+            .map_err(|_| EventError::Unrecognised("Records is not an array".into()))?;
+        // Lenient path: records that are not objects, or whose `kinesis` is not.
+        let raw = records.into_iter().map(|r| {
+            let record: Fields<'_> = serde_json::from_str(r.get()).unwrap_or(Fields(Vec::new()));
+            let kinesis: Fields<'_> = record
+                .get("kinesis")
+                .and_then(|k| serde_json::from_str(k.get()).ok())
+                .unwrap_or(Fields(Vec::new()));
+            RawRecord {
+                event_source: record.get("eventSource"),
+                event_id: record.get("eventID"),
+                data: kinesis.get("data"),
+                sequence_number: kinesis.get("sequenceNumber"),
+                partition_key: kinesis.get("partitionKey"),
+                arrival: kinesis.get("approximateArrivalTimestamp"),
+            }
+        });
+        return read_records(raw).map(Event::Kinesis);
+    }
+    if top.get("force_flush").map(RawValue::get) == Some("true") {
         return Ok(Event::ForceFlush {
             source: "force_flush",
         });
     }
-    let source = obj.get("source").and_then(Value::as_str);
-    let detail_type = obj.get("detail-type").and_then(Value::as_str);
-    match (source, detail_type) {
+    let text = |name: &str| top.get(name).and_then(json::as_str);
+    match (text("source").as_deref(), text("detail-type").as_deref()) {
         (Some("aws.events"), Some("Scheduled Event")) => Ok(Event::ForceFlush {
             source: "aws.events",
         }),
@@ -80,7 +141,7 @@ pub fn classify(payload: &Value) -> Result<Event, EventError> {
             source: "aws.scheduler",
         }),
         _ => {
-            let mut keys: Vec<&str> = obj.keys().map(String::as_str).take(8).collect();
+            let mut keys: Vec<&str> = top.0.iter().map(|(k, _)| k.as_ref()).take(8).collect();
             keys.sort_unstable();
             Err(EventError::Unrecognised(format!(
                 "an object with keys [{}]",
@@ -90,64 +151,57 @@ pub fn classify(payload: &Value) -> Result<Event, EventError> {
     }
 }
 
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-fn read_records(records: &[Value]) -> Vec<KinesisRecord> {
+fn read_records<'a>(
+    records: impl ExactSizeIterator<Item = RawRecord<'a>>,
+) -> Result<Vec<KinesisRecord<'a>>, EventError> {
     // One Arc per shard, shared by its records' ids.
     let mut shards: Vec<Arc<str>> = Vec::new();
-    records
-        .iter()
-        .map(|r| {
-            let kinesis = r.get("kinesis");
-            let field = |name: &str| kinesis.and_then(|k| k.get(name));
-            let sequence = field("sequenceNumber").and_then(Value::as_str);
-            let shard = r
-                .get("eventID")
-                .and_then(Value::as_str)
-                .and_then(|e| e.split_once(':'))
-                .map(|(shard, _)| shard);
-            let id = match (shard, sequence) {
-                (Some(shard), Some(seq)) if !shard.is_empty() && !seq.is_empty() => {
-                    let shard = match shards.iter().find(|s| s.as_ref() == shard) {
-                        Some(s) => s.clone(),
-                        None => {
-                            let s: Arc<str> = Arc::from(shard);
-                            shards.push(s.clone());
-                            s
-                        }
-                    };
-                    Ok(RecordId {
-                        shard,
-                        sequence: seq.to_string(),
-                    })
-                }
-                (_, None) => Err("record has no kinesis.sequenceNumber".to_string()),
-                _ => Err("record has no eventID of the form shardId-…:sequence".to_string()),
-            };
-            let data = match field("data") {
-                Some(Value::String(s)) => Ok(s.clone()),
-                Some(other) => Err(format!("kinesis.data is a {}", json_kind(other))),
-                None => Err("record has no kinesis.data".to_string()),
-            };
-            KinesisRecord {
-                id,
-                data,
-                partition_key: field("partitionKey")
-                    .and_then(Value::as_str)
-                    .map(String::from),
-                arrival_seconds: field("approximateArrivalTimestamp").and_then(Value::as_f64),
+    let mut out = Vec::with_capacity(records.len());
+    for record in records {
+        let source = record.event_source.and_then(json::as_str);
+        if let Some(other) = source.filter(|s| s != "aws:kinesis") {
+            return Err(EventError::Unrecognised(format!(
+                "records from {other:?}, not aws:kinesis"
+            )));
+        }
+        let sequence = record.sequence_number.and_then(json::as_str);
+        let event_id = record.event_id.and_then(json::as_str);
+        let shard = event_id
+            .as_deref()
+            .and_then(|e| e.split_once(':'))
+            .map(|(shard, _)| shard);
+        let id = match (shard, sequence) {
+            (Some(shard), Some(seq)) if !shard.is_empty() && !seq.is_empty() => {
+                let shard = match shards.iter().find(|s| s.as_ref() == shard) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s: Arc<str> = Arc::from(shard);
+                        shards.push(s.clone());
+                        s
+                    }
+                };
+                Ok(RecordId {
+                    shard,
+                    sequence: seq.into_owned(),
+                })
             }
-        })
-        .collect()
+            (_, None) => Err("record has no kinesis.sequenceNumber".to_string()),
+            _ => Err("record has no eventID of the form shardId-…:sequence".to_string()),
+        };
+        let data = match record.data {
+            Some(v) => {
+                json::as_str(v).ok_or_else(|| format!("kinesis.data is a {}", json::kind(v.get())))
+            }
+            None => Err("record has no kinesis.data".to_string()),
+        };
+        out.push(KinesisRecord {
+            id,
+            data,
+            partition_key: record.partition_key.and_then(json::as_str),
+            arrival_seconds: record.arrival.and_then(|v| v.get().parse::<f64>().ok()),
+        });
+    }
+    Ok(out)
 }
 
 /// Orders Kinesis sequence numbers (decimal strings of up to 129 digits)
@@ -161,7 +215,15 @@ pub fn sequence_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    fn classify_value(v: &Value) -> Result<usize, EventError> {
+        let text = v.to_string();
+        classify(&text).map(|e| match e {
+            Event::Kinesis(r) => r.len(),
+            Event::ForceFlush { .. } => usize::MAX,
+        })
+    }
 
     fn record(seq: &str, data: Value) -> Value {
         json!({"kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "sales.client",
@@ -173,7 +235,8 @@ mod tests {
     fn kinesis_records_are_read_one_by_one() {
         let ev = json!({"Records": [record("12", json!("aGk=")), record("13", json!("!!not base64")),
             record("14", json!(5)), {"eventSource": "aws:kinesis", "kinesis": {"data": "aGk="}}]});
-        let Event::Kinesis(recs) = classify(&ev).unwrap() else {
+        let text = ev.to_string();
+        let Event::Kinesis(recs) = classify(&text).unwrap() else {
             panic!()
         };
         assert_eq!(recs.len(), 4);
@@ -196,6 +259,27 @@ mod tests {
     }
 
     #[test]
+    fn odd_records_take_the_lenient_path_and_are_kept() {
+        // `kinesis` is not an object in one record: the one-pass parse fails,
+        // the record-by-record one keeps both records.
+        let ev = json!({"Records": [record("12", json!("aGk=")),
+            {"eventSource": "aws:kinesis", "eventID": "shardId-1:13", "kinesis": "oops"}]});
+        let text = ev.to_string();
+        let Event::Kinesis(recs) = classify(&text).unwrap() else {
+            panic!()
+        };
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].data.as_deref(), Ok("aGk="));
+        assert!(recs[1].data.is_err());
+    }
+
+    #[test]
+    fn invalid_json_is_named_as_such() {
+        let err = classify("{\"Records\": [").unwrap_err().to_string();
+        assert!(err.contains("not valid JSON"), "{err}");
+    }
+
+    #[test]
     fn the_three_scheduled_shapes_are_force_flushes() {
         let shapes = [
             json!({"force_flush": true}),
@@ -205,7 +289,7 @@ mod tests {
                    "detail": "{}"}),
         ];
         for s in shapes {
-            assert!(matches!(classify(&s), Ok(Event::ForceFlush { .. })), "{s}");
+            assert_eq!(classify_value(&s), Ok(usize::MAX), "{s}");
         }
     }
 
@@ -221,7 +305,7 @@ mod tests {
                 "detail-type",
             ),
         ] {
-            let err = classify(&payload).unwrap_err().to_string();
+            let err = classify_value(&payload).unwrap_err().to_string();
             assert!(err.contains(says), "{err}");
             assert!(err.contains("force_flush"), "{err}");
         }

@@ -129,11 +129,11 @@ impl<S: Sink> Pipeline<S> {
         &self.sink
     }
 
-    /// Handles one invocation payload. `deadline` is the invocation's
-    /// deadline (none for replays).
+    /// Handles one invocation payload (JSON text). `deadline` is the
+    /// invocation's deadline (none for replays).
     pub async fn handle(
         &self,
-        payload: &Value,
+        payload: &str,
         deadline: Option<SystemTime>,
     ) -> Result<Outcome, EventError> {
         match event::classify(payload)? {
@@ -177,7 +177,7 @@ impl<S: Sink> Pipeline<S> {
 
     async fn handle_kinesis(
         &self,
-        records: &[KinesisRecord],
+        records: &[KinesisRecord<'_>],
         deadline: Option<SystemTime>,
     ) -> Outcome {
         let now_us = now_micros();
@@ -285,7 +285,7 @@ impl<S: Sink> Pipeline<S> {
     /// base64 → bytes → DMS message. The message borrows from `scratch`.
     fn decode<'a>(
         &self,
-        record: &KinesisRecord,
+        record: &KinesisRecord<'_>,
         scratch: &'a mut Vec<u8>,
     ) -> Result<Message<'a>, dms::DecodeError> {
         let text = record

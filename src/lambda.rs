@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use lambda_runtime::LambdaEvent;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::event::EventError;
@@ -21,10 +22,10 @@ pub enum InvokeError {
 
 pub async fn invoke<S: Sink>(
     pipeline: &Pipeline<S>,
-    event: LambdaEvent<Value>,
+    event: LambdaEvent<Box<RawValue>>,
 ) -> Result<Value, InvokeError> {
     let deadline = deadline_of(event.context.deadline);
-    let outcome = pipeline.handle(&event.payload, deadline).await?;
+    let outcome = pipeline.handle(event.payload.get(), deadline).await?;
     if outcome.is_flush && outcome.stats.failed_files > 0 {
         return Err(InvokeError::FlushIncomplete {
             files: outcome.stats.failed_files,

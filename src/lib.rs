@@ -11,6 +11,7 @@ pub mod dms;
 pub mod encode;
 pub mod event;
 pub mod handler;
+pub mod json;
 pub mod lambda;
 pub mod layout;
 pub mod logging;

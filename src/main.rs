@@ -7,7 +7,7 @@ use cdc_batcher::handler::Pipeline;
 use cdc_batcher::sink::S3Sink;
 use cdc_batcher::{lambda, logging, replay};
 use lambda_runtime::{service_fn, LambdaEvent};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -34,7 +34,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     })
     .await;
 
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Box<RawValue>>| {
         let pipeline = pipeline.clone();
         async move { lambda::invoke(&pipeline, event).await }
     }))

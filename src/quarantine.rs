@@ -26,7 +26,7 @@ pub struct QuarantineEntry {
 }
 
 impl QuarantineEntry {
-    pub fn new(record: &KinesisRecord, error: String, now_us: i64) -> Self {
+    pub fn new(record: &KinesisRecord<'_>, error: String, now_us: i64) -> Self {
         let (shard_id, sequence_number) = match &record.id {
             Ok(id) => (Some(id.shard.to_string()), Some(id.sequence.clone())),
             Err(_) => (None, None),
@@ -35,12 +35,12 @@ impl QuarantineEntry {
             error,
             shard_id,
             sequence_number,
-            partition_key: record.partition_key.clone(),
+            partition_key: record.partition_key.as_deref().map(String::from),
             approximate_arrival_timestamp: record.arrival_seconds,
             quarantined_at: chrono::DateTime::from_timestamp_micros(now_us)
                 .unwrap_or_default()
                 .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            data: record.data.as_ref().ok().cloned(),
+            data: record.data.as_deref().ok().map(String::from),
         }
     }
 

@@ -5,7 +5,6 @@
 use std::time::Instant;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::config::Config;
 use crate::handler::{Pipeline, Stats};
@@ -109,10 +108,7 @@ pub async fn run(args: &[String]) -> i32 {
     let mut redelivery_requests = 0;
     let mut peak_buffered_bytes = 0;
     for file in &files {
-        let payload = match std::fs::read(file)
-            .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string()))
-        {
+        let payload = match std::fs::read_to_string(file).map_err(|e| e.to_string()) {
             Ok(v) => v,
             Err(e) => {
                 errors.push(format!("{file}: {e}"));

@@ -32,7 +32,7 @@ async fn near_the_deadline_records_are_left_for_redelivery() {
     let p = pipeline(dir.path(), &[("TIME_RESERVE_MS", "2000")]);
     let event = first_event();
     let deadline = SystemTime::now() + Duration::from_millis(1000);
-    let out = p.handle(&event, Some(deadline)).await.unwrap();
+    let out = p.handle(&event.to_string(), Some(deadline)).await.unwrap();
     let first_seq = event["Records"][0]["kinesis"]["sequenceNumber"]
         .as_str()
         .unwrap();
@@ -46,7 +46,7 @@ async fn near_the_deadline_records_are_left_for_redelivery() {
 
     // With time to spare the same batch is taken, and nothing is reported.
     let deadline = SystemTime::now() + Duration::from_secs(60);
-    let out = p.handle(&event, Some(deadline)).await.unwrap();
+    let out = p.handle(&event.to_string(), Some(deadline)).await.unwrap();
     assert_eq!(out.redeliver_from, None);
     assert_eq!(out.stats.deferred, 0);
     assert!(out.stats.rows > 0);
@@ -56,7 +56,7 @@ async fn near_the_deadline_records_are_left_for_redelivery() {
 async fn invocation_mode_leaves_nothing_buffered() {
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(dir.path(), &[("FLUSH_MODE", "invocation")]);
-    let out = p.handle(&first_event(), None).await.unwrap();
+    let out = p.handle(&first_event().to_string(), None).await.unwrap();
     assert!(out.stats.files > 0);
     assert_eq!(p.buffered_rows().await, 0);
 }
@@ -65,7 +65,7 @@ async fn invocation_mode_leaves_nothing_buffered() {
 async fn warm_mode_buffers_until_a_force_flush() {
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(dir.path(), &[]);
-    let out = p.handle(&first_event(), None).await.unwrap();
+    let out = p.handle(&first_event().to_string(), None).await.unwrap();
     let buffered = p.buffered_rows().await;
     assert!(buffered > 0);
     assert_eq!(
@@ -75,7 +75,8 @@ async fn warm_mode_buffers_until_a_force_flush() {
     let flush = p
         .handle(
             &json!({"version": "0", "detail-type": "Scheduled Event",
-                        "source": "aws.scheduler", "detail": "{}"}),
+                        "source": "aws.scheduler", "detail": "{}"})
+            .to_string(),
             None,
         )
         .await

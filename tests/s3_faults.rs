@@ -59,7 +59,10 @@ async fn deliver(
         if attempt > heal_after {
             proxy.set(None);
         }
-        let out = pipeline.handle(&event, None).await.expect("kinesis event");
+        let out = pipeline
+            .handle(&event.to_string(), None)
+            .await
+            .expect("kinesis event");
         match out.redeliver_from {
             Some(seq) => event = records_from(&event, &seq),
             None => return attempt,
@@ -97,7 +100,7 @@ async fn s3_outage_loses_no_rows_and_redelivery_is_not_buffered_twice() {
     let events = corpus_set("basic");
 
     for f in &events[..3] {
-        let out = pipeline.handle(&load(f), None).await.unwrap();
+        let out = pipeline.handle(&load(f).to_string(), None).await.unwrap();
         assert!(failures(&out).is_empty(), "healthy S3: {:?}", out.response);
     }
     let buffered_before = pipeline.buffered_rows().await;
@@ -106,7 +109,7 @@ async fn s3_outage_loses_no_rows_and_redelivery_is_not_buffered_twice() {
     // is asked to redeliver from the first of this batch's rows not written.
     proxy.set(Some(Fault::ServerError));
     let batch = load(&events[3]);
-    let out = pipeline.handle(&batch, None).await.unwrap();
+    let out = pipeline.handle(&batch.to_string(), None).await.unwrap();
     assert!(out.stats.failed_files > 0, "{:?}", out.stats);
     let from = out.redeliver_from.clone().expect("a failure is reported");
     assert_eq!(failures(&out), vec![from.clone()]);
@@ -127,7 +130,7 @@ async fn s3_outage_loses_no_rows_and_redelivery_is_not_buffered_twice() {
     let again = records_from(&batch, &from);
     let redelivered = again["Records"].as_array().unwrap().len() as u64;
     let held = pipeline.buffered_rows().await;
-    let out = pipeline.handle(&again, None).await.unwrap();
+    let out = pipeline.handle(&again.to_string(), None).await.unwrap();
     assert_eq!(out.stats.duplicates, redelivered);
     assert_eq!(out.stats.rows, 0);
     assert_eq!(out.redeliver_from.as_deref(), Some(from.as_str()));
@@ -139,16 +142,16 @@ async fn s3_outage_loses_no_rows_and_redelivery_is_not_buffered_twice() {
 
     // S3 is back: the redelivered batch is acknowledged and the held rows written.
     proxy.set(None);
-    let out = pipeline.handle(&again, None).await.unwrap();
+    let out = pipeline.handle(&again.to_string(), None).await.unwrap();
     assert!(failures(&out).is_empty(), "{:?}", out.response);
     assert_eq!(out.stats.duplicates, redelivered);
     assert!(out.stats.files > 0);
     for f in &events[4..] {
-        let out = pipeline.handle(&load(f), None).await.unwrap();
+        let out = pipeline.handle(&load(f).to_string(), None).await.unwrap();
         assert!(failures(&out).is_empty());
     }
     let flush = pipeline
-        .handle(&serde_json::json!({"force_flush": true}), None)
+        .handle(&serde_json::json!({"force_flush": true}).to_string(), None)
         .await
         .unwrap();
     assert_eq!(flush.stats.failed_files, 0);
@@ -184,7 +187,7 @@ async fn corpus_survives(fault: Fault, mode: &str) {
     }
     proxy.set(None);
     let flush = pipeline
-        .handle(&serde_json::json!({"force_flush": true}), None)
+        .handle(&serde_json::json!({"force_flush": true}).to_string(), None)
         .await
         .unwrap();
     assert_eq!(flush.stats.failed_files, 0);

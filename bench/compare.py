@@ -113,6 +113,17 @@ def main():
         f"| start-up until the handler is ready (median of 15) | {start:.1f} ms | | |",
         f"| final flush of {mem['rust']['summary']['final_flush_bytes'] / 2**20:.0f} MiB of row JSON (20 tables) to a local directory | {mem['rust']['summary']['final_flush_seconds'] * 1000:.0f} ms ({mem['rust']['summary']['final_flush_bytes'] / 2**20 / mem['rust']['summary']['final_flush_seconds']:.0f} MiB/s) | | |",
         "",
+        "Lambda cost implied (one full core = 1769 MB of Lambda memory; below that a function gets",
+        "memory/1769 of a core, so duration grows as memory shrinks and GB-seconds stay the same):",
+        "",
+        "| memory setting | cdc-batcher: s per 1M rows / GB-s per 1M rows | Python: s per 1M rows / GB-s per 1M rows |",
+        "|---|---|---|",
+    ] + [
+        f"| {m} MB | {r['wall'] / r['rows'] * 1e6 * 1769 / m:.0f} s / {r['wall'] / r['rows'] * 1e6 * 1769 / 1024:.1f} GB-s "
+        f"| {p['wall'] / p['rows'] * 1e6 * 1769 / m:.0f} s / {p['wall'] / p['rows'] * 1e6 * 1769 / 1024:.1f} GB-s |"
+        for m in (128, 512)
+    ] + [
+        "",
         f"Wall times, Rust: {', '.join(f'{w:.2f}' for w in r['walls'])}; "
         f"Python: {', '.join(f'{w:.2f}' for w in p['walls'])}",
         f"Rows read back with pyarrow: Rust {r['rows']}, Python {p['rows']} (each equals what the run claims).",

@@ -46,6 +46,8 @@ pub enum DecodeError {
     ReservedColumn(String),
     #[error("data column {0:?} appears twice")]
     DuplicateColumn(String),
+    #[error("data column {0:?} holds a string with an invalid escape (e.g. a lone surrogate)")]
+    BadString(String),
 }
 
 /// The four row operations DMS emits.
@@ -241,6 +243,11 @@ pub fn decode<'a>(payload: &'a [u8], before_image_field: &str) -> Result<Message
     if let Some(dup) = first_duplicate(&columns.0) {
         return Err(DecodeError::DuplicateColumn(dup.to_string()));
     }
+    // Values are copied as raw tokens; the raw reader accepts `\u` escapes that
+    // are not valid text (lone surrogates), which no Parquet writer would take.
+    if let Some((name, _)) = columns.0.iter().find(|(_, v)| !valid_string_escapes(v)) {
+        return Err(DecodeError::BadString(name.to_string()));
+    }
     let before_image = before_image.filter(|b| b.get() != "null");
 
     Ok(Message::Row(RowChange {
@@ -282,6 +289,11 @@ fn first_duplicate<'c>(columns: &'c [(Cow<'_, str>, &RawValue)]) -> Option<&'c s
     columns
         .iter()
         .find_map(|(k, _)| (!seen.insert(k.as_ref())).then_some(k.as_ref()))
+}
+
+fn valid_string_escapes(raw: &RawValue) -> bool {
+    let t = raw.get();
+    !(t.starts_with('"') && t.contains("\\u")) || serde_json::from_str::<String>(t).is_ok()
 }
 
 fn is_reserved(name: &str) -> bool {
@@ -464,6 +476,11 @@ mod tests {
             (
                 br#"{"metadata":{"timestamp":"2026-03-14T01:00:00Z","record-type":"data","operation":"insert","schema-name":"s","table-name":"t"},"data":{"a":1,"b":2,"a":"x"}}"#.to_vec(),
                 DecodeError::DuplicateColumn("a".into()),
+            ),
+            (
+                // Found by the fuzzer: a lone low surrogate.
+                br#"{"metadata":{"timestamp":"2026-03-14T01:00:00Z","record-type":"data","operation":"insert","schema-name":"s","table-name":"t"},"data":{"a":"x\udf34"}}"#.to_vec(),
+                DecodeError::BadString("a".into()),
             ),
         ];
         for (payload, want) in cases {

@@ -97,6 +97,15 @@ def main():
     held_mib = mem["rust"]["summary"]["peak_buffered_bytes"] / 2**20
     held_py_mib = mem["python"]["summary"]["peak_buffered_bytes"] / 2**20
     start = startup_ms()
+    many = sorted(glob.glob(os.path.join(OUT, "events-1000", "shard*.json")))
+    budget = 32 * 2**20
+    out = os.path.join(OUT, "out-1000-rust")
+    shutil.rmtree(out, ignore_errors=True)
+    stdout, wall_1000, rss_1000 = timed([BIN, "replay", "--output", out] + many,
+                                        {"MAX_BUFFERED_BYTES": str(budget)})
+    s1000 = json.loads(stdout.strip().splitlines()[-1])
+    if rows_in(out) != s1000["rows"]:
+        sys.exit("1000 tables: rows on disk differ from the summary")
 
     r, p = e2e["rust"], e2e["python"]
     mb = json_bytes / 1e6
@@ -111,6 +120,7 @@ def main():
         f"| peak RSS, end to end | {r['rss']:.0f} MiB | {p['rss']:.0f} MiB | |",
         f"| peak RSS holding {held_mib:.0f} MiB of row JSON (Rust) / {held_py_mib:.0f} MiB (Python's own count) | {mem['rust']['rss']:.0f} MiB ({mem['rust']['rss'] / held_mib:.2f}x held) | {mem['python']['rss']:.0f} MiB ({mem['python']['rss'] / held_mib:.2f}x the Rust figure) | |",
         f"| start-up until the handler is ready (median of 15) | {start:.1f} ms | | |",
+        f"| 1000 tables, {s1000['rows']} rows, MAX_BUFFERED_BYTES 32 MiB: peak row JSON held / peak RSS / wall | {s1000['peak_buffered_bytes'] / 2**20:.1f} MiB / {rss_1000:.0f} MiB / {wall_1000:.2f} s | | |",
         f"| final flush of {mem['rust']['summary']['final_flush_bytes'] / 2**20:.0f} MiB of row JSON (20 tables) to a local directory | {mem['rust']['summary']['final_flush_seconds'] * 1000:.0f} ms ({mem['rust']['summary']['final_flush_bytes'] / 2**20 / mem['rust']['summary']['final_flush_seconds']:.0f} MiB/s) | | |",
         "",
         "Lambda cost implied (one full core = 1769 MB of Lambda memory; below that a function gets",

@@ -20,8 +20,13 @@ if [ ! -f "$OUT/events/manifest.json" ]; then
 fi
 # ~3 MiB of row JSON for each of 20 tables: held in memory until the final flush.
 if [ ! -f "$OUT/events-mem/manifest.json" ]; then
-  .venv/bin/python "$CORPUS/make_events.py" --synthetic --rows 60000 --tables 20 \
+  .venv/bin/python "$CORPUS/make_events.py" --synthetic --rows 90000 --tables 20 \
     --batch-size 1000 --seed 7 --no-control --out-dir "$OUT/events-mem" --compact
+fi
+# 1000 tables under a 32 MiB buffer budget.
+if [ ! -f "$OUT/events-1000/manifest.json" ]; then
+  .venv/bin/python "$CORPUS/make_events.py" --synthetic --rows 100000 --tables 1000 \
+    --batch-size 1000 --seed 9 --no-control --out-dir "$OUT/events-1000" --compact
 fi
 
 .venv/bin/python bench/compare.py

@@ -20,4 +20,4 @@ if ! cmp -s requirements-dev.txt "$stamp"; then
   .venv/bin/python -m pip install --quiet -r requirements-dev.txt
   cp requirements-dev.txt "$stamp"
 fi
-echo "setup: ready ($(.venv/bin/cargo-lambda --version 2>/dev/null | head -1))"
+echo "setup: ready ($(.venv/bin/cargo-lambda lambda --version 2>/dev/null | head -1))"

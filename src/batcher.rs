@@ -139,7 +139,7 @@ impl Batcher {
                     hour,
                     rows: Vec::new(),
                     ids: Vec::new(),
-                    kinds: ColumnKinds::new(),
+                    kinds: ColumnKinds::default(),
                     oldest_us: now_us,
                 });
                 let i = buffer.parts.len() - 1;

@@ -7,7 +7,6 @@ mod support;
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
 
 use cdc_batcher::batcher::{Batcher, Part};
 use cdc_batcher::config::{FlushMode, Thresholds};
@@ -17,15 +16,7 @@ use cdc_batcher::layout::RecordId;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 fn unlimited() -> Batcher {
-    Batcher::new(
-        Thresholds {
-            max_bytes: usize::MAX,
-            max_records: usize::MAX,
-            max_age: Duration::from_secs(3600),
-            max_buffered_bytes: usize::MAX,
-        },
-        FlushMode::Warm,
-    )
+    Batcher::new(Thresholds::unlimited(), FlushMode::Warm)
 }
 
 fn buffer_all(messages: &[Vec<u8>]) -> Batcher {

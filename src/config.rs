@@ -44,6 +44,19 @@ pub struct Thresholds {
     pub max_buffered_bytes: usize,
 }
 
+impl Thresholds {
+    /// No threshold is ever reached: rows stay buffered until taken
+    /// explicitly (tests, benchmarks, fuzzing).
+    pub fn unlimited() -> Self {
+        Thresholds {
+            max_bytes: usize::MAX,
+            max_records: usize::MAX,
+            max_age: Duration::MAX,
+            max_buffered_bytes: usize::MAX,
+        }
+    }
+}
+
 /// Where S3 output goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Settings {

@@ -133,18 +133,9 @@ mod tests {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    use std::time::Duration;
 
     fn part_of(datas: &[&str]) -> Part {
-        let mut b = Batcher::new(
-            Thresholds {
-                max_bytes: usize::MAX,
-                max_records: usize::MAX,
-                max_age: Duration::from_secs(60),
-                max_buffered_bytes: usize::MAX,
-            },
-            FlushMode::Warm,
-        );
+        let mut b = Batcher::new(Thresholds::unlimited(), FlushMode::Warm);
         for (i, data) in datas.iter().enumerate() {
             let text = format!(
                 r#"{{"data":{data},"metadata":{{"timestamp":"2026-03-14T01:00:00.000001Z",

@@ -4,7 +4,6 @@
 #![no_main]
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use cdc_batcher::batcher::Batcher;
 use cdc_batcher::config::{FlushMode, Thresholds};
@@ -17,15 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(Message::Row(change)) = decode(data, "before-image") else {
         return;
     };
-    let mut batcher = Batcher::new(
-        Thresholds {
-            max_bytes: usize::MAX,
-            max_records: usize::MAX,
-            max_age: Duration::from_secs(60),
-            max_buffered_bytes: usize::MAX,
-        },
-        FlushMode::Warm,
-    );
+    let mut batcher = Batcher::new(Thresholds::unlimited(), FlushMode::Warm);
     let id = RecordId {
         shard: Arc::from("shardId-000000000000"),
         sequence: "1".to_string(),

@@ -174,17 +174,21 @@ pub fn check_lake(location: &[String], extra: &[&str], events: &[PathBuf]) -> La
         .args(events)
         .output()
         .expect("run the Python checker (pyarrow): run scripts/setup.sh");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let summary = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
-        panic!(
-            "checker printed no summary: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
     LakeCheck {
         ok: out.status.success(),
-        summary,
+        summary: summary_of("the checker", &out),
     }
+}
+
+/// The one JSON line a tool printed on stdout; its stderr in the panic otherwise.
+fn summary_of(what: &str, out: &std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "{what} printed no summary: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
 pub fn s3_location(endpoint: &str) -> Vec<String> {
@@ -211,12 +215,5 @@ pub fn replay(
         .env("LOG_LEVEL", "warn")
         .output()
         .expect("run cdc-batcher");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let summary = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
-        panic!(
-            "replay printed no summary: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (summary, out.status.success())
+    (summary_of("replay", &out), out.status.success())
 }

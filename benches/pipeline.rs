@@ -13,6 +13,7 @@ use cdc_batcher::config::{FlushMode, Thresholds};
 use cdc_batcher::dms::{decode, Message};
 use cdc_batcher::encode::to_parquet;
 use cdc_batcher::layout::RecordId;
+use cdc_batcher::schema::TableSchema;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 fn unlimited() -> Batcher {
@@ -66,8 +67,9 @@ fn stages(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(part.rows.len() as u64));
     g.sample_size(20);
     let mib = part.rows.len() as f64 / (1024.0 * 1024.0);
+    let types = TableSchema::new(&part.table).resolve(&part.kinds).0;
     g.bench_function(format!("parquet_{mib:.1}MiB_row_json"), |b| {
-        b.iter(|| black_box(to_parquet(&part).unwrap().len()))
+        b.iter(|| black_box(to_parquet(&part, &types).unwrap().bytes.len()))
     });
     g.finish();
 }
@@ -90,9 +92,14 @@ fn scaling(c: &mut Criterion) {
             |b, messages| {
                 b.iter(|| {
                     let mut batcher = buffer_all(messages);
+                    let mut schemas = std::collections::HashMap::new();
                     let mut written = 0;
                     for part in batcher.take_all() {
-                        written += to_parquet(&part).unwrap().len();
+                        let schema = schemas
+                            .entry(part.table.clone())
+                            .or_insert_with(|| TableSchema::new(&part.table));
+                        let types = schema.resolve(&part.kinds).0;
+                        written += to_parquet(&part, &types).unwrap().bytes.len();
                     }
                     black_box(written)
                 })

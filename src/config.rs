@@ -6,7 +6,12 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
+use crate::dms::TableName;
 use crate::layout::PartitionStyle;
+use crate::schema::column_name;
+use crate::types::ColumnType;
 
 /// A configuration problem, reported before the first invocation.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -77,6 +82,17 @@ pub struct Config {
     pub before_image_field: String,
     /// How long before the invocation deadline to stop taking records.
     pub time_reserve: Duration,
+    /// `COLUMN_TYPES`: column types that win over DMS's and inferred ones.
+    pub column_types: BTreeMap<TableName, Vec<(String, ColumnType)>>,
+    /// Decimal places every DECIMAL column from a `table-def` has at least.
+    pub decimal_min_scale: u8,
+}
+
+impl Config {
+    /// The configured column types of `table` (lake column names).
+    pub fn overrides_for(&self, table: &TableName) -> &[(String, ColumnType)] {
+        self.column_types.get(table).map_or(&[], Vec::as_slice)
+    }
 }
 
 pub const DEFAULT_PREFIX: &str = "cdc-data/";
@@ -171,7 +187,12 @@ impl Config {
             });
         }
 
+        let column_types = parse_column_types(get("COLUMN_TYPES"))?;
+        let decimal_min_scale = parse_num("DECIMAL_MIN_SCALE", get("DECIMAL_MIN_SCALE"), 6, 0, 38)?;
+
         Ok(Config {
+            column_types,
+            decimal_min_scale,
             s3: S3Settings {
                 bucket,
                 force_path_style,
@@ -198,6 +219,46 @@ impl Config {
             expected: "the name of the bucket the Parquet files are written to",
         })
     }
+}
+
+const COLUMN_TYPES_EXPECTED: &str = concat!(
+    "a JSON object mapping \"schema.table.column\" to a type, e.g. ",
+    "{\"sales.client.is_key_account\": \"boolean\"}; types: boolean, bigint, double, ",
+    "decimal(38,S) with S in 0..=38, date, timestamp, binary or string"
+);
+
+/// `{"schema.table.column": "type", ...}`.
+fn parse_column_types(
+    raw: Option<String>,
+) -> Result<BTreeMap<TableName, Vec<(String, ColumnType)>>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(BTreeMap::new());
+    };
+    let invalid = || ConfigError::Invalid {
+        var: "COLUMN_TYPES",
+        value: raw.clone(),
+        expected: COLUMN_TYPES_EXPECTED,
+    };
+    let map: BTreeMap<String, String> = serde_json::from_str(&raw).map_err(|_| invalid())?;
+    let mut out: BTreeMap<TableName, Vec<(String, ColumnType)>> = BTreeMap::new();
+    for (path, ty) in map {
+        let mut parts = path.splitn(3, '.');
+        let (Some(schema), Some(table), Some(column)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid());
+        };
+        if schema.is_empty() || table.is_empty() || column.is_empty() {
+            return Err(invalid());
+        }
+        let ty: ColumnType = ty.parse().map_err(|_| invalid())?;
+        out.entry(TableName {
+            schema: schema.to_string(),
+            table: table.to_string(),
+        })
+        .or_default()
+        .push((column_name(column).into_owned(), ty));
+    }
+    Ok(out)
 }
 
 /// A third of the function's memory: encoding a buffer briefly needs about as
@@ -287,6 +348,7 @@ fn range_text(var: &str) -> &'static str {
         "MAX_BUFFERED_BYTES" => "a whole number of bytes from 1048576 to 68719476736",
         "S3_MAX_ATTEMPTS" => "a whole number of attempts from 1 to 20",
         "TIME_RESERVE_MS" => "a whole number of milliseconds from 0 to 600000",
+        "DECIMAL_MIN_SCALE" => "a whole number of decimal places from 0 to 38",
         _ => "a whole number",
     }
 }
@@ -338,11 +400,18 @@ mod tests {
             ("S3_BUCKET_NAME", "Bad_Bucket", "bucket name"),
             ("MAX_BUFFERED_BYTES", "12", "1048576"),
             ("BEFORE_IMAGE_FIELD", "data", "FieldName"),
+            ("COLUMN_TYPES", r#"{"s.t.c":"int"}"#, "decimal(38,S)"),
+            ("COLUMN_TYPES", r#"{"s.t":"bigint"}"#, "schema.table.column"),
+            ("COLUMN_TYPES", "s.t.c=bigint", "JSON object"),
+            ("DECIMAL_MIN_SCALE", "39", "0 to 38"),
         ];
         for (var, value, accepted) in cases {
             let err = cfg(&[(var, value)]).unwrap_err().to_string();
             assert!(err.contains(var), "{var}: {err}");
-            assert!(err.contains(value), "{var}: {err}");
+            assert!(
+                err.contains(value) || err.contains(&format!("{value:?}")),
+                "{var}: {err}"
+            );
             assert!(err.contains(accepted), "{var}: {err}");
         }
     }
@@ -376,5 +445,26 @@ mod tests {
         assert!(c.s3.force_path_style);
         assert_eq!(c.partition_style, PartitionStyle::Hive);
         assert_eq!(c.flush_mode, FlushMode::Invocation);
+    }
+
+    #[test]
+    fn column_types_per_table() {
+        let c = cfg(&[(
+            "COLUMN_TYPES",
+            r#"{"sales.client.is_key_account":"boolean","sales.client.Amount":"decimal(38,2)"}"#,
+        )])
+        .unwrap();
+        let t = TableName {
+            schema: "sales".into(),
+            table: "client".into(),
+        };
+        assert_eq!(
+            c.overrides_for(&t),
+            [
+                ("amount".to_string(), ColumnType::Decimal { scale: 2 }),
+                ("is_key_account".to_string(), ColumnType::Boolean),
+            ]
+        );
+        assert_eq!(c.decimal_min_scale, 6);
     }
 }

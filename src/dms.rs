@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::json::{Fields, Key};
+use crate::schema::column_name;
 
 /// Why a record could not become a row. Each one sends the record to quarantine.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -44,7 +45,7 @@ pub enum DecodeError {
     DataNotObject,
     #[error("data column {0:?} collides with a metadata column name")]
     ReservedColumn(String),
-    #[error("data column {0:?} appears twice")]
+    #[error("data column {0:?} appears twice (column names are compared after lower-casing and replacing characters other than a-z, 0-9 and _)")]
     DuplicateColumn(String),
     #[error("data column {0:?} holds a string with an invalid escape (e.g. a lone surrogate)")]
     BadString(String),
@@ -96,9 +97,39 @@ pub enum Message<'a> {
     Row(RowChange<'a>),
     /// DDL (or any other table-level control event): rows after it may have
     /// another shape, so the table's buffer is closed before them.
-    TableControl { table: TableName, operation: String },
+    TableControl(TableControl),
     /// A task-level control record (empty schema, e.g. `awsdms_apply_exceptions`).
     TaskControl { operation: String },
+}
+
+/// A table-level control record.
+#[derive(Debug)]
+pub struct TableControl {
+    pub table: TableName,
+    pub operation: String,
+    /// `metadata.timestamp` in µs, when present and valid.
+    pub timestamp_us: Option<i64>,
+    /// `control.table-def`, when DMS sent one (`IncludeControlDetails`).
+    pub table_def: Option<TableDef>,
+    /// A `table-def` that was there but could not be read; the record still
+    /// closes the table's buffer (control records are advisory).
+    pub table_def_error: Option<String>,
+}
+
+/// DMS's table definition: columns in the order DMS lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableDef {
+    pub columns: Vec<ColumnDef>,
+    pub primary_key: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnDef {
+    pub name: String,
+    /// DMS's type name (`INT32`, `NUMERIC`, `WSTRING`, ...).
+    pub type_name: String,
+    pub precision: Option<u32>,
+    pub scale: Option<u32>,
 }
 
 /// One data record, borrowing its values from the payload.
@@ -166,10 +197,12 @@ pub fn decode<'a>(payload: &'a [u8], before_image_field: &str) -> Result<Message
     let mut metadata = None;
     let mut data = None;
     let mut before_image = None;
+    let mut control = None;
     for (key, value) in top.0 {
         match key.as_ref() {
             "metadata" => metadata = Some(value),
             "data" => data = Some(value),
+            "control" => control = Some(value),
             k if k == before_image_field => before_image = Some(value),
             _ => {}
         }
@@ -193,13 +226,25 @@ pub fn decode<'a>(payload: &'a [u8], before_image_field: &str) -> Result<Message
     match record_type.as_ref() {
         "control" => {
             return Ok(match (schema, table) {
-                (Some(schema), Some(table)) => Message::TableControl {
-                    table: TableName {
-                        schema: schema.into_owned(),
-                        table: table.into_owned(),
-                    },
-                    operation: operation.to_string(),
-                },
+                (Some(schema), Some(table)) => {
+                    let (table_def, table_def_error) = match control.map(table_def) {
+                        Some(Ok(def)) => (def, None),
+                        Some(Err(e)) => (None, Some(e)),
+                        None => (None, None),
+                    };
+                    Message::TableControl(TableControl {
+                        table: TableName {
+                            schema: schema.into_owned(),
+                            table: table.into_owned(),
+                        },
+                        operation: operation.to_string(),
+                        timestamp_us: meta
+                            .timestamp
+                            .and_then(|t| parse_timestamp_us("timestamp", &t.0).ok()),
+                        table_def,
+                        table_def_error,
+                    })
+                }
                 _ => Message::TaskControl {
                     operation: operation.to_string(),
                 },
@@ -235,8 +280,13 @@ pub fn decode<'a>(payload: &'a [u8], before_image_field: &str) -> Result<Message
     if !data.get().starts_with('{') {
         return Err(DecodeError::DataNotObject);
     }
-    let columns: Fields<'a> =
+    let mut columns: Fields<'a> =
         serde_json::from_str(data.get()).map_err(|_| DecodeError::DataNotObject)?;
+    for (name, _) in columns.0.iter_mut() {
+        if let Cow::Owned(lake) = column_name(name) {
+            *name = Cow::Owned(lake);
+        }
+    }
     if let Some((name, _)) = columns.0.iter().find(|(k, _)| is_reserved(k)) {
         return Err(DecodeError::ReservedColumn(name.to_string()));
     }
@@ -259,6 +309,48 @@ pub fn decode<'a>(payload: &'a [u8], before_image_field: &str) -> Result<Message
         transaction_id,
         columns: columns.0,
         before_image,
+    }))
+}
+
+/// Reads `control.table-def`; `Ok(None)` when the control object has none.
+fn table_def(control: &RawValue) -> Result<Option<TableDef>, String> {
+    #[derive(Deserialize)]
+    struct Column {
+        #[serde(rename = "type")]
+        type_name: String,
+        precision: Option<u32>,
+        scale: Option<u32>,
+    }
+    let control: Fields<'_> =
+        serde_json::from_str(control.get()).map_err(|e| format!("`control`: {e}"))?;
+    let Some(def) = control.get("table-def") else {
+        return Ok(None);
+    };
+    let def: Fields<'_> =
+        serde_json::from_str(def.get()).map_err(|e| format!("`control.table-def`: {e}"))?;
+    let mut columns = Vec::new();
+    if let Some(cols) = def.get("columns") {
+        let cols: Fields<'_> = serde_json::from_str(cols.get())
+            .map_err(|e| format!("`control.table-def.columns`: {e}"))?;
+        for (name, spec) in cols.0 {
+            let c: Column = serde_json::from_str(spec.get())
+                .map_err(|e| format!("`control.table-def.columns.{name}`: {e}"))?;
+            columns.push(ColumnDef {
+                name: name.into_owned(),
+                type_name: c.type_name,
+                precision: c.precision,
+                scale: c.scale,
+            });
+        }
+    }
+    let primary_key = match def.get("primary-key") {
+        Some(pk) => serde_json::from_str(pk.get())
+            .map_err(|e| format!("`control.table-def.primary-key`: {e}"))?,
+        None => Vec::new(),
+    };
+    Ok(Some(TableDef {
+        columns,
+        primary_key,
     }))
 }
 
@@ -412,9 +504,11 @@ mod tests {
             "record-type":"control","operation":"drop-table","schema-name":"sales",
             "table-name":"promo"}}"#;
         match decode(ddl.as_bytes(), "before-image").unwrap() {
-            Message::TableControl { table, operation } => {
-                assert_eq!(table.to_string(), "sales.promo");
-                assert_eq!(operation, "drop-table");
+            Message::TableControl(c) => {
+                assert_eq!(c.table.to_string(), "sales.promo");
+                assert_eq!(c.operation, "drop-table");
+                assert_eq!(c.timestamp_us, Some(1_773_450_000_000_000));
+                assert_eq!((c.table_def, c.table_def_error), (None, None));
             }
             other => panic!("{other:?}"),
         }
@@ -506,12 +600,60 @@ mod tests {
         let msg = r#"{"data":{"caf\u00e9":1},"metadata":{"timestamp":"2026-03-14T01:00:00Z",
             "record-type":"data","operation":"insert","schema-name":"s","table-name":"t"}}"#;
         let r = row(decode(msg.as_bytes(), "before-image").unwrap());
-        assert_eq!(r.columns[0].0, "café");
+        // Unescaped, then spelled the way Athena accepts.
+        assert_eq!(r.columns[0].0, "caf_u00e9");
     }
 
     #[test]
     fn base64_errors_are_reported() {
         assert_eq!(decode_base64("aGk=").unwrap(), b"hi");
         assert!(matches!(decode_base64("!!"), Err(DecodeError::Base64(_))));
+    }
+
+    #[test]
+    fn table_def_keeps_column_order_and_types() {
+        let msg = r#"{"control":{"table-def":{"columns":{"so_id":{"type":"INT64","nullable":false},
+            "Total":{"type":"NUMERIC","precision":13,"scale":2,"nullable":false},
+            "a":{"type":"WSTRING","length":16}},"primary-key":["so_id"]}},
+            "metadata":{"timestamp":"2026-03-14T01:00:00Z","record-type":"control",
+            "operation":"create-table","schema-name":"sales","table-name":"o"}}"#;
+        let Message::TableControl(c) = decode(msg.as_bytes(), "before-image").unwrap() else {
+            panic!()
+        };
+        let def = c.table_def.unwrap();
+        let names: Vec<&str> = def.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["so_id", "Total", "a"]);
+        assert_eq!(def.columns[1].type_name, "NUMERIC");
+        assert_eq!(
+            (def.columns[1].precision, def.columns[1].scale),
+            (Some(13), Some(2))
+        );
+        assert_eq!(def.primary_key, ["so_id"]);
+    }
+
+    #[test]
+    fn unreadable_table_def_is_reported_not_fatal() {
+        let msg = r#"{"control":{"table-def":{"columns":{"x":{"type":7}}}},
+            "metadata":{"timestamp":"2026-03-14T01:00:00Z","record-type":"control",
+            "operation":"create-table","schema-name":"s","table-name":"t"}}"#;
+        let Message::TableControl(c) = decode(msg.as_bytes(), "before-image").unwrap() else {
+            panic!()
+        };
+        assert!(c.table_def.is_none());
+        assert!(c.table_def_error.unwrap().contains("columns.x"));
+    }
+
+    #[test]
+    fn column_names_become_athena_names() {
+        let msg = r#"{"data":{"OrderID":1,"unit price":2},"metadata":{"timestamp":"2026-03-14T01:00:00Z",
+            "record-type":"data","operation":"insert","schema-name":"s","table-name":"t"}}"#;
+        let r = row(decode(msg.as_bytes(), "before-image").unwrap());
+        let names: Vec<&str> = r.columns.iter().map(|(n, _)| n.as_ref()).collect();
+        assert_eq!(names, ["orderid", "unit_price"]);
+        let clash = msg.replace("unit price", "orderId");
+        assert_eq!(
+            decode(clash.as_bytes(), "before-image").unwrap_err(),
+            DecodeError::DuplicateColumn("orderid".into())
+        );
     }
 }

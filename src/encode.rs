@@ -1,24 +1,21 @@
 //! Buffered JSON rows → Arrow record batches → Snappy Parquet bytes (pure).
 //!
-//! The column types come from the JSON kinds seen while the rows were
-//! buffered; arrow-json's decoder then does the JSON → Arrow conversion.
-//! Type rule for a column within one file:
-//!
-//! | kinds seen (ignoring null)                 | Parquet type          |
-//! |--------------------------------------------|-----------------------|
-//! | only booleans                              | BOOLEAN               |
-//! | only integers that fit i64                 | INT64                 |
-//! | floats, or floats and integers within ±2^53 | DOUBLE               |
-//! | strings, objects, arrays (as JSON text)    | STRING                |
-//! | anything else (mixed kinds, integers beyond i64, or integers beyond ±2^53 mixed with floats) | STRING holding the exact JSON token |
-//! | only nulls                                 | STRING (all null)     |
-//!
-//! arrow-json's own schema inference widens int + float to float, which would
-//! silently change BIGINT values above 2^53; hence the explicit rule.
+//! Column types come from the table's registered schema (`schema`), not
+//! from the rows of one file, so every file of a table has the same types.
+//! arrow-json reads the row lines; columns whose JSON form arrow-json reads
+//! exactly (integers, doubles, booleans, text) are decoded directly, the
+//! rest (decimals, dates, timestamps, hex binary, `t`/`f` booleans,
+//! scientific-notation BIGINTs) arrive as text and are converted exactly
+//! here. A value that does not fit its column widens the column for the
+//! whole file; the caller records the wider type.
 
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float64Array,
+    Int64Array, StringArray, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::json::ReaderBuilder;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
@@ -27,7 +24,8 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use crate::batcher::Part;
-use crate::row::{ColumnKinds, Kinds};
+use crate::row::Kinds;
+use crate::types::{self, ColumnType, DecimalText, Misfit, DECIMAL_PRECISION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
@@ -40,47 +38,57 @@ pub enum EncodeError {
 /// Rows decoded per Arrow batch; bounds the decoder's working memory.
 const BATCH_ROWS: usize = 8192;
 
-/// The Arrow type of a data column that held `kinds`.
-pub fn data_type_for(kinds: Kinds) -> DataType {
-    let k = kinds.non_null();
-    if k == Kinds::BOOL {
-        DataType::Boolean
-    } else if k == Kinds::INT || k == Kinds::INT.union(Kinds::WIDE_INT) {
-        DataType::Int64
-    } else if k == Kinds::FLOAT || k == Kinds::FLOAT.union(Kinds::INT) {
-        DataType::Float64
-    } else {
-        DataType::Utf8
-    }
+/// A column whose type had to change for this file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Widening {
+    pub column: String,
+    pub from: ColumnType,
+    pub to: ColumnType,
+    /// The first value that did not fit.
+    pub value: String,
 }
 
-fn timestamp() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
+/// A Parquet file and what writing it found out.
+#[derive(Debug)]
+pub struct Encoded {
+    pub bytes: Vec<u8>,
+    /// The types the file was written with (after widening).
+    pub types: Vec<(String, ColumnType)>,
+    pub widened: Vec<Widening>,
+    /// BIGINTs DMS sent in scientific notation: digits were lost upstream.
+    pub inexact_integers: u64,
 }
 
-/// The file schema: data columns in first-seen order, then the metadata columns.
-pub fn schema_for(kinds: &ColumnKinds) -> SchemaRef {
-    let mut fields: Vec<Field> = kinds
-        .iter()
-        .map(|(name, k)| Field::new(name, data_type_for(*k), true))
-        .collect();
-    fields.extend([
+/// The metadata columns every file ends with.
+fn metadata_fields() -> [Field; 8] {
+    [
         Field::new("_op", DataType::Utf8, false),
-        Field::new("_dms_timestamp", timestamp(), false),
-        Field::new("_commit_timestamp", timestamp(), true),
+        Field::new("_dms_timestamp", types::timestamp(), false),
+        Field::new("_commit_timestamp", types::timestamp(), true),
         Field::new("_transaction_id", DataType::Utf8, true),
         Field::new("_shard_id", DataType::Utf8, false),
         Field::new("_sequence_number", DataType::Utf8, false),
-        Field::new("_ingested_at", timestamp(), false),
+        Field::new("_ingested_at", types::timestamp(), false),
         Field::new("_before_image", DataType::Utf8, true),
-    ]);
-    Arc::new(Schema::new(fields))
+    ]
 }
 
-/// Decodes a part's JSON lines into Arrow record batches.
-pub fn to_record_batches(part: &Part) -> Result<(SchemaRef, Vec<RecordBatch>), EncodeError> {
-    let schema = schema_for(&part.kinds);
-    let mut decoder = ReaderBuilder::new(schema.clone())
+/// How arrow-json reads a column headed for `ty`, given the JSON kinds the
+/// buffer saw: natively when that is exact, else as text.
+fn wire_type(ty: ColumnType, kinds: Kinds) -> DataType {
+    let k = kinds.non_null();
+    let only = |allowed: Kinds| k.union(allowed) == allowed;
+    match ty {
+        ColumnType::Int64 if only(Kinds::INT.union(Kinds::WIDE_INT)) => DataType::Int64,
+        ColumnType::Float64 if only(Kinds::INT.union(Kinds::FLOAT)) => DataType::Float64,
+        ColumnType::Boolean if only(Kinds::BOOL) => DataType::Boolean,
+        _ => DataType::Utf8,
+    }
+}
+
+/// Decodes a part's JSON lines into Arrow record batches of `schema`.
+fn decode_rows(part: &Part, schema: SchemaRef) -> Result<Vec<RecordBatch>, EncodeError> {
+    let mut decoder = ReaderBuilder::new(schema)
         .with_coerce_primitive(true)
         .with_batch_size(BATCH_ROWS)
         .build_decoder()?;
@@ -99,12 +107,123 @@ pub fn to_record_batches(part: &Part) -> Result<(SchemaRef, Vec<RecordBatch>), E
     if let Some(batch) = decoder.flush()? {
         batches.push(batch);
     }
-    Ok((schema, batches))
+    Ok(batches)
 }
 
-/// Encodes a part as one Snappy-compressed Parquet file.
-pub fn to_parquet(part: &Part) -> Result<Vec<u8>, EncodeError> {
-    let (schema, batches) = to_record_batches(part)?;
+/// Converts text to `ty` exactly; the first value that does not fit is
+/// returned instead. Counts scientific-notation integers.
+fn convert(text: &StringArray, ty: ColumnType, inexact: &mut u64) -> Result<ArrayRef, Misfit> {
+    fn each<T>(
+        a: &StringArray,
+        mut f: impl FnMut(&str) -> Option<T>,
+    ) -> Result<Vec<Option<T>>, Misfit> {
+        a.iter()
+            .map(|v| match v {
+                None => Ok(None),
+                Some(s) => f(s).map(Some).ok_or_else(|| Misfit {
+                    value: s.to_string(),
+                }),
+            })
+            .collect()
+    }
+    Ok(match ty {
+        ColumnType::String => Arc::new(text.clone()),
+        ColumnType::Boolean => Arc::new(BooleanArray::from(each(text, types::parse_bool)?)),
+        ColumnType::Int64 => {
+            let mut scientific = 0;
+            let values = each(text, |s| {
+                let (v, sci) = types::parse_int64(s)?;
+                scientific += u64::from(sci);
+                Some(v)
+            })?;
+            *inexact += scientific;
+            Arc::new(Int64Array::from(values))
+        }
+        ColumnType::Float64 => Arc::new(Float64Array::from(each(text, types::parse_float64)?)),
+        ColumnType::Decimal { scale } => {
+            let values = each(text, |s| DecimalText::parse(s)?.unscaled(scale))?;
+            let scale = i8::try_from(scale).unwrap_or(0);
+            Arc::new(
+                Decimal128Array::from(values)
+                    .with_precision_and_scale(DECIMAL_PRECISION, scale)
+                    .map_err(|e| Misfit {
+                        value: e.to_string(),
+                    })?,
+            )
+        }
+        ColumnType::Date => Arc::new(Date32Array::from(each(text, types::parse_date)?)),
+        ColumnType::Timestamp => Arc::new(
+            TimestampMicrosecondArray::from(each(text, types::parse_timestamp)?)
+                .with_timezone("+00:00"),
+        ),
+        ColumnType::Binary => {
+            let values = each(text, types::parse_hex)?;
+            Arc::new(BinaryArray::from_iter(values))
+        }
+    })
+}
+
+/// Encodes a part as one Snappy-compressed Parquet file whose data columns
+/// are `types` (the registered types of the part's columns, in file order).
+pub fn to_parquet(part: &Part, types: &[(String, ColumnType)]) -> Result<Encoded, EncodeError> {
+    let kinds_of = |name: &str| part.kinds.get(name).copied().unwrap_or_default();
+    let wire: Vec<DataType> = types
+        .iter()
+        .map(|(name, ty)| wire_type(*ty, kinds_of(name)))
+        .collect();
+    let mut fields: Vec<Field> = types
+        .iter()
+        .zip(&wire)
+        .map(|((name, _), w)| Field::new(name, w.clone(), true))
+        .collect();
+    fields.extend(metadata_fields());
+    let batches = decode_rows(part, Arc::new(Schema::new(fields)))?;
+
+    let mut final_types = types.to_vec();
+    let mut widened = Vec::new();
+    let mut inexact_integers = 0;
+    // Converted columns, per batch.
+    let mut columns: Vec<Vec<ArrayRef>> = batches.iter().map(|b| b.columns().to_vec()).collect();
+    for (i, ((name, ty), wire)) in final_types.iter_mut().zip(&wire).enumerate() {
+        if *wire != DataType::Utf8 || *ty == ColumnType::String {
+            continue;
+        }
+        'attempt: loop {
+            let mut inexact = 0;
+            let mut converted = Vec::with_capacity(batches.len());
+            for batch in &batches {
+                let text = batch.column(i).as_any().downcast_ref::<StringArray>();
+                let Some(text) = text else { break 'attempt };
+                match convert(text, *ty, &mut inexact) {
+                    Ok(array) => converted.push(array),
+                    Err(misfit) => {
+                        let to = ty.widen_for(&misfit.value);
+                        widened.push(Widening {
+                            column: name.clone(),
+                            from: *ty,
+                            to,
+                            value: misfit.value,
+                        });
+                        *ty = to;
+                        continue 'attempt;
+                    }
+                }
+            }
+            for (cols, array) in columns.iter_mut().zip(converted) {
+                cols[i] = array;
+            }
+            inexact_integers += inexact;
+            break;
+        }
+    }
+
+    let mut fields: Vec<Field> = final_types
+        .iter()
+        .map(|(name, ty)| Field::new(name, ty.arrow(), true))
+        .collect();
+    fields.extend(metadata_fields());
+    let schema = Arc::new(Schema::new(fields));
+
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_created_by(concat!("cdc-batcher ", env!("CARGO_PKG_VERSION")).to_string())
@@ -115,12 +234,17 @@ pub fn to_parquet(part: &Part) -> Result<Vec<u8>, EncodeError> {
     let options = ArrowWriterOptions::new()
         .with_properties(props)
         .with_skip_arrow_metadata(true);
-    let mut writer = ArrowWriter::try_new_with_options(&mut out, schema, options)?;
-    for batch in &batches {
-        writer.write(batch)?;
+    let mut writer = ArrowWriter::try_new_with_options(&mut out, schema.clone(), options)?;
+    for cols in columns {
+        writer.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
     }
     writer.close()?;
-    Ok(out)
+    Ok(Encoded {
+        bytes: out,
+        types: final_types,
+        widened,
+        inexact_integers,
+    })
 }
 
 #[cfg(test)]
@@ -128,10 +252,13 @@ mod tests {
     use super::*;
     use crate::batcher::Batcher;
     use crate::config::{FlushMode, Thresholds};
-    use crate::dms::{decode, Message};
+    use crate::dms::{decode, Message, TableName};
     use crate::layout::RecordId;
-    use arrow::array::{Array, AsArray};
-    use arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
+    use crate::schema::TableSchema;
+    use arrow::array::AsArray;
+    use arrow::datatypes::{
+        Date32Type, Decimal128Type, Float64Type, Int64Type, TimestampMicrosecondType,
+    };
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     fn part_of(datas: &[&str]) -> Part {
@@ -155,35 +282,44 @@ mod tests {
         parts.remove(0)
     }
 
-    #[test]
-    fn type_rule() {
-        let t = |ks: &[Kinds]| data_type_for(ks.iter().fold(Kinds::default(), |a, k| a.union(*k)));
-        assert_eq!(t(&[Kinds::INT, Kinds::NULL]), DataType::Int64);
-        assert_eq!(t(&[Kinds::INT, Kinds::WIDE_INT]), DataType::Int64);
-        assert_eq!(t(&[Kinds::INT, Kinds::FLOAT]), DataType::Float64);
-        assert_eq!(
-            t(&[Kinds::INT, Kinds::WIDE_INT, Kinds::FLOAT]),
-            DataType::Utf8
-        );
-        assert_eq!(t(&[Kinds::BIG_INT]), DataType::Utf8);
-        assert_eq!(t(&[Kinds::BOOL]), DataType::Boolean);
-        assert_eq!(t(&[Kinds::BOOL, Kinds::STRING]), DataType::Utf8);
-        assert_eq!(t(&[Kinds::NULL]), DataType::Utf8);
+    /// Types as the registry would give them with nothing declared.
+    fn inferred(part: &Part) -> Vec<(String, ColumnType)> {
+        let table = TableName {
+            schema: "s".into(),
+            table: "t".into(),
+        };
+        TableSchema::new(&table).resolve(&part.kinds).0
+    }
+
+    fn read_back(bytes: &[u8]) -> RecordBatch {
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes.to_vec())).unwrap();
+        let batches: Vec<RecordBatch> = reader.build().unwrap().map(|b| b.unwrap()).collect();
+        arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+    }
+
+    fn typed(cols: &[(&str, ColumnType)]) -> Vec<(String, ColumnType)> {
+        cols.iter().map(|(n, t)| (n.to_string(), *t)).collect()
     }
 
     #[test]
-    fn rows_decode_with_absent_columns_as_null() {
+    fn absent_columns_are_null_and_null_only_columns_wait_for_a_type() {
         let part = part_of(&[
-            r#"{"id":1,"name":"a","price":1.5}"#,
+            r#"{"id":1,"name":"a","price":1.5,"nothing":null}"#,
             r#"{"id":2,"ok":true}"#,
         ]);
-        let (schema, batches) = to_record_batches(&part).unwrap();
-        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let encoded = to_parquet(&part, &inferred(&part)).unwrap();
+        let b = read_back(&encoded.bytes);
+        let names: Vec<String> = b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         assert_eq!(&names[..4], ["id", "name", "price", "ok"]);
-        let b = &batches[0];
+        assert!(!names.contains(&"nothing".to_string()));
         assert_eq!(b.num_rows(), 2);
-        let id = b.column(0).as_primitive::<Int64Type>();
-        assert_eq!(id.values(), &[1, 2]);
+        assert_eq!(b.column(0).as_primitive::<Int64Type>().values(), &[1, 2]);
         assert!(b.column(1).is_null(1));
         assert!(b.column(3).is_null(0));
         let ts = b
@@ -191,53 +327,139 @@ mod tests {
             .unwrap()
             .as_primitive::<TimestampMicrosecondType>();
         assert_eq!(ts.value(0), 1_773_450_000_000_001);
+        assert!(encoded.widened.is_empty());
     }
 
     #[test]
-    fn conflicting_kinds_keep_exact_text() {
+    fn declared_types_convert_exactly() {
         let part = part_of(&[
-            r#"{"big":9223372036854775800,"mixed":1,"f":1}"#,
-            r#"{"big":2.71828182845905E+17,"mixed":"x","f":0.5}"#,
+            r#"{"amount":"12345678901234.56","day":"1899-12-30","at":"2026-03-14T01:02:03.5Z",
+                "blob":"0x80057D94","flag":"t","big":2.71828182845905E+17,"ratio":1}"#,
+            r#"{"amount":-0.01,"day":"9999-12-31","at":"2026-03-14T01:02:03Z","blob":"0x",
+                "flag":"f","big":-9223372036854775799,"ratio":0.25}"#,
         ]);
-        let (_, batches) = to_record_batches(&part).unwrap();
-        let b = &batches[0];
+        let types = typed(&[
+            ("amount", ColumnType::Decimal { scale: 6 }),
+            ("day", ColumnType::Date),
+            ("at", ColumnType::Timestamp),
+            ("blob", ColumnType::Binary),
+            ("flag", ColumnType::Boolean),
+            ("big", ColumnType::Int64),
+            ("ratio", ColumnType::Float64),
+        ]);
+        let encoded = to_parquet(&part, &types).unwrap();
+        assert!(encoded.widened.is_empty(), "{:?}", encoded.widened);
+        assert_eq!(encoded.types, types);
+        assert_eq!(encoded.inexact_integers, 1);
+        let b = read_back(&encoded.bytes);
+        let amount = b.column(0).as_primitive::<Decimal128Type>();
+        assert_eq!(amount.value(0), 12_345_678_901_234_560_000);
+        assert_eq!(amount.value(1), -10_000);
+        assert_eq!(amount.data_type(), &DataType::Decimal128(38, 6));
+        let day = b.column(1).as_primitive::<Date32Type>();
+        assert_eq!((day.value(0), day.value(1)), (-25_569, 2_932_896));
+        let at = b.column(2).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(at.value(0) - at.value(1), 500_000);
+        let blob = b.column(3).as_binary::<i32>();
+        assert_eq!(
+            (blob.value(0), blob.value(1)),
+            (&[0x80, 0x05, 0x7D, 0x94][..], &[][..])
+        );
+        let flag = b.column(4).as_boolean();
+        assert!(flag.value(0) && !flag.value(1));
+        let big = b.column(5).as_primitive::<Int64Type>();
+        assert_eq!(
+            big.values(),
+            &[271_828_182_845_905_000, -9_223_372_036_854_775_799]
+        );
+        assert_eq!(
+            b.column(6).as_primitive::<Float64Type>().values(),
+            &[1.0, 0.25]
+        );
+    }
+
+    #[test]
+    fn a_value_that_does_not_fit_widens_the_column() {
+        let part = part_of(&[
+            r#"{"amount":"1.50","code":"12","n":1}"#,
+            r#"{"amount":"1.125","code":"n/a","n":9223372036854775808}"#,
+        ]);
+        let types = typed(&[
+            ("amount", ColumnType::Decimal { scale: 2 }),
+            ("code", ColumnType::Int64),
+            ("n", ColumnType::Int64),
+        ]);
+        let encoded = to_parquet(&part, &types).unwrap();
+        assert_eq!(
+            encoded.types,
+            typed(&[
+                ("amount", ColumnType::Decimal { scale: 3 }),
+                ("code", ColumnType::String),
+                ("n", ColumnType::Decimal { scale: 0 }),
+            ])
+        );
+        assert_eq!(encoded.widened.len(), 3);
+        assert_eq!(encoded.widened[0].value, "1.125");
+        let b = read_back(&encoded.bytes);
+        let amount = b.column(0).as_primitive::<Decimal128Type>();
+        assert_eq!((amount.value(0), amount.value(1)), (1_500, 1_125));
+        let code = b.column(1).as_string::<i32>();
+        assert_eq!((code.value(0), code.value(1)), ("12", "n/a"));
+        let n = b.column(2).as_primitive::<Decimal128Type>();
+        assert_eq!(n.value(1), 9_223_372_036_854_775_808);
+    }
+
+    #[test]
+    fn text_columns_keep_every_token_exactly() {
+        let part = part_of(&[
+            r#"{"big":9223372036854775800,"mixed":1,"j":{"a":[1,2]}}"#,
+            r#"{"big":2.71828182845905E+17,"mixed":"x","j":"[]"}"#,
+        ]);
+        let encoded = to_parquet(&part, &inferred(&part)).unwrap();
+        let b = read_back(&encoded.bytes);
         let big = b.column_by_name("big").unwrap().as_string::<i32>();
         assert_eq!(big.value(0), "9223372036854775800");
         assert_eq!(big.value(1), "2.71828182845905E+17");
         let mixed = b.column_by_name("mixed").unwrap().as_string::<i32>();
         assert_eq!((mixed.value(0), mixed.value(1)), ("1", "x"));
-        let f = b.column_by_name("f").unwrap().as_primitive::<Float64Type>();
-        assert_eq!(f.values(), &[1.0, 0.5]);
+        let j = b.column_by_name("j").unwrap().as_string::<i32>();
+        assert_eq!((j.value(0), j.value(1)), (r#"{"a":[1,2]}"#, "[]"));
     }
 
     #[test]
     fn many_rows_span_several_arrow_batches() {
         let rows: Vec<String> = (0..BATCH_ROWS + 10)
-            .map(|i| format!(r#"{{"id":{i}}}"#))
+            .map(|i| format!(r#"{{"id":{i},"d":"2026-01-01"}}"#))
             .collect();
         let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
         let part = part_of(&refs);
-        let (_, batches) = to_record_batches(&part).unwrap();
+        let types = typed(&[("id", ColumnType::Int64), ("d", ColumnType::Date)]);
+        let b = read_back(&to_parquet(&part, &types).unwrap().bytes);
+        assert_eq!(b.num_rows(), BATCH_ROWS + 10);
         assert_eq!(
-            batches.iter().map(|b| b.num_rows()).sum::<usize>(),
-            BATCH_ROWS + 10
+            b.column(1)
+                .as_primitive::<Date32Type>()
+                .value(BATCH_ROWS + 5),
+            20_454
         );
     }
 
     #[test]
     fn parquet_is_snappy_and_reads_back() {
         let part = part_of(&[r#"{"id":1,"name":"日本"}"#, r#"{"id":2}"#]);
-        let bytes = to_parquet(&part).unwrap();
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).unwrap();
-        let meta = reader.metadata().clone();
-        let col = meta.row_group(0).column(0);
+        let bytes = to_parquet(&part, &inferred(&part)).unwrap().bytes;
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes.clone())).unwrap();
+        let col = reader.metadata().row_group(0).column(0);
         assert_eq!(col.compression(), Compression::SNAPPY);
-        let batches: Vec<RecordBatch> = reader.build().unwrap().map(|b| b.unwrap()).collect();
-        let names = batches[0]
-            .column_by_name("name")
-            .unwrap()
-            .as_string::<i32>();
-        assert_eq!(names.value(0), "日本");
-        assert_eq!(batches[0].num_rows(), 2);
+        let b = read_back(&bytes);
+        assert_eq!(
+            b.column_by_name("name")
+                .unwrap()
+                .as_string::<i32>()
+                .value(0),
+            "日本"
+        );
+        assert_eq!(b.num_rows(), 2);
     }
 }

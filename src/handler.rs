@@ -4,7 +4,7 @@
 //! Knows neither Parquet nor S3 details: `encode` makes the bytes, `layout`
 //! the keys, and a [`Sink`] stores them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::streams::KinesisEventResponse;
@@ -15,13 +15,16 @@ use tokio::sync::Mutex;
 use crate::batcher::{Batcher, DueReason, Part};
 use crate::config::Config;
 use crate::delivery::DeliveryLog;
-use crate::dms::{self, Message};
+use crate::dms::{self, Message, TableControl, TableName};
 use crate::encode;
 use crate::event::{self, Event, EventError, KinesisRecord};
 use crate::layout::{self, Hour, RecordId};
 use crate::metrics;
 use crate::quarantine::{self, QuarantineEntry};
+use crate::registry::{self, RegistryError};
+use crate::schema::{SchemaChange, TableSchema};
 use crate::sink::{PutOutcome, Sink};
+use crate::types::ColumnType;
 
 /// Counters for one invocation (or, summed, for a replay).
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
@@ -43,6 +46,10 @@ pub struct Stats {
     /// Files that could not be written; their rows stay buffered.
     pub failed_files: u64,
     pub failed_rows: u64,
+    /// Columns whose registered type changed (files before and after differ).
+    pub column_type_changes: u64,
+    /// BIGINTs DMS sent in scientific notation (digits lost upstream).
+    pub inexact_integers: u64,
 }
 
 impl Stats {
@@ -58,6 +65,8 @@ impl Stats {
         self.bytes_written += o.bytes_written;
         self.failed_files += o.failed_files;
         self.failed_rows += o.failed_rows;
+        self.column_type_changes += o.column_type_changes;
+        self.inexact_integers += o.inexact_integers;
     }
 }
 
@@ -88,6 +97,11 @@ struct State {
     deliveries: DeliveryLog,
     /// Quarantine files whose write failed, retried at the next chance.
     pending_quarantine: Vec<Vec<QuarantineEntry>>,
+    /// Registered column types of the tables seen, loaded on first use.
+    schemas: HashMap<TableName, TableSchema>,
+    /// Tables whose schema changed and is not stored yet, with the control
+    /// records that changed it (not durable until it is stored).
+    unsaved: HashMap<TableName, Vec<RecordId>>,
 }
 
 /// A PUT is not started with less time than this left before the deadline.
@@ -103,6 +117,8 @@ impl<S: Sink> Pipeline<S> {
                 batcher,
                 deliveries: DeliveryLog::new(),
                 pending_quarantine: Vec::new(),
+                schemas: HashMap::new(),
+                unsaved: HashMap::new(),
             }),
             emit_metrics: true,
         }
@@ -159,8 +175,8 @@ impl<S: Sink> Pipeline<S> {
             .into_iter()
             .map(|p| (p, DueReason::Forced))
             .collect();
-        self.write_parts(&mut state.batcher, parts, deadline, &mut stats)
-            .await;
+        self.save_schemas(state, &mut stats).await;
+        self.write_parts(state, parts, deadline, &mut stats).await;
         self.report(state, &stats, None);
         Outcome {
             response: serde_json::json!({
@@ -191,6 +207,7 @@ impl<S: Sink> Pipeline<S> {
         // Records of this batch that are now held in memory or durable.
         let mut taken: Vec<&RecordId> = Vec::with_capacity(records.len());
         let mut deferred_from: Option<&RecordId> = None;
+        let mut control_failed: Vec<RecordId> = Vec::new();
         let mut scratch = Vec::new();
 
         for (i, record) in records.iter().enumerate() {
@@ -222,10 +239,20 @@ impl<S: Sink> Pipeline<S> {
                     state.batcher.push(id.clone(), &change, now_us);
                     stats.rows += 1;
                 }
-                Ok(Message::TableControl { table, operation }) => {
-                    tracing::info!(%table, operation, "table control record: closing its buffer");
-                    state.batcher.close_table(&table);
+                Ok(Message::TableControl(control)) => {
+                    tracing::info!(
+                        table = %control.table, operation = control.operation,
+                        "table control record: closing its buffer"
+                    );
+                    state.batcher.close_table(&control.table);
                     stats.control_records += 1;
+                    if let Err(error) = self.apply_control(state, &control, id, &mut stats).await {
+                        // Not recorded as delivered: the redelivery applies it again.
+                        tracing::error!(table = %control.table, %error, "control record not applied: it will be redelivered");
+                        control_failed.push(id.clone());
+                        taken.push(id);
+                        continue;
+                    }
                 }
                 Ok(Message::TaskControl { operation }) => {
                     tracing::debug!(operation, "task-level control record skipped");
@@ -246,14 +273,17 @@ impl<S: Sink> Pipeline<S> {
         stats.quarantined = quarantined.len() as u64;
         self.retry_quarantine(state, quarantined, now_us, deadline)
             .await;
+        self.save_schemas(state, &mut stats).await;
         let due = state.batcher.take_due(now_us);
-        let failed = self
-            .write_parts(&mut state.batcher, due, deadline, &mut stats)
-            .await;
+        let failed = self.write_parts(state, due, deadline, &mut stats).await;
 
         // Not durable at the end of this invocation: rows of failed files,
-        // quarantine entries not yet written, records not looked at.
+        // quarantine entries not yet written, schema changes not stored,
+        // records not looked at.
         let mut not_durable: HashSet<&RecordId> = failed.iter().collect();
+        not_durable.extend(control_failed.iter());
+        let unsaved: Vec<RecordId> = state.unsaved.values().flatten().cloned().collect();
+        not_durable.extend(unsaved.iter());
         let pending: Vec<RecordId> = state
             .pending_quarantine
             .iter()
@@ -355,11 +385,196 @@ impl<S: Sink> Pipeline<S> {
         }
     }
 
+    /// The registered schema of `table`, loaded from the registry the first
+    /// time this container meets the table.
+    async fn schema<'s>(
+        &self,
+        schemas: &'s mut HashMap<TableName, TableSchema>,
+        unsaved: &mut HashMap<TableName, Vec<RecordId>>,
+        table: &TableName,
+    ) -> Result<&'s mut TableSchema, RegistryError> {
+        let loaded = if schemas.contains_key(table) {
+            None
+        } else {
+            let mut schema = registry::load(&self.sink, &self.config.prefix, table)
+                .await?
+                .unwrap_or_else(|| TableSchema::new(table));
+            let changes = schema.apply_overrides(self.config.overrides_for(table));
+            log_changes(table, &changes, "COLUMN_TYPES");
+            if !changes.is_empty() {
+                unsaved.entry(table.clone()).or_default();
+            }
+            Some(schema)
+        };
+        let entry = schemas.entry(table.clone());
+        Ok(match loaded {
+            Some(schema) => entry.or_insert(schema),
+            None => entry.or_insert_with(|| TableSchema::new(table)),
+        })
+    }
+
+    /// Registers what a control record says about its table: the types of
+    /// a `table-def`, or that the table was dropped.
+    async fn apply_control(
+        &self,
+        state: &mut State,
+        control: &TableControl,
+        id: &RecordId,
+        stats: &mut Stats,
+    ) -> Result<(), RegistryError> {
+        if let Some(error) = &control.table_def_error {
+            tracing::warn!(table = %control.table, error, "table-def ignored: column types come from the values");
+        }
+        let dropped = control.operation == "drop-table";
+        if control.table_def.is_none() && !dropped {
+            return Ok(());
+        }
+        let schema = self
+            .schema(&mut state.schemas, &mut state.unsaved, &control.table)
+            .await?;
+        let before = schema.clone();
+        if let Some(def) = &control.table_def {
+            let changes = schema.apply_table_def(
+                def,
+                self.config.overrides_for(&control.table),
+                self.config.decimal_min_scale,
+            );
+            stats.column_type_changes += log_changes(&control.table, &changes, "table-def");
+        }
+        if let (true, Some(at)) = (dropped, control.timestamp_us) {
+            schema.mark_dropped(at);
+        }
+        if *schema != before {
+            state
+                .unsaved
+                .entry(control.table.clone())
+                .or_default()
+                .push(id.clone());
+        }
+        Ok(())
+    }
+
+    /// Stores every changed schema; what fails stays unsaved.
+    async fn save_schemas(&self, state: &mut State, stats: &mut Stats) {
+        let tables: Vec<TableName> = state.unsaved.keys().cloned().collect();
+        for table in tables {
+            let Some(schema) = state.schemas.get_mut(&table) else {
+                state.unsaved.remove(&table);
+                continue;
+            };
+            match registry::save(&self.sink, &self.config.prefix, schema).await {
+                Ok(merged) => {
+                    stats.column_type_changes += log_changes(&table, &merged, "another container");
+                    state.unsaved.remove(&table);
+                }
+                Err(error) => {
+                    tracing::error!(%table, %error, "schema not stored: will retry");
+                }
+            }
+        }
+    }
+
+    /// The types a part is written with, after registering its new columns
+    /// and storing the schema if that changed it.
+    async fn part_types(
+        &self,
+        state: &mut State,
+        part: &Part,
+        stats: &mut Stats,
+    ) -> Result<Vec<(String, ColumnType)>, RegistryError> {
+        let schema = self
+            .schema(&mut state.schemas, &mut state.unsaved, &part.table)
+            .await?;
+        let (types, changes) = schema.resolve(&part.kinds);
+        log_changes(&part.table, &changes, "values");
+        if !changes.is_empty() {
+            state.unsaved.entry(part.table.clone()).or_default();
+        }
+        self.save_table(state, &part.table, stats).await?;
+        Ok(types)
+    }
+
+    async fn save_table(
+        &self,
+        state: &mut State,
+        table: &TableName,
+        stats: &mut Stats,
+    ) -> Result<(), RegistryError> {
+        if !state.unsaved.contains_key(table) {
+            return Ok(());
+        }
+        let Some(schema) = state.schemas.get_mut(table) else {
+            return Ok(());
+        };
+        let merged = registry::save(&self.sink, &self.config.prefix, schema).await?;
+        stats.column_type_changes += log_changes(table, &merged, "another container");
+        state.unsaved.remove(table);
+        Ok(())
+    }
+
+    /// Encodes a part with its table's registered types. A value that does
+    /// not fit widens its column: the registry learns the wider type before
+    /// the file is written, so no file has a type the registry does not.
+    async fn encode_part(
+        &self,
+        state: &mut State,
+        part: &Part,
+        stats: &mut Stats,
+    ) -> Result<Result<Vec<u8>, encode::EncodeError>, RegistryError> {
+        let mut types = self.part_types(state, part, stats).await?;
+        // Another container's wider types can arrive while storing ours: then
+        // encode again with them (rare; bounded).
+        for _ in 0..3 {
+            let encoded = match encode::to_parquet(part, &types) {
+                Ok(e) => e,
+                Err(e) => return Ok(Err(e)),
+            };
+            if encoded.inexact_integers > 0 {
+                tracing::warn!(
+                    table = %part.table, values = encoded.inexact_integers,
+                    "BIGINT values arrived in scientific notation: digits were lost before \
+                     DMS sent them (set UseLargeIntegerValue=true on the DMS endpoint)"
+                );
+            }
+            let schema = self
+                .schema(&mut state.schemas, &mut state.unsaved, &part.table)
+                .await?;
+            let mut changes = Vec::new();
+            for w in &encoded.widened {
+                tracing::warn!(
+                    table = %part.table, column = w.column, from = %w.from, to = %w.to,
+                    value = truncate(&w.value, 80),
+                    "value does not fit its column: the column is widened from this file on"
+                );
+                changes.extend(schema.widen(&w.column, w.to));
+            }
+            if !changes.is_empty() {
+                stats.column_type_changes += changes.len() as u64;
+                state.unsaved.entry(part.table.clone()).or_default();
+            }
+            self.save_table(state, &part.table, stats).await?;
+            let schema = self
+                .schema(&mut state.schemas, &mut state.unsaved, &part.table)
+                .await?;
+            let registered: Vec<(String, ColumnType)> = encoded
+                .types
+                .iter()
+                .map(|(name, ty)| (name.clone(), schema.type_of(name).unwrap_or(*ty)))
+                .collect();
+            if registered == encoded.types {
+                stats.inexact_integers += encoded.inexact_integers;
+                return Ok(Ok(encoded.bytes));
+            }
+            types = registered;
+        }
+        Err(RegistryError::Unsettled(part.table.clone()))
+    }
+
     /// Encodes and writes parts; a part that fails goes back to the batcher
     /// unchanged. Returns the ids of the rows that are still not durable.
     async fn write_parts(
         &self,
-        batcher: &mut Batcher,
+        state: &mut State,
         parts: Vec<(Part, DueReason)>,
         deadline: Option<SystemTime>,
         stats: &mut Stats,
@@ -373,9 +588,23 @@ impl<S: Sink> Pipeline<S> {
                 part.hour,
                 &part.ids,
             );
+            let encoded = match self.encode_part(state, &part, stats).await {
+                Ok(e) => e,
+                Err(error) => {
+                    tracing::error!(
+                        table = %part.table, rows = part.row_count(), %error,
+                        "schema registry unavailable: rows stay buffered for the next attempt"
+                    );
+                    stats.failed_files += 1;
+                    stats.failed_rows += part.row_count() as u64;
+                    failed.extend(part.ids.iter().cloned());
+                    state.batcher.restore(part);
+                    continue;
+                }
+            };
             // A part that cannot be encoded would fail the same way forever and
             // block its table: its rows go to the quarantine as JSON lines instead.
-            let (key, body, content_type) = match encode::to_parquet(&part) {
+            let (key, body, content_type) = match encoded {
                 Ok(bytes) => (key, bytes, "application/vnd.apache.parquet"),
                 Err(error) => {
                     let key = layout::unencodable_key(
@@ -416,7 +645,7 @@ impl<S: Sink> Pipeline<S> {
                     stats.failed_files += 1;
                     stats.failed_rows += part.row_count() as u64;
                     failed.extend(part.ids.iter().cloned());
-                    batcher.restore(part);
+                    state.batcher.restore(part);
                 }
             }
         }
@@ -470,6 +699,27 @@ impl<S: Sink> Pipeline<S> {
         if self.emit_metrics {
             metrics::emit(stats, batcher.buffered_bytes(), oldest_age_us);
         }
+    }
+}
+
+/// Logs schema changes; returns how many changed an existing column's type.
+fn log_changes(table: &TableName, changes: &[SchemaChange], source: &str) -> u64 {
+    let mut type_changes = 0;
+    for change in changes {
+        if change.is_type_change() {
+            type_changes += 1;
+            tracing::warn!(%table, change = %change, source, "column type changed: files from now on use the new type");
+        } else {
+            tracing::info!(%table, change = %change, source, "column registered");
+        }
+    }
+    type_changes
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
     }
 }
 

@@ -117,6 +117,24 @@ pub fn quarantine_key(
     )
 }
 
+/// Directory of a table's schema registry versions (see `registry`).
+pub fn schema_dir(prefix: &str, table: &TableName) -> String {
+    format!(
+        "{prefix}_schemas/{}/{}/",
+        path_segment(&table.schema),
+        path_segment(&table.table)
+    )
+}
+
+/// Directory under which a table's data files lie (the Athena LOCATION).
+pub fn table_dir(prefix: &str, table: &TableName) -> String {
+    format!(
+        "{prefix}{}/{}/",
+        path_segment(&table.schema),
+        path_segment(&table.table)
+    )
+}
+
 /// Key for rows that could not be encoded as Parquet, kept as JSON lines.
 pub fn unencodable_key(prefix: &str, table: &TableName, hour: Hour, rows: &[RecordId]) -> String {
     format!(

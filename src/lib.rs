@@ -1,11 +1,13 @@
 //! cdc-batcher: AWS DMS change records from Kinesis, buffered per table in a
 //! warm Lambda container, written to S3 as Snappy-compressed Parquet.
 //!
-//! The core (`dms`, `row`, `batcher`, `encode`, `layout`, `quarantine`) is
-//! pure; I/O lives at the edges (`sink`, `handler`, `lambda`, `replay`).
+//! The core (`dms`, `row`, `batcher`, `types`, `schema`, `encode`, `layout`,
+//! `quarantine`, `sql`) is pure; I/O lives at the edges (`sink`, `registry`,
+//! `handler`, `lambda`, `replay`, `ddl`).
 
 pub mod batcher;
 pub mod config;
+pub mod ddl;
 pub mod delivery;
 pub mod dms;
 pub mod encode;
@@ -17,6 +19,10 @@ pub mod layout;
 pub mod logging;
 pub mod metrics;
 pub mod quarantine;
+pub mod registry;
 pub mod replay;
 pub mod row;
+pub mod schema;
 pub mod sink;
+pub mod sql;
+pub mod types;

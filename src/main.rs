@@ -1,11 +1,12 @@
-//! Entry point: the Lambda runtime, or `cdc-batcher replay` for local runs.
+//! Entry point: the Lambda runtime, `cdc-batcher replay` for local runs, or
+//! `cdc-batcher ddl` for the SQL that queries the lake.
 
 use std::sync::Arc;
 
 use cdc_batcher::config::Config;
 use cdc_batcher::handler::Pipeline;
 use cdc_batcher::sink::S3Sink;
-use cdc_batcher::{lambda, logging, replay};
+use cdc_batcher::{ddl, lambda, logging, replay};
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::value::RawValue;
 
@@ -14,8 +15,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let started = std::time::Instant::now();
     logging::init()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("replay") {
-        std::process::exit(replay::run(&args[1..]).await);
+    match args.first().map(String::as_str) {
+        Some("replay") => std::process::exit(replay::run(&args[1..]).await),
+        Some("ddl") => std::process::exit(ddl::run(&args[1..]).await),
+        _ => {}
     }
 
     let config = Config::from_env()?;

@@ -31,8 +31,9 @@ struct Summary {
     seconds: f64,
 }
 
+/// A lake location given on the command line.
 #[derive(Debug, PartialEq, Eq)]
-enum Output {
+pub(crate) enum Output {
     Dir(String),
     S3 {
         bucket: String,
@@ -57,20 +58,46 @@ fn parse_args(args: &[String]) -> Result<(Output, Vec<String>), String> {
     if files.is_empty() {
         return Err(format!("no event files given\n{USAGE}"));
     }
-    let output = match output.strip_prefix("s3://") {
-        Some(rest) => {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(format!("--output {output}: no bucket name\n{USAGE}"));
-            }
-            Output::S3 {
-                bucket: bucket.to_string(),
-                prefix: Some(prefix.to_string()).filter(|p| !p.is_empty()),
-            }
-        }
-        None => Output::Dir(output),
-    };
+    let output = Output::parse(&output).map_err(|e| format!("--output {e}\n{USAGE}"))?;
     Ok((output, files))
+}
+
+impl Output {
+    /// `DIR` or `s3://bucket[/prefix]`.
+    pub(crate) fn parse(output: &str) -> Result<Output, String> {
+        Ok(match output.strip_prefix("s3://") {
+            Some(rest) => {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(format!("{output}: no bucket name"));
+                }
+                Output::S3 {
+                    bucket: bucket.to_string(),
+                    prefix: Some(prefix.to_string()).filter(|p| !p.is_empty()),
+                }
+            }
+            None => Output::Dir(output.to_string()),
+        })
+    }
+
+    /// The configuration (from the environment, with an `s3://` URL's
+    /// prefix) and the sink for this location.
+    pub(crate) async fn open(&self) -> Result<(Config, AnySink), String> {
+        let prefix_override = match self {
+            Output::S3 { prefix, .. } => prefix.clone(),
+            Output::Dir(_) => None,
+        };
+        let config = Config::from_lookup(|name| match (name, &prefix_override) {
+            ("S3_PREFIX", Some(p)) => Some(p.clone()),
+            _ => std::env::var(name).ok(),
+        })
+        .map_err(|e| format!("configuration error: {e}"))?;
+        let sink = match self {
+            Output::Dir(dir) => AnySink::Local(LocalDirSink::new(dir)),
+            Output::S3 { bucket, .. } => AnySink::S3(S3Sink::from_env(bucket, &config.s3).await),
+        };
+        Ok((config, sink))
+    }
 }
 
 /// Runs the replay; returns the process exit code.
@@ -82,24 +109,12 @@ pub async fn run(args: &[String]) -> i32 {
             return 2;
         }
     };
-    let prefix_override = match &output {
-        Output::S3 { prefix, .. } => prefix.clone(),
-        Output::Dir(_) => None,
-    };
-    let config = Config::from_lookup(|name| match (name, &prefix_override) {
-        ("S3_PREFIX", Some(p)) => Some(p.clone()),
-        _ => std::env::var(name).ok(),
-    });
-    let config = match config {
-        Ok(c) => c,
+    let (config, sink) = match output.open().await {
+        Ok(x) => x,
         Err(e) => {
-            eprintln!("configuration error: {e}");
+            eprintln!("{e}");
             return 2;
         }
-    };
-    let sink = match &output {
-        Output::Dir(dir) => AnySink::Local(LocalDirSink::new(dir)),
-        Output::S3 { bucket, .. } => AnySink::S3(S3Sink::from_env(bucket, &config.s3).await),
     };
     let started = Instant::now();
     let pipeline = Pipeline::new(config, sink).without_metrics();

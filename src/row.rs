@@ -114,7 +114,7 @@ pub fn append_row(
     write_str(out, delivery.shard_id);
     out.push(b',');
     write_key(out, "_sequence_number");
-    write_str(out, delivery.sequence_number);
+    write_sequence_number(out, delivery.sequence_number);
     let _ = write!(out, ",\"_ingested_at\":{}", delivery.ingested_at_us);
     if let Some(image) = change.before_image {
         out.push(b',');
@@ -123,6 +123,23 @@ pub fn append_row(
     }
     out.extend_from_slice(b"}\n");
     out.len() - start
+}
+
+/// Width `_sequence_number` is zero-padded to. Kinesis sequence numbers are
+/// decimal strings of up to 56 digits in practice: wider than any integer
+/// or DECIMAL(38), so they stay text, padded so that text order is numeric
+/// order (`ORDER BY _sequence_number`). Longer ones are written as they are.
+pub const SEQUENCE_WIDTH: usize = 64;
+
+fn write_sequence_number(out: &mut Vec<u8>, seq: &str) {
+    if seq.len() < SEQUENCE_WIDTH && seq.bytes().all(|b| b.is_ascii_digit()) {
+        out.push(b'"');
+        out.resize(out.len() + SEQUENCE_WIDTH - seq.len(), b'0');
+        out.extend_from_slice(seq.as_bytes());
+        out.push(b'"');
+    } else {
+        write_str(out, seq);
+    }
 }
 
 fn write_key(out: &mut Vec<u8>, key: &str) {
@@ -220,7 +237,10 @@ mod tests {
         assert_eq!(v["_commit_timestamp"], 500_000);
         assert_eq!(v["_transaction_id"], "12");
         assert_eq!(v["_shard_id"], "shardId-000000000001");
-        assert_eq!(v["_sequence_number"], "4955");
+        assert_eq!(
+            v["_sequence_number"],
+            format!("{}4955", "0".repeat(SEQUENCE_WIDTH - 4))
+        );
         assert_eq!(v["_ingested_at"], 7);
         assert_eq!(v["_before_image"], r#"{"id":1}"#);
         let names: Vec<&str> = kinds.keys().map(String::as_str).collect();

@@ -1,5 +1,6 @@
-//! Where finished files go: a narrow "put these bytes at this key" interface,
-//! with an S3 implementation and a local-directory one.
+//! Where finished files go: a narrow "put these bytes at this key" interface
+//! (plus reading back the small schema registry objects), with an S3
+//! implementation and a local-directory one.
 //!
 //! Both refuse to overwrite: a key is derived from the rows it holds, so an
 //! existing object under the same key already holds those rows, and a retried
@@ -22,13 +23,14 @@ pub enum PutOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("S3 PutObject s3://{bucket}/{key} failed: {message}")]
+    #[error("S3 {operation} s3://{bucket}/{key} failed: {message}")]
     S3 {
+        operation: &'static str,
         bucket: String,
         key: String,
         message: String,
     },
-    #[error("writing {path} failed: {source}")]
+    #[error("{path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -43,6 +45,12 @@ pub trait Sink: Send + Sync {
         body: Vec<u8>,
         content_type: &'static str,
     ) -> impl Future<Output = Result<PutOutcome, SinkError>> + Send;
+
+    /// The object at `key`, if there is one.
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, SinkError>> + Send;
+
+    /// Every key that starts with `prefix`, sorted.
+    fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, SinkError>> + Send;
 
     /// Where objects go, for logs and summaries.
     fn location(&self) -> String;
@@ -87,6 +95,17 @@ impl S3Sink {
     }
 }
 
+impl S3Sink {
+    fn error(&self, operation: &'static str, key: &str, err: &dyn std::error::Error) -> SinkError {
+        SinkError::S3 {
+            operation,
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            message: aws_sdk_s3::error::DisplayErrorContext(err).to_string(),
+        }
+    }
+}
+
 impl Sink for S3Sink {
     async fn put(
         &self,
@@ -109,12 +128,52 @@ impl Sink for S3Sink {
             Err(err) if err.raw_response().map(|r| r.status().as_u16()) == Some(412) => {
                 Ok(PutOutcome::AlreadyExists)
             }
-            Err(err) => Err(SinkError::S3 {
-                bucket: self.bucket.clone(),
-                key: key.to_string(),
-                message: aws_sdk_s3::error::DisplayErrorContext(&err).to_string(),
-            }),
+            Err(err) => Err(self.error("PutObject", key, &err)),
         }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, SinkError> {
+        let result = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await;
+        let output = match result {
+            Ok(o) => o,
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                return Ok(None)
+            }
+            Err(err) => return Err(self.error("GetObject", key, &err)),
+        };
+        let body = output
+            .body
+            .collect()
+            .await
+            .map_err(|e| self.error("GetObject", key, &e))?;
+        Ok(Some(body.into_bytes().to_vec()))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error("ListObjectsV2", prefix, &e))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+        }
+        keys.sort();
+        Ok(keys)
     }
 
     fn location(&self) -> String {
@@ -169,6 +228,48 @@ impl Sink for LocalDirSink {
         }
     }
 
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, SinkError> {
+        let path = self.root.join(key);
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(SinkError::Io { path, source }),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+        // Keys are paths: walk the deepest directory the prefix names.
+        let dir_part = prefix.rfind('/').map_or("", |i| &prefix[..=i]);
+        let mut keys = Vec::new();
+        let mut pending = vec![dir_part.to_string()];
+        while let Some(rel) = pending.pop() {
+            let path = self.root.join(&rel);
+            let mut entries = match tokio::fs::read_dir(&path).await {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(SinkError::Io { path, source }),
+            };
+            while let Some(entry) = entries.next_entry().await.map_err(|source| SinkError::Io {
+                path: path.clone(),
+                source,
+            })? {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(".tmp-") {
+                    continue;
+                }
+                let key = format!("{rel}{name}");
+                let is_dir = entry.file_type().await.is_ok_and(|t| t.is_dir());
+                if is_dir && (prefix.starts_with(&key) || key.starts_with(prefix)) {
+                    pending.push(format!("{key}/"));
+                } else if !is_dir && key.starts_with(prefix) {
+                    keys.push(key);
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
     fn location(&self) -> String {
         self.root.display().to_string()
     }
@@ -191,6 +292,20 @@ impl Sink for AnySink {
         match self {
             AnySink::S3(s) => s.put(key, body, content_type).await,
             AnySink::Local(l) => l.put(key, body, content_type).await,
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, SinkError> {
+        match self {
+            AnySink::S3(s) => s.get(key).await,
+            AnySink::Local(l) => l.get(key).await,
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+        match self {
+            AnySink::S3(s) => s.list(prefix).await,
+            AnySink::Local(l) => l.list(prefix).await,
         }
     }
 
@@ -227,6 +342,31 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(leftovers.len(), 1, "no temporary files left: {leftovers:?}");
+    }
+
+    #[tokio::test]
+    async fn local_sink_gets_and_lists_by_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = LocalDirSink::new(dir.path());
+        for key in [
+            "p/_schemas/s/t/v2.json",
+            "p/_schemas/s/t/v1.json",
+            "p/_schemas/s/tt/v1.json",
+            "p/s/t/x.parquet",
+        ] {
+            sink.put(key, key.as_bytes().to_vec(), "x").await.unwrap();
+        }
+        assert_eq!(
+            sink.list("p/_schemas/s/t/").await.unwrap(),
+            ["p/_schemas/s/t/v1.json", "p/_schemas/s/t/v2.json"]
+        );
+        assert_eq!(sink.list("p/_schemas/").await.unwrap().len(), 3);
+        assert!(sink.list("nothing/here/").await.unwrap().is_empty());
+        assert_eq!(
+            sink.get("p/s/t/x.parquet").await.unwrap().as_deref(),
+            Some(&b"p/s/t/x.parquet"[..])
+        );
+        assert_eq!(sink.get("p/missing").await.unwrap(), None);
     }
 
     #[tokio::test]

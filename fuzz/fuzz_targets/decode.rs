@@ -10,6 +10,7 @@ use cdc_batcher::config::{FlushMode, Thresholds};
 use cdc_batcher::dms::{decode, Message};
 use cdc_batcher::encode::to_parquet;
 use cdc_batcher::layout::RecordId;
+use cdc_batcher::schema::TableSchema;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -23,7 +24,8 @@ fuzz_target!(|data: &[u8]| {
     };
     batcher.push(id, &change, 0);
     for part in batcher.take_all() {
-        if let Err(e) = to_parquet(&part) {
+        let types = TableSchema::new(&part.table).resolve(&part.kinds).0;
+        if let Err(e) = to_parquet(&part, &types) {
             panic!("a decoded row could not be encoded: {e}\n{}", String::from_utf8_lossy(&part.rows));
         }
     }

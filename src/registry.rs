@@ -1,0 +1,236 @@
+//! The schema registry's storage: every version of a table's
+//! [`TableSchema`] is an object `{prefix}_schemas/{schema}/{table}/vNNNNNNNN.json`
+//! next to the data, written with the sink's no-overwrite put. Two containers
+//! that change a table at once race for the same version key; the loser
+//! merges the winner's version into its own (types only widen, so merging
+//! cannot lose a type) and takes the next number.
+
+use crate::dms::TableName;
+use crate::layout;
+use crate::schema::{SchemaChange, TableSchema};
+use crate::sink::{PutOutcome, Sink, SinkError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("schema registry: {0}")]
+    Sink(#[from] SinkError),
+    #[error("schema registry: version {version} of {table} was taken {attempts} times in a row")]
+    Contended {
+        table: TableName,
+        version: u64,
+        attempts: u32,
+    },
+    #[error("schema registry: the types of {0} kept changing while a file was encoded")]
+    Unsettled(TableName),
+}
+
+const ATTEMPTS: u32 = 5;
+
+fn version_key(prefix: &str, table: &TableName, version: u64) -> String {
+    format!("{}v{version:08}.json", layout::schema_dir(prefix, table))
+}
+
+fn version_of(key: &str) -> Option<u64> {
+    let name = key.rsplit('/').next()?;
+    name.strip_prefix('v')?.strip_suffix(".json")?.parse().ok()
+}
+
+/// The newest readable version of `table`'s schema. An unreadable version
+/// (edited by hand?) is logged and skipped, but its number is not reused.
+pub async fn load<S: Sink>(
+    sink: &S,
+    prefix: &str,
+    table: &TableName,
+) -> Result<Option<TableSchema>, RegistryError> {
+    let keys = sink.list(&layout::schema_dir(prefix, table)).await?;
+    let mut versions: Vec<(u64, &String)> = keys
+        .iter()
+        .filter_map(|k| version_of(k).map(|v| (v, k)))
+        .collect();
+    versions.sort();
+    let newest = versions.last().map_or(0, |(v, _)| *v);
+    for (_, key) in versions.iter().rev() {
+        let Some(bytes) = sink.get(key).await? else {
+            continue;
+        };
+        match serde_json::from_slice::<TableSchema>(&bytes) {
+            Ok(mut schema) => {
+                schema.version = schema.version.max(newest);
+                return Ok(Some(schema));
+            }
+            Err(error) => {
+                tracing::error!(key = key.as_str(), %error, "unreadable schema version skipped");
+            }
+        }
+    }
+    Ok((newest > 0).then(|| TableSchema {
+        version: newest,
+        ..TableSchema::new(table)
+    }))
+}
+
+/// Every table with a stored schema (for `cdc-batcher ddl`).
+pub async fn load_all<S: Sink>(sink: &S, prefix: &str) -> Result<Vec<TableSchema>, RegistryError> {
+    let root = format!("{prefix}_schemas/");
+    let keys = sink.list(&root).await?;
+    let mut tables: Vec<TableName> = keys
+        .iter()
+        .filter_map(|k| {
+            let mut parts = k[root.len()..].split('/');
+            let (schema, table) = (parts.next()?, parts.next()?);
+            Some(TableName {
+                schema: decode_segment(schema),
+                table: decode_segment(table),
+            })
+        })
+        .collect();
+    tables.dedup();
+    let mut out = Vec::new();
+    for table in tables {
+        if let Some(schema) = load(sink, prefix, &table).await? {
+            out.push(schema);
+        }
+    }
+    Ok(out)
+}
+
+/// Undoes `layout`'s percent-escaping of `/`, `%`, `=` and control characters.
+fn decode_segment(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Stores `schema` as its next version. If another container stored that
+/// version first, its content is merged in (the changes are returned) and the
+/// next number is tried.
+pub async fn save<S: Sink>(
+    sink: &S,
+    prefix: &str,
+    schema: &mut TableSchema,
+) -> Result<Vec<SchemaChange>, RegistryError> {
+    let table = TableName {
+        schema: schema.schema.clone(),
+        table: schema.table.clone(),
+    };
+    let mut merged = Vec::new();
+    for _ in 0..ATTEMPTS {
+        let next = schema.version + 1;
+        let mut stored = schema.clone();
+        stored.version = next;
+        let body = serde_json::to_vec_pretty(&stored).unwrap_or_default();
+        let key = version_key(prefix, &table, next);
+        match sink.put(&key, body, "application/json").await? {
+            PutOutcome::Written => {
+                schema.version = next;
+                return Ok(merged);
+            }
+            PutOutcome::AlreadyExists => {
+                if let Some(theirs) = load(sink, prefix, &table).await? {
+                    merged.extend(schema.merge(&theirs));
+                }
+                schema.version = schema.version.max(next);
+            }
+        }
+    }
+    Err(RegistryError::Contended {
+        version: schema.version + 1,
+        table,
+        attempts: ATTEMPTS,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::row::{ColumnKinds, Kinds};
+    use crate::sink::LocalDirSink;
+    use crate::types::ColumnType;
+
+    fn table() -> TableName {
+        TableName {
+            schema: "sales".into(),
+            table: "a/b".into(),
+        }
+    }
+
+    fn kinds(cols: &[(&str, Kinds)]) -> ColumnKinds {
+        cols.iter().map(|(n, k)| (n.to_string(), *k)).collect()
+    }
+
+    #[tokio::test]
+    async fn versions_round_trip_and_the_newest_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = LocalDirSink::new(dir.path());
+        assert_eq!(load(&sink, "p/", &table()).await.unwrap(), None);
+        let mut s = TableSchema::new(&table());
+        s.resolve(&kinds(&[("id", Kinds::INT)]));
+        save(&sink, "p/", &mut s).await.unwrap();
+        s.resolve(&kinds(&[("name", Kinds::STRING)]));
+        save(&sink, "p/", &mut s).await.unwrap();
+        assert_eq!(s.version, 2);
+        let loaded = load(&sink, "p/", &table()).await.unwrap().unwrap();
+        assert_eq!(loaded, s);
+        let all = load_all(&sink, "p/").await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].table, "a/b");
+    }
+
+    #[tokio::test]
+    async fn a_concurrent_writer_is_merged_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = LocalDirSink::new(dir.path());
+        let mut a = TableSchema::new(&table());
+        let mut b = TableSchema::new(&table());
+        a.resolve(&kinds(&[("x", Kinds::INT)]));
+        b.resolve(&kinds(&[("x", Kinds::FLOAT), ("y", Kinds::BOOL)]));
+        save(&sink, "p/", &mut a).await.unwrap();
+        let merged = save(&sink, "p/", &mut b).await.unwrap();
+        assert_eq!(
+            merged.len(),
+            0,
+            "a's x (bigint) joins b's double: b already wider"
+        );
+        assert_eq!(b.version, 2);
+        let stored = load(&sink, "p/", &table()).await.unwrap().unwrap();
+        assert_eq!(stored.type_of("x"), Some(ColumnType::Float64));
+        assert_eq!(stored.type_of("y"), Some(ColumnType::Boolean));
+        // a learns b's view when it next saves.
+        a.resolve(&kinds(&[("z", Kinds::STRING)]));
+        let merged = save(&sink, "p/", &mut a).await.unwrap();
+        assert_eq!(merged.len(), 2);
+        assert_eq!(a.version, 3);
+        assert_eq!(a.type_of("x"), Some(ColumnType::Float64));
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_version_is_skipped_but_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = LocalDirSink::new(dir.path());
+        let mut s = TableSchema::new(&table());
+        s.resolve(&kinds(&[("id", Kinds::INT)]));
+        save(&sink, "p/", &mut s).await.unwrap();
+        sink.put(&version_key("p/", &table(), 2), b"{oops".to_vec(), "x")
+            .await
+            .unwrap();
+        let loaded = load(&sink, "p/", &table()).await.unwrap().unwrap();
+        assert_eq!(loaded.version, 2);
+        assert_eq!(loaded.type_of("id"), Some(ColumnType::Int64));
+    }
+}

@@ -1,0 +1,364 @@
+//! SQL that makes a table's files queryable (pure): `CREATE EXTERNAL TABLE`
+//! with partition projection for Athena, views over `read_parquet` for
+//! DuckDB, and in both a latest-state view: the newest row per primary key
+//! by change order, without deleted keys and keys a primary-key change
+//! moved away.
+
+use std::fmt::Write as _;
+
+use chrono::DateTime;
+
+use crate::dms::TableName;
+use crate::layout::{self, PartitionStyle};
+use crate::schema::{column_name, TableSchema};
+use crate::types::ColumnType;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Athena,
+    DuckDb,
+}
+
+/// Where the lake is and how it is laid out.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    /// `s3://bucket/` or a local directory ending in `/`.
+    pub root: String,
+    pub prefix: String,
+    pub style: PartitionStyle,
+    /// Athena database the tables and views go in.
+    pub database: String,
+    /// First day partition projection enumerates, `YYYY/MM/DD`.
+    pub since: String,
+}
+
+/// The metadata columns, in file order, with their SQL types.
+const METADATA: [(&str, &str); 8] = [
+    ("_op", "string"),
+    ("_dms_timestamp", "timestamp"),
+    ("_commit_timestamp", "timestamp"),
+    ("_transaction_id", "string"),
+    ("_shard_id", "string"),
+    ("_sequence_number", "string"),
+    ("_ingested_at", "timestamp"),
+    ("_before_image", "string"),
+];
+
+/// `schema__table`: the SQL name of a lake table.
+pub fn table_name(schema: &TableSchema) -> String {
+    format!(
+        "{}__{}",
+        column_name(&schema.schema),
+        column_name(&schema.table)
+    )
+}
+
+/// Every statement for one table, `;`-terminated.
+pub fn table_sql(schema: &TableSchema, lake: &Lake, dialect: Dialect) -> String {
+    match dialect {
+        Dialect::Athena => format!(
+            "{}\n\n{}",
+            athena_table(schema, lake),
+            latest_view(schema, lake, dialect)
+        ),
+        Dialect::DuckDb => format!(
+            "{}\n\n{}",
+            duckdb_table(schema, lake),
+            latest_view(schema, lake, dialect)
+        ),
+    }
+}
+
+fn location(schema: &TableSchema, lake: &Lake) -> String {
+    let table = TableName {
+        schema: schema.schema.clone(),
+        table: schema.table.clone(),
+    };
+    format!("{}{}", lake.root, layout::table_dir(&lake.prefix, &table))
+}
+
+fn quote(s: &str) -> String {
+    s.replace('\'', "''")
+}
+
+fn athena_table(schema: &TableSchema, lake: &Lake) -> String {
+    let loc = location(schema, lake);
+    let mut sql = format!(
+        "CREATE EXTERNAL TABLE IF NOT EXISTS `{}`.`{}` (\n",
+        lake.database,
+        table_name(schema)
+    );
+    let columns: Vec<String> = schema
+        .columns
+        .iter()
+        .map(|c| format!("  `{}` {}", c.name, c.ty))
+        .chain(METADATA.iter().map(|(n, t)| format!("  `{n}` {t}")))
+        .collect();
+    sql.push_str(&columns.join(",\n"));
+    sql.push_str("\n)\n");
+    let since = lake.since.replace('-', "/");
+    let year = since.get(..4).unwrap_or("2020");
+    match lake.style {
+        PartitionStyle::Plain => {
+            let _ = write!(
+                sql,
+                "PARTITIONED BY (`dt` string)\nSTORED AS PARQUET\nLOCATION '{loc}'\nTBLPROPERTIES (\n  \
+                 'parquet.compression' = 'SNAPPY',\n  'projection.enabled' = 'true',\n  \
+                 'projection.dt.type' = 'date',\n  'projection.dt.format' = 'yyyy/MM/dd/HH',\n  \
+                 'projection.dt.range' = '{since}/00,NOW',\n  'projection.dt.interval' = '1',\n  \
+                 'projection.dt.interval.unit' = 'HOURS',\n  \
+                 'storage.location.template' = '{loc}${{dt}}/'\n);",
+                loc = quote(&loc),
+            );
+        }
+        PartitionStyle::Hive => {
+            let _ = write!(
+                sql,
+                "PARTITIONED BY (`year` int, `month` int, `day` int, `hour` int)\nSTORED AS PARQUET\n\
+                 LOCATION '{loc}'\nTBLPROPERTIES (\n  'parquet.compression' = 'SNAPPY',\n  \
+                 'projection.enabled' = 'true',\n  'projection.year.type' = 'integer',\n  \
+                 'projection.year.range' = '{year},2099',\n  'projection.month.type' = 'integer',\n  \
+                 'projection.month.range' = '1,12',\n  'projection.month.digits' = '2',\n  \
+                 'projection.day.type' = 'integer',\n  'projection.day.range' = '1,31',\n  \
+                 'projection.day.digits' = '2',\n  'projection.hour.type' = 'integer',\n  \
+                 'projection.hour.range' = '0,23',\n  'projection.hour.digits' = '2'\n);",
+                loc = quote(&loc),
+            );
+        }
+    }
+    sql
+}
+
+fn duckdb_table(schema: &TableSchema, lake: &Lake) -> String {
+    format!(
+        "CREATE OR REPLACE VIEW \"{}\" AS\nSELECT * FROM read_parquet('{}**/*.parquet', \
+         union_by_name = true, hive_partitioning = false);",
+        table_name(schema),
+        quote(&location(schema, lake))
+    )
+}
+
+/// A key column's value in the before image, typed like the column.
+fn before_key(source: &str, ty: ColumnType, dialect: Dialect) -> String {
+    let escaped = source.replace('"', "\\\"");
+    let text = match dialect {
+        Dialect::Athena => format!(
+            "json_extract_scalar(\"_before_image\", '{}')",
+            quote(&format!("$[\"{escaped}\"]"))
+        ),
+        Dialect::DuckDb => format!(
+            "json_extract_string(\"_before_image\", '{}')",
+            quote(&format!("$.\"{escaped}\""))
+        ),
+    };
+    match (ty, dialect) {
+        (ColumnType::String, _) => text,
+        (ColumnType::Timestamp, Dialect::Athena) => format!("from_iso8601_timestamp({text})"),
+        (ColumnType::Timestamp, Dialect::DuckDb) => format!("CAST({text} AS TIMESTAMPTZ)"),
+        (ColumnType::Binary, Dialect::Athena) => format!("from_hex(substr({text}, 3))"),
+        (ColumnType::Binary, Dialect::DuckDb) => format!("unhex(substr({text}, 3))"),
+        (ColumnType::Boolean, _) => {
+            format!("(lower({text}) IN ('t', 'true', '1'))")
+        }
+        (ty, _) => format!("CAST({text} AS {ty})"),
+    }
+}
+
+fn timestamp_literal(us: i64, dialect: Dialect) -> String {
+    let t = DateTime::from_timestamp_micros(us).unwrap_or(DateTime::UNIX_EPOCH);
+    match dialect {
+        Dialect::Athena => format!(
+            "from_iso8601_timestamp('{}')",
+            t.format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        ),
+        Dialect::DuckDb => format!("TIMESTAMPTZ '{}'", t.format("%Y-%m-%d %H:%M:%S%.6f+00")),
+    }
+}
+
+/// The latest-state view, or a comment saying why there is none.
+fn latest_view(schema: &TableSchema, lake: &Lake, dialect: Dialect) -> String {
+    let name = table_name(schema);
+    if schema.primary_key.is_empty() {
+        return format!(
+            "-- {name}: no primary key known (DMS sent no table-def with one), no latest-state view."
+        );
+    }
+    let (source, view) = match dialect {
+        Dialect::Athena => (
+            format!("\"{}\".\"{name}\"", lake.database),
+            format!("\"{}\".\"{name}__latest\"", lake.database),
+        ),
+        Dialect::DuckDb => (format!("\"{name}\""), format!("\"{name}__latest\"")),
+    };
+    let keys: Vec<(String, String, ColumnType)> = schema
+        .primary_key
+        .iter()
+        .map(|k| {
+            let spec = schema.columns.iter().find(|c| &c.name == k);
+            let source = spec
+                .and_then(|c| c.source_name.clone())
+                .unwrap_or_else(|| k.clone());
+            (k.clone(), source, spec.map_or(ColumnType::String, |c| c.ty))
+        })
+        .collect();
+    let key_cols: Vec<String> = (1..=keys.len()).map(|i| format!("\"_key_{i}\"")).collect();
+    let as_row: Vec<String> = keys
+        .iter()
+        .zip(&key_cols)
+        .map(|((k, _, _), alias)| format!("\"{k}\" AS {alias}"))
+        .collect();
+    let as_before: Vec<String> = keys
+        .iter()
+        .zip(&key_cols)
+        .map(|((_, src, ty), alias)| format!("{} AS {alias}", before_key(src, *ty, dialect)))
+        .collect();
+    let present: Vec<String> = keys
+        .iter()
+        .map(|(_, src, ty)| format!("{} IS NOT NULL", before_key(src, *ty, dialect)))
+        .collect();
+    let differs: Vec<String> = keys
+        .iter()
+        .map(|(k, src, ty)| format!("{} <> \"{k}\"", before_key(src, *ty, dialect)))
+        .collect();
+    let dropped = schema
+        .dropped_at_us
+        .map(|us| {
+            format!(
+                "\n  WHERE \"_dms_timestamp\" > {}",
+                timestamp_literal(us, dialect)
+            )
+        })
+        .unwrap_or_default();
+    let output = match dialect {
+        Dialect::DuckDb => format!(
+            "* EXCLUDE ({}, \"_moved_away\", \"_rank\")",
+            key_cols.join(", ")
+        ),
+        Dialect::Athena => schema
+            .columns
+            .iter()
+            .map(|c| format!("\"{}\"", c.name))
+            .chain(METADATA.iter().map(|(n, _)| format!("\"{n}\"")))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    format!(
+        "-- Latest row per primary key ({pk}) in change order; deleted keys and keys a\n\
+         -- primary-key change moved away (seen in the before image) are left out.\n\
+         CREATE OR REPLACE VIEW {view} AS\n\
+         WITH changes AS (\n  SELECT * FROM {source}{dropped}\n),\n\
+         keyed AS (\n  SELECT *, {as_row}, false AS \"_moved_away\" FROM changes\n  UNION ALL\n  \
+         SELECT *, {as_before}, true AS \"_moved_away\" FROM changes\n  \
+         WHERE \"_op\" = 'update' AND {present} AND ({differs})\n),\n\
+         ranked AS (\n  SELECT *, row_number() OVER (PARTITION BY {keys} \
+         ORDER BY \"_dms_timestamp\" DESC, \"_sequence_number\" DESC) AS \"_rank\" FROM keyed\n)\n\
+         SELECT {output} FROM ranked\nWHERE \"_rank\" = 1 AND NOT \"_moved_away\" AND \"_op\" <> 'delete';",
+        pk = schema.primary_key.join(", "),
+        as_row = as_row.join(", "),
+        as_before = as_before.join(", "),
+        present = present.join(" AND "),
+        differs = differs.join(" OR "),
+        keys = key_cols.join(", "),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dms::{ColumnDef, TableDef};
+    use crate::layout::Hour;
+
+    fn schema() -> TableSchema {
+        let table = TableName {
+            schema: "sales".into(),
+            table: "order_item".into(),
+        };
+        let mut s = TableSchema::new(&table);
+        let def = TableDef {
+            columns: ["so_id", "line_no", "note"]
+                .iter()
+                .zip(["INT64", "INT16", "WSTRING"])
+                .map(|(n, t)| ColumnDef {
+                    name: n.to_string(),
+                    type_name: t.to_string(),
+                    precision: None,
+                    scale: None,
+                })
+                .collect(),
+            primary_key: vec!["so_id".into(), "line_no".into()],
+        };
+        s.apply_table_def(&def, &[], 6);
+        s
+    }
+
+    fn lake(style: PartitionStyle) -> Lake {
+        Lake {
+            root: "s3://bucket/".into(),
+            prefix: "cdc-data/".into(),
+            style,
+            database: "cdc".into(),
+            since: "2026-01-01".into(),
+        }
+    }
+
+    #[test]
+    fn projection_template_matches_the_key_layout() {
+        let s = schema();
+        let sql = athena_table(&s, &lake(PartitionStyle::Plain));
+        assert!(sql.contains("`so_id` bigint,"), "{sql}");
+        assert!(sql.contains("`_dms_timestamp` timestamp"), "{sql}");
+        let template = sql
+            .split("'storage.location.template' = '")
+            .nth(1)
+            .and_then(|r| r.split('\'').next())
+            .unwrap();
+        // The hour partition the writer uses, spelled as projection would.
+        let hour = Hour::from_micros(1_773_450_000_000_000);
+        let dir = layout::partition_dir("cdc-data/", PartitionStyle::Plain, &table(), hour);
+        assert_eq!(
+            template.replace("${dt}", "2026/03/14/01"),
+            format!("s3://bucket/{dir}")
+        );
+    }
+
+    fn table() -> TableName {
+        TableName {
+            schema: "sales".into(),
+            table: "order_item".into(),
+        }
+    }
+
+    #[test]
+    fn hive_layout_uses_integer_projection() {
+        let sql = athena_table(&schema(), &lake(PartitionStyle::Hive));
+        let hour = Hour::from_micros(1_773_450_000_000_000);
+        let dir = layout::partition_dir("cdc-data/", PartitionStyle::Hive, &table(), hour);
+        assert!(dir.ends_with("year=2026/month=03/day=14/hour=01/"), "{dir}");
+        assert!(sql.contains("'projection.month.digits' = '2'"));
+        assert!(sql.contains("'projection.year.range' = '2026,2099'"));
+    }
+
+    #[test]
+    fn latest_view_follows_composite_key_changes() {
+        let mut s = schema();
+        s.mark_dropped(1_773_450_000_000_000);
+        let sql = latest_view(&s, &lake(PartitionStyle::Plain), Dialect::DuckDb);
+        assert!(sql.contains("PARTITION BY \"_key_1\", \"_key_2\""), "{sql}");
+        assert!(sql.contains(
+            "CAST(json_extract_string(\"_before_image\", '$.\"line_no\"') AS bigint) <> \"line_no\""
+        ));
+        assert!(
+            sql.contains("TIMESTAMPTZ '2026-03-14 01:00:00.000000+00'"),
+            "{sql}"
+        );
+        let athena = latest_view(&s, &lake(PartitionStyle::Plain), Dialect::Athena);
+        assert!(athena.contains("json_extract_scalar(\"_before_image\", '$[\"so_id\"]')"));
+        assert!(athena.contains("from_iso8601_timestamp('2026-03-14T01:00:00.000000Z')"));
+    }
+
+    #[test]
+    fn no_key_no_view() {
+        let s = TableSchema::new(&table());
+        assert!(latest_view(&s, &lake(PartitionStyle::Plain), Dialect::Athena).starts_with("--"));
+    }
+}

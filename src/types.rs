@@ -1,0 +1,538 @@
+//! Column types of the lake and the exact conversion of DMS values into them
+//! (pure). A type is decided once per table column (see `schema`) and only
+//! ever widened; a value that does not fit its column widens the column
+//! instead of being rounded, truncated or dropped.
+//!
+//! Names are Athena's, so the registry, the overrides and the DDL all say
+//! the same thing.
+
+use std::fmt;
+use std::str::FromStr;
+
+use arrow::datatypes::{DataType, TimeUnit};
+
+/// Decimal precision of every DECIMAL column: the widest Athena and Parquet
+/// readers accept, so a source `NUMERIC(p,s)` whose precision grows keeps
+/// its file type.
+pub const DECIMAL_PRECISION: u8 = 38;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ColumnType {
+    Boolean,
+    Int64,
+    Float64,
+    /// DECIMAL(38, scale).
+    Decimal {
+        scale: u8,
+    },
+    Date,
+    /// TIMESTAMP(MICROS, UTC).
+    Timestamp,
+    Binary,
+    String,
+}
+
+impl ColumnType {
+    pub fn arrow(self) -> DataType {
+        match self {
+            ColumnType::Boolean => DataType::Boolean,
+            ColumnType::Int64 => DataType::Int64,
+            ColumnType::Float64 => DataType::Float64,
+            ColumnType::Decimal { scale } => {
+                DataType::Decimal128(DECIMAL_PRECISION, i8::try_from(scale).unwrap_or(38))
+            }
+            ColumnType::Date => DataType::Date32,
+            ColumnType::Timestamp => timestamp(),
+            ColumnType::Binary => DataType::Binary,
+            ColumnType::String => DataType::Utf8,
+        }
+    }
+
+    /// The narrowest type holding the values of both (merging two views of
+    /// one column, e.g. registries written by two containers).
+    pub fn join(self, other: ColumnType) -> ColumnType {
+        use ColumnType::*;
+        match (self, other) {
+            (a, b) if a == b => a,
+            (Int64, Float64) | (Float64, Int64) => Float64,
+            (Int64, Decimal { scale }) | (Decimal { scale }, Int64) => Decimal { scale },
+            (Decimal { scale: a }, Decimal { scale: b }) => Decimal { scale: a.max(b) },
+            _ => String,
+        }
+    }
+
+    /// The type a column of type `self` becomes when `value` (the JSON
+    /// token's text, strings unquoted) does not fit it. Always wider; ends at
+    /// STRING, which holds anything.
+    pub fn widen_for(self, value: &str) -> ColumnType {
+        let number = DecimalText::parse(value);
+        let wider = match (self, &number) {
+            (ColumnType::Decimal { scale }, Some(n)) => n.decimal_scale_with(scale),
+            (ColumnType::Int64, Some(n)) if n.is_integer() => n.decimal_scale_with(0),
+            (ColumnType::Int64, Some(_)) if is_json_number(value) => Some(ColumnType::Float64),
+            _ => None,
+        };
+        match wider {
+            Some(t) if t != self => t,
+            _ => ColumnType::String,
+        }
+    }
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ColumnType::Boolean => f.write_str("boolean"),
+            ColumnType::Int64 => f.write_str("bigint"),
+            ColumnType::Float64 => f.write_str("double"),
+            ColumnType::Decimal { scale } => write!(f, "decimal({DECIMAL_PRECISION},{scale})"),
+            ColumnType::Date => f.write_str("date"),
+            ColumnType::Timestamp => f.write_str("timestamp"),
+            ColumnType::Binary => f.write_str("binary"),
+            ColumnType::String => f.write_str("string"),
+        }
+    }
+}
+
+impl FromStr for ColumnType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim().to_ascii_lowercase();
+        Ok(match t.as_str() {
+            "boolean" => ColumnType::Boolean,
+            "bigint" => ColumnType::Int64,
+            "double" => ColumnType::Float64,
+            "date" => ColumnType::Date,
+            "timestamp" => ColumnType::Timestamp,
+            "binary" => ColumnType::Binary,
+            "string" => ColumnType::String,
+            _ => {
+                let args = t
+                    .strip_prefix("decimal(")
+                    .and_then(|r| r.strip_suffix(')'))
+                    .ok_or_else(|| format!("unknown type {s:?}"))?;
+                let (p, scale) = args
+                    .split_once(',')
+                    .ok_or_else(|| format!("{s:?}: write decimal(38,S)"))?;
+                let scale: u8 = scale
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{s:?}: bad scale"))?;
+                if p.trim() != "38" || scale > DECIMAL_PRECISION {
+                    return Err(format!(
+                        "{s:?}: decimals are written as decimal(38,S) with S <= 38"
+                    ));
+                }
+                ColumnType::Decimal { scale }
+            }
+        })
+    }
+}
+
+impl serde::Serialize for ColumnType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ColumnType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+pub fn timestamp() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
+}
+
+/// The lake type of a DMS `table-def` column type, when DMS says enough.
+/// `min_scale` reserves decimal places so that a later `NUMERIC(13,2)` →
+/// `NUMERIC(16,4)` change does not change the file type.
+pub fn from_table_def(
+    type_name: &str,
+    precision: Option<u32>,
+    scale: Option<u32>,
+    min_scale: u8,
+) -> Option<ColumnType> {
+    Some(match type_name.to_ascii_uppercase().as_str() {
+        // DMS spells widths both in bytes (INT1..INT8) and in bits (INT8..INT64);
+        // every signed width and UINT1..UINT4 fit INT64.
+        "INT1" | "INT2" | "INT4" | "INT8" | "INT16" | "INT32" | "INT64" | "UINT1" | "UINT2"
+        | "UINT4" => ColumnType::Int64,
+        "UINT8" => ColumnType::Decimal { scale: 0 },
+        "NUMERIC" | "DECIMAL" => match (precision, scale) {
+            (Some(p), s) if (1..=u32::from(DECIMAL_PRECISION)).contains(&p) => {
+                let s = s.unwrap_or(0).min(p);
+                let integer_digits = p - s;
+                let room = u32::from(DECIMAL_PRECISION) - integer_digits;
+                let scale = s.max(u32::from(min_scale)).min(room);
+                ColumnType::Decimal {
+                    scale: u8::try_from(scale).unwrap_or(0),
+                }
+            }
+            // Unbounded or wider than 38 digits: DMS itself sends these as strings.
+            _ => ColumnType::String,
+        },
+        "REAL4" | "REAL8" | "FLOAT" | "DOUBLE" => ColumnType::Float64,
+        "BOOLEAN" => ColumnType::Boolean,
+        "DATE" => ColumnType::Date,
+        "DATETIME" | "TIMESTAMP" => ColumnType::Timestamp,
+        "BYTES" | "BLOB" => ColumnType::Binary,
+        // TIME has no Athena type; JSON stays text.
+        "TIME" | "STRING" | "WSTRING" | "CLOB" | "NCLOB" => ColumnType::String,
+        _ => return None,
+    })
+}
+
+/// A decimal number's text as digits × 10^exp, exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecimalText {
+    pub negative: bool,
+    /// Significant digits without leading or trailing zeros ("" for zero).
+    pub digits: String,
+    pub exp: i64,
+    /// Written with an exponent (`2.71828182845905E+17`).
+    pub scientific: bool,
+}
+
+impl DecimalText {
+    /// Parses `[-+]digits[.digits][(e|E)[-+]digits]`; `None` for anything else.
+    pub fn parse(text: &str) -> Option<DecimalText> {
+        let (negative, rest) = match text.as_bytes().first()? {
+            b'-' => (true, &text[1..]),
+            b'+' => (false, &text[1..]),
+            _ => (false, text),
+        };
+        let (mantissa, exp_text) = match rest.find(['e', 'E']) {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
+        };
+        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        if int.is_empty() && frac.is_empty() {
+            return None;
+        }
+        if !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let mut exp: i64 = match exp_text {
+            Some(e) => {
+                let digits = e.strip_prefix(['+', '-']).unwrap_or(e);
+                if digits.is_empty()
+                    || digits.len() > 6
+                    || !digits.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return None;
+                }
+                e.parse().ok()?
+            }
+            None => 0,
+        };
+        let all = format!("{int}{frac}");
+        exp -= frac.len() as i64;
+        let trimmed_end = all.trim_end_matches('0');
+        exp += (all.len() - trimmed_end.len()) as i64;
+        let digits = trimmed_end.trim_start_matches('0').to_string();
+        if digits.is_empty() {
+            exp = 0;
+        }
+        Some(DecimalText {
+            negative: negative && !digits.is_empty(),
+            digits,
+            exp,
+            scientific: exp_text.is_some(),
+        })
+    }
+
+    pub fn is_integer(&self) -> bool {
+        self.exp >= 0
+    }
+
+    /// Decimal places the value needs.
+    fn scale(&self) -> i64 {
+        (-self.exp).max(0)
+    }
+
+    /// Digits left of the point.
+    fn integer_digits(&self) -> i64 {
+        (self.digits.len() as i64 + self.exp).max(0)
+    }
+
+    /// DECIMAL(38, max(scale, own scale)) if the value fits it.
+    fn decimal_scale_with(&self, scale: u8) -> Option<ColumnType> {
+        let s = self.scale().max(i64::from(scale));
+        (self.integer_digits() + s <= i64::from(DECIMAL_PRECISION)).then(|| ColumnType::Decimal {
+            scale: u8::try_from(s).unwrap_or(0),
+        })
+    }
+
+    /// The unscaled value at `scale`, if it has no more decimal places and at
+    /// most 38 digits.
+    pub fn unscaled(&self, scale: u8) -> Option<i128> {
+        if self.scale() > i64::from(scale)
+            || self.integer_digits() + i64::from(scale) > i64::from(DECIMAL_PRECISION)
+        {
+            return None;
+        }
+        let mut v: i128 = if self.digits.is_empty() {
+            0
+        } else {
+            self.digits.parse().ok()?
+        };
+        for _ in 0..(self.exp + i64::from(scale)) {
+            v = v.checked_mul(10)?;
+        }
+        Some(if self.negative { -v } else { v })
+    }
+
+    /// The integer value, if it is one and fits i64.
+    pub fn to_i64(&self) -> Option<i64> {
+        if !self.is_integer() {
+            return None;
+        }
+        i64::try_from(self.unscaled(0)?).ok()
+    }
+}
+
+fn is_json_number(text: &str) -> bool {
+    matches!(text.as_bytes().first(), Some(b'-' | b'0'..=b'9'))
+}
+
+/// Why a value does not fit a column type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Misfit {
+    pub value: String,
+}
+
+/// An integer as sent: `42`, or a BIGINT DMS rendered in scientific notation
+/// (`UseLargeIntegerValue=false`), whose lost digits cannot come back.
+/// Returns the value and whether it was scientific.
+pub fn parse_int64(text: &str) -> Option<(i64, bool)> {
+    if let Ok(v) = text.parse::<i64>() {
+        return Some((v, false));
+    }
+    let d = DecimalText::parse(text)?;
+    Some((d.to_i64()?, d.scientific))
+}
+
+/// A double; integers beyond ±2^53 do not fit (f64 would change them).
+pub fn parse_float64(text: &str) -> Option<f64> {
+    if !is_json_number(text) && !matches!(text, "NaN" | "Infinity" | "-Infinity") {
+        return None;
+    }
+    if !text.contains(['.', 'e', 'E']) {
+        let v: i128 = text.parse().ok()?;
+        return (v.unsigned_abs() <= 1u128 << 53).then_some(v as f64);
+    }
+    text.parse().ok()
+}
+
+pub fn parse_bool(text: &str) -> Option<bool> {
+    match text {
+        "true" | "t" | "TRUE" | "T" | "True" | "1" | "y" | "yes" => Some(true),
+        "false" | "f" | "FALSE" | "F" | "False" | "0" | "n" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// `YYYY-MM-DD` as days since 1970-01-01.
+pub fn parse_date(text: &str) -> Option<i32> {
+    let d = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
+    i32::try_from(d.signed_duration_since(epoch).num_days()).ok()
+}
+
+/// An ISO 8601 timestamp as µs since the epoch. DMS ends every value in `Z`
+/// (even when the source value was local time); a value without an offset
+/// is read as UTC too. Sub-microsecond digits do not fit.
+pub fn parse_timestamp(text: &str) -> Option<i64> {
+    let t = match chrono::DateTime::parse_from_rfc3339(text) {
+        Ok(t) => t.naive_utc(),
+        Err(_) => ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+            .iter()
+            .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())?,
+    };
+    let nanos = chrono::Timelike::nanosecond(&t);
+    if nanos % 1000 != 0 || nanos >= 1_000_000_000 {
+        return None;
+    }
+    Some(t.and_utc().timestamp_micros())
+}
+
+/// `0x`-prefixed (or bare, with `NoHexPrefix`) hexadecimal.
+pub fn parse_hex(text: &str) -> Option<Vec<u8>> {
+    let digits = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))
+        .unwrap_or(text);
+    hex::decode(digits).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for t in [
+            ColumnType::Boolean,
+            ColumnType::Int64,
+            ColumnType::Float64,
+            ColumnType::Decimal { scale: 6 },
+            ColumnType::Date,
+            ColumnType::Timestamp,
+            ColumnType::Binary,
+            ColumnType::String,
+        ] {
+            assert_eq!(t.to_string().parse::<ColumnType>(), Ok(t));
+        }
+        assert!("decimal(10,2)".parse::<ColumnType>().is_err());
+        assert!("int".parse::<ColumnType>().is_err());
+        assert_eq!(
+            " Decimal(38, 4) ".parse::<ColumnType>(),
+            Ok(ColumnType::Decimal { scale: 4 })
+        );
+    }
+
+    #[test]
+    fn table_def_types() {
+        let t = |n, p, s| from_table_def(n, p, s, 6);
+        assert_eq!(t("INT32", None, None), Some(ColumnType::Int64));
+        assert_eq!(t("INT2", None, None), Some(ColumnType::Int64));
+        assert_eq!(
+            t("UINT8", None, None),
+            Some(ColumnType::Decimal { scale: 0 })
+        );
+        assert_eq!(
+            t("NUMERIC", Some(13), Some(2)),
+            Some(ColumnType::Decimal { scale: 6 })
+        );
+        // A scale change 2 → 4 keeps the file type.
+        assert_eq!(
+            t("NUMERIC", Some(16), Some(4)),
+            t("NUMERIC", Some(13), Some(2))
+        );
+        assert_eq!(
+            t("NUMERIC", Some(38), Some(10)),
+            Some(ColumnType::Decimal { scale: 10 })
+        );
+        // No room for the reserved places: integer digits win.
+        assert_eq!(
+            t("NUMERIC", Some(36), Some(0)),
+            Some(ColumnType::Decimal { scale: 2 })
+        );
+        assert_eq!(t("NUMERIC", None, None), Some(ColumnType::String));
+        assert_eq!(t("NUMERIC", Some(40), Some(2)), Some(ColumnType::String));
+        assert_eq!(t("TIMESTAMP", None, None), Some(ColumnType::Timestamp));
+        assert_eq!(t("TIME", None, None), Some(ColumnType::String));
+        assert_eq!(t("BYTES", None, None), Some(ColumnType::Binary));
+        assert_eq!(t("NCLOB", None, None), Some(ColumnType::String));
+        assert_eq!(t("GEOMETRY", None, None), None);
+    }
+
+    #[test]
+    fn decimal_text_is_exact() {
+        let d = DecimalText::parse("12345678901234.56").unwrap();
+        assert_eq!(d.unscaled(2), Some(1_234_567_890_123_456));
+        assert_eq!(d.unscaled(6), Some(12_345_678_901_234_560_000));
+        assert_eq!(d.unscaled(1), None, "a digit would be lost");
+        assert_eq!(
+            DecimalText::parse("1733.9150").unwrap().unscaled(3),
+            Some(1_733_915)
+        );
+        assert_eq!(DecimalText::parse("-0.0001").unwrap().unscaled(4), Some(-1));
+        assert_eq!(DecimalText::parse("-0").unwrap().unscaled(0), Some(0));
+        let big = "9".repeat(38);
+        assert!(DecimalText::parse(&big).unwrap().unscaled(0).is_some());
+        assert_eq!(DecimalText::parse(&big).unwrap().unscaled(1), None);
+        for bad in [
+            "",
+            "-",
+            ".",
+            "1.2.3",
+            "1e",
+            "0x12",
+            "1,5",
+            "abc",
+            "1e9999999",
+        ] {
+            assert_eq!(DecimalText::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn scientific_bigints_keep_what_is_exact() {
+        assert_eq!(
+            parse_int64("2.71828182845905E+17"),
+            Some((271_828_182_845_905_000, true))
+        );
+        assert_eq!(parse_int64("-9223372036854775808"), Some((i64::MIN, false)));
+        assert_eq!(parse_int64("9223372036854775808"), None);
+        assert_eq!(parse_int64("1.5"), None);
+    }
+
+    #[test]
+    fn floats_refuse_integers_they_would_change() {
+        assert_eq!(
+            parse_float64("9007199254740992"),
+            Some(9_007_199_254_740_992.0)
+        );
+        assert_eq!(parse_float64("9007199254740993"), None);
+        assert_eq!(parse_float64("1e-05"), Some(1e-5));
+        assert_eq!(parse_float64("\"x\""), None);
+    }
+
+    #[test]
+    fn dates_times_binary_booleans() {
+        assert_eq!(parse_date("1970-01-02"), Some(1));
+        assert_eq!(parse_date("1899-12-30"), Some(-25_569));
+        assert_eq!(parse_date("9999-12-31"), Some(2_932_896));
+        assert_eq!(parse_date("0000-00-00"), None);
+        assert_eq!(parse_timestamp("1970-01-01T00:00:01Z"), Some(1_000_000));
+        assert_eq!(parse_timestamp("1970-01-01T00:00:00.123Z"), Some(123_000));
+        assert_eq!(parse_timestamp("1970-01-01 00:00:00.000001"), Some(1));
+        assert_eq!(parse_timestamp("1970-01-01T00:00:00.000000001Z"), None);
+        assert_eq!(parse_timestamp("yesterday"), None);
+        assert_eq!(parse_hex("0x80057D94"), Some(vec![0x80, 0x05, 0x7D, 0x94]));
+        assert_eq!(parse_hex("ff"), Some(vec![0xff]));
+        assert_eq!(parse_hex("0xF"), None);
+        assert_eq!(parse_bool("t"), Some(true));
+        assert_eq!(parse_bool("f"), Some(false));
+        assert_eq!(parse_bool("maybe"), None);
+    }
+
+    #[test]
+    fn widening_goes_up_and_ends_at_string() {
+        use ColumnType::*;
+        assert_eq!(
+            Decimal { scale: 2 }.widen_for("1.125"),
+            Decimal { scale: 3 }
+        );
+        assert_eq!(Decimal { scale: 2 }.widen_for("n/a"), String);
+        assert_eq!(Decimal { scale: 6 }.widen_for(&"9".repeat(36)), String);
+        assert_eq!(Int64.widen_for("9223372036854775808"), Decimal { scale: 0 });
+        assert_eq!(Int64.widen_for("1.5"), Float64);
+        assert_eq!(Int64.widen_for("x"), String);
+        assert_eq!(Float64.widen_for("9007199254740993"), String);
+        assert_eq!(
+            Timestamp.widen_for("2026-01-01T00:00:00.123456789Z"),
+            String
+        );
+        assert_eq!(Binary.widen_for("0xZZ"), String);
+        assert_eq!(Date.widen_for("0000-00-00"), String);
+    }
+
+    #[test]
+    fn join_is_the_narrowest_common_type() {
+        use ColumnType::*;
+        assert_eq!(Int64.join(Float64), Float64);
+        assert_eq!(
+            Decimal { scale: 2 }.join(Decimal { scale: 6 }),
+            Decimal { scale: 6 }
+        );
+        assert_eq!(Int64.join(Decimal { scale: 2 }), Decimal { scale: 2 });
+        assert_eq!(Date.join(Timestamp), String);
+        assert_eq!(Boolean.join(Boolean), Boolean);
+    }
+}

@@ -217,3 +217,56 @@ pub fn replay(
         .expect("run cdc-batcher");
     (summary_of("replay", &out), out.status.success())
 }
+
+/// Runs `cdc-batcher ddl` with `args`; returns its stdout (the SQL) and success.
+pub fn ddl(env: &[(&str, String)], args: &[&str]) -> (String, bool) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cdc-batcher"))
+        .arg("ddl")
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("LOG_LEVEL", "warn")
+        .output()
+        .expect("run cdc-batcher ddl");
+    if !out.status.success() {
+        eprintln!("ddl failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.status.success(),
+    )
+}
+
+/// Runs the schema checker (`tests/support/check_schema.py`: same Parquet
+/// types per column in every file; with `--sql`, the latest-state views
+/// against `expected_final_state.json`).
+pub fn check_schema(dir: &Path, extra: &[&str]) -> LakeCheck {
+    let out = Command::new(python())
+        .arg(repo().join("tests/support/check_schema.py"))
+        .arg("--dir")
+        .arg(dir)
+        .arg("--expected")
+        .arg(corpus().join("expected_final_state.json"))
+        .args(extra)
+        .output()
+        .expect("run the schema checker (pyarrow, duckdb): run scripts/setup.sh");
+    LakeCheck {
+        ok: out.status.success(),
+        summary: summary_of("the schema checker", &out),
+    }
+}
+
+/// Runs a Python snippet with the venv's interpreter; returns its stdout.
+pub fn python_stdout(code: &str, args: &[&str]) -> String {
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(code)
+        .args(args)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

@@ -9,17 +9,26 @@ Given the Kinesis event files that went in, it checks that:
   * no other row is in the lake (control and malformed records make no rows);
   * every malformed record is in the _errors/ quarantine exactly once, with the
     `data` string exactly as it was in the event;
-  * every column chunk is Snappy-compressed, no timestamp is in nanoseconds.
+  * every column chunk is Snappy-compressed, no timestamp is in nanoseconds;
+  * the only other objects are schema-registry versions _schemas/{schema}/{table}/vN.json.
+
+Values are compared by type (same_value): columns are typed (int64, decimal128, double,
+bool, date32, timestamp[us, UTC], binary, string), DMS sends JSON tokens, and a column the
+writer had to widen holds the token's text. Columns are found by the sanitised JSON key; a
+column absent from a file is NULL. _sequence_number is zero-padded to 64 digits, so rows
+are keyed by (shard, int(sequence number)).
 
 Usage:
   check_lake.py (--dir DIR | --s3-endpoint URL --bucket B) [--prefix P]
                 [--before-image-field F] EVENT.json... [--expect-rows N]
 Prints a JSON summary; exits 1 listing the problems if any check fails.
+(check_schema.py imports JsonFloat, loads, sanitize, to_decimal and same_value from here.)
 """
 import argparse
 import base64
 import binascii
 import datetime as dt
+import decimal
 import json
 import math
 import re
@@ -31,16 +40,104 @@ import pyarrow.parquet as pq
 DATA_OPS = {"load", "insert", "update", "delete"}
 META = ["_op", "_dms_timestamp", "_commit_timestamp", "_transaction_id", "_shard_id",
         "_sequence_number", "_ingested_at", "_before_image"]
+SEQ_WIDTH = 64
+SCHEMA_OBJECT = re.compile(r"_schemas/[^/]+/[^/]+/v\d+\.json")
 
 
-def parse_ts(s):
+class JsonFloat(float):
+    """A JSON number with a fraction or exponent that remembers its token text.
+
+    DMS sends large BIGINTs as 2.71828182845905E+17; an INT64 column stores the exact
+    value of that text (271828182845905000), which no double equals, and a widened
+    (string) column stores the text itself. Both need the text, not the float."""
+
+    def __new__(cls, text):
+        obj = super().__new__(cls, text)
+        obj.text = text
+        return obj
+
+
+def loads(text):
+    return json.loads(text, parse_float=JsonFloat)
+
+
+def sanitize(name):
+    """Parquet column name of a JSON key: lower-cased, every char outside [a-z0-9_] -> '_'."""
+    return re.sub(r"[^a-z0-9_]", "_", name.lower())
+
+
+def parse_ts(s, exact=False):
     # Python's fromisoformat takes at most 6 fractional digits; DMS sends up to 9.
+    # With exact=True a value with sub-microsecond digits is refused: a timestamp[us]
+    # column cannot hold that instant.
     m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)", s)
-    if not m:
+    if not m or (exact and (m.group(2) or "")[6:].strip("0")):
         raise ValueError(f"not a timestamp: {s!r}")
     frac = ((m.group(2) or "") + "000000")[:6]
     tz = "+00:00" if m.group(3) == "Z" else m.group(3)
     return dt.datetime.fromisoformat(f"{m.group(1)}.{frac}{tz}")
+
+
+def to_decimal(v):
+    """Exact value of a JSON number or numeric string as a Decimal, else None."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        return None
+    text = v.text if isinstance(v, JsonFloat) else repr(v) if isinstance(v, float) else v
+    try:
+        d = decimal.Decimal(text)
+    except decimal.InvalidOperation:
+        return None
+    return d if d.is_finite() else None
+
+
+def same_value(expected, got, numeric_text=False):
+    """Does the lake value `got` (as pyarrow/DuckDB return it) equal the DMS JSON value?
+
+    Dispatches on the type of `got`, i.e. on the column type the writer chose.
+    numeric_text: a string column may hold any text numerically equal to a JSON number
+    (the expected file re-serialises numbers, so the exact source token is not known)."""
+    if expected is None or got is None:
+        return expected is None and got is None
+    if isinstance(got, bool):                       # before int: True == 1 in Python
+        return expected is got
+    if isinstance(got, (int, decimal.Decimal)):     # int64 or decimal128: exact value
+        d = to_decimal(expected)                    # "12345.50", 42, 2.71828182845905E+17
+        return d is not None and d == got
+    if isinstance(got, float):
+        d = to_decimal(expected)
+        return d is not None and (got == float(d) or math.isclose(got, float(d), rel_tol=1e-15))
+    if isinstance(got, dt.datetime):                # timestamp: the very same instant
+        try:
+            return isinstance(expected, str) and got.tzinfo is not None \
+                and parse_ts(expected, exact=True) == got
+        except ValueError:
+            return False
+    if isinstance(got, dt.date):                    # date32 from "YYYY-MM-DD"
+        return expected == got.isoformat()
+    if isinstance(got, (bytes, bytearray)):         # binary from "0x80057D94" (or bare hex)
+        if not isinstance(expected, str):
+            return False
+        hexpart = expected[2:] if expected[:2] in ("0x", "0X") else expected
+        return bytes(got).hex().upper() == hexpart.upper()
+    if isinstance(got, str):                        # string, or a column widened to string
+        if isinstance(expected, str):
+            return got == expected
+        if isinstance(expected, (dict, list)):      # objects are stored as JSON text
+            try:
+                return loads(got) == expected
+            except ValueError:
+                return False
+        if isinstance(expected, bool):
+            return got == ("true" if expected else "false")
+        text = expected.text if isinstance(expected, JsonFloat) else str(expected)
+        return got == text or (numeric_text and to_decimal(got) is not None
+                               and to_decimal(got) == to_decimal(expected))
+    return False
+
+
+def seq_key(seq):
+    """Sequence numbers compare as integers: the lake pads them, the events do not."""
+    return int(seq) if isinstance(seq, str) and re.fullmatch(r"[0-9]+", seq) else seq
 
 
 def classify(data_field, before_field):
@@ -50,7 +147,7 @@ def classify(data_field, before_field):
     try:
         raw = base64.b64decode(data_field, validate=True)
         text = raw.decode("utf-8")
-        msg = json.loads(text)
+        msg = loads(text)
     except (binascii.Error, ValueError):
         return "bad", None
     if not isinstance(msg, dict) or not isinstance(msg.get("metadata"), dict):
@@ -77,21 +174,6 @@ def classify(data_field, before_field):
     return "row", msg
 
 
-def same_value(expected, got):
-    """A lake value equals the DMS JSON value (numbers may be stored exactly as text)."""
-    if isinstance(expected, (dict, list)):
-        return isinstance(got, str) and json.loads(got) == expected
-    if expected is None or isinstance(expected, (bool, str)):
-        return got == expected
-    if isinstance(expected, int):
-        return got == expected or (isinstance(got, str) and int(got) == expected)
-    if isinstance(expected, float):
-        if isinstance(got, str):
-            got = float(got)
-        return isinstance(got, (int, float)) and math.isclose(got, expected, rel_tol=1e-15)
-    return False
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir")
@@ -112,7 +194,7 @@ def main():
         root = f"{a.bucket}/{a.prefix}"
     root = root.rstrip("/")
 
-    expected_rows, expected_bad = {}, {}
+    expected_rows, expected_bad, raw_seq = {}, {}, {}
     for path in a.events:
         with open(path) as f:
             ev = json.load(f)
@@ -121,20 +203,31 @@ def main():
             seq = k.get("sequenceNumber")
             shard = rec.get("eventID", ":").split(":", 1)[0]
             kind, msg = classify(k.get("data"), a.before_image_field)
+            key = (shard, seq_key(seq))
+            raw_seq[key] = seq
             if kind == "row":
                 # A record delivered again is still one row.
-                expected_rows.setdefault((shard, seq), msg)
+                expected_rows.setdefault(key, msg)
             elif kind == "bad":
-                expected_bad.setdefault((shard, seq), k.get("data"))
+                expected_bad.setdefault(key, k.get("data"))
 
     problems = []
     files = [i for i in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
              if i.type == pafs.FileType.File]
     parquet = [i.path for i in files if i.path.endswith(".parquet")]
     errors = [i.path for i in files if i.path.endswith(".jsonl") and "/_errors/" in i.path]
-    others = [i.path for i in files if i.path not in parquet and i.path not in errors]
+    schemas = [i.path for i in files if SCHEMA_OBJECT.fullmatch(i.path[len(root) + 1:])]
+    others = [i.path for i in files if i.path not in parquet and i.path not in errors
+              and i.path not in schemas]
     if others:
         problems.append(f"unexpected objects: {others[:5]}")
+    for path in schemas:  # the registry is read by the writer: each version must parse
+        with fs.open_input_stream(path) as f:
+            try:
+                if not isinstance(json.loads(f.read().decode()), dict):
+                    problems.append(f"{path}: schema version is not a JSON object")
+            except ValueError as e:
+                problems.append(f"{path}: schema version is not JSON: {e}")
 
     seen = {}
     for path in parquet:
@@ -154,7 +247,11 @@ def main():
             continue
         rel = path[len(root) + 1:]
         for row in table.to_pylist():
-            seq = (row["_shard_id"], row["_sequence_number"])
+            got_seq = row["_sequence_number"]
+            seq = (row["_shard_id"], seq_key(got_seq))
+            if not isinstance(seq[1], int):
+                problems.append(f"{rel}: _sequence_number {got_seq!r} is not a decimal number")
+                continue
             if seq in seen:
                 problems.append(f"row {seq} is in {seen[seq]} and again in {rel}")
                 continue
@@ -162,6 +259,8 @@ def main():
             if seq not in expected_rows:
                 problems.append(f"{rel}: row {seq} does not come from a data record")
                 continue
+            if len(raw_seq[seq]) <= SEQ_WIDTH and len(got_seq) != SEQ_WIDTH:
+                problems.append(f"row {seq} _sequence_number {got_seq!r} is not {SEQ_WIDTH} digits")
             shard, msg = seq[0], expected_rows[seq]
             meta, data = msg["metadata"], msg["data"]
             when = parse_ts(meta.get("commit-timestamp") or meta["timestamp"])
@@ -171,10 +270,12 @@ def main():
             if not (rel.startswith(want_dir + plain) or rel.startswith(want_dir + hive)):
                 problems.append(f"row {seq} is in {rel}, expected under {want_dir}{plain}")
             for col, val in data.items():
-                if col not in row or not same_value(val, row[col]):
-                    problems.append(f"row {seq} column {col}: lake {row.get(col)!r} != {val!r}")
+                got = row.get(sanitize(col))  # absent column = NULL
+                if not same_value(val, got):
+                    problems.append(f"row {seq} column {col}: lake {got!r} != {val!r}")
+            data_cols = {sanitize(c) for c in data}
             for col in table.schema.names:
-                if not col.startswith("_") and col not in data and row[col] is not None:
+                if not col.startswith("_") and col not in data_cols and row[col] is not None:
                     problems.append(f"row {seq} column {col} is {row[col]!r}, absent in the record")
             checks = {
                 "_op": meta["operation"],
@@ -187,7 +288,10 @@ def main():
                 if row[col] != want:
                     problems.append(f"row {seq} {col}: lake {row[col]!r} != {want!r}")
             image = msg.get(a.before_image_field)
-            got_image = None if row["_before_image"] is None else json.loads(row["_before_image"])
+            try:
+                got_image = None if row["_before_image"] is None else loads(row["_before_image"])
+            except ValueError:
+                got_image = "<not JSON>"
             if got_image != image:
                 problems.append(f"row {seq} _before_image: {row['_before_image']!r} != {image!r}")
             if row["_ingested_at"] is None:
@@ -195,7 +299,7 @@ def main():
             for bad_id in range(39001, 39016):
                 if row.get("client_id") == bad_id:
                     problems.append(f"row {seq} carries a malformed record's id {bad_id}")
-    missing = sorted(set(expected_rows) - set(seen))
+    missing = sorted(set(expected_rows) - set(seen), key=str)
     if missing:
         problems.append(f"{len(missing)} data records are not in the lake, e.g. {missing[:3]}")
 
@@ -204,7 +308,7 @@ def main():
         with fs.open_input_stream(path) as f:
             for line in f.read().decode().splitlines():
                 e = json.loads(line)
-                seq = (e.get("shard_id"), e.get("sequence_number"))
+                seq = (e.get("shard_id"), seq_key(e.get("sequence_number")))
                 if seq in quarantined:
                     problems.append(f"quarantined record {seq} appears twice")
                 quarantined[seq] = e
@@ -215,7 +319,7 @@ def main():
             problems.append(f"malformed record {seq} is not in the quarantine")
         elif quarantined[seq].get("data") != data:
             problems.append(f"quarantined record {seq}: data differs from what arrived")
-    extra_q = sorted(set(quarantined) - set(expected_bad))
+    extra_q = sorted(set(quarantined) - set(expected_bad), key=str)
     if extra_q:
         problems.append(f"{len(extra_q)} good records were quarantined, e.g. {extra_q[:3]}")
     if a.expect_rows is not None and len(seen) != a.expect_rows:
@@ -223,6 +327,7 @@ def main():
 
     print(json.dumps({"files": len(parquet), "rows": len(seen), "expected_rows": len(expected_rows),
                       "quarantined": len(quarantined), "expected_quarantined": len(expected_bad),
+                      "schema_objects": len(schemas),
                       "problems": problems[:50], "problem_count": len(problems)}))
     return 1 if problems else 0
 

@@ -1,0 +1,200 @@
+//! Typed, stable Parquet and a lake that reproduces the source: the corpus
+//! replayed with thresholds small enough to cut many files, read back with
+//! pyarrow (types per column per file) and DuckDB (the latest-state SQL that
+//! `cdc-batcher ddl` prints, compared with `expected_final_state.json`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// Small enough that every table is cut into several files.
+fn small_files() -> Vec<(&'static str, String)> {
+    vec![
+        ("BATCH_MAX_RECORDS_THRESHOLD", "5".to_string()),
+        ("BATCH_MAX_AGE_SECONDS", "0".to_string()),
+    ]
+}
+
+fn basic_events() -> Vec<PathBuf> {
+    event_files(&corpus().join("events/basic"))
+}
+
+/// `ddl --dialect duckdb` for the lake in `dir`, written to a file.
+fn duckdb_sql(dir: &Path) -> PathBuf {
+    let (sql, ok) = ddl(
+        &[],
+        &["--lake", dir.to_str().unwrap(), "--dialect", "duckdb"],
+    );
+    assert!(ok, "ddl failed");
+    let path = dir.join("latest.sql");
+    std::fs::write(&path, sql).unwrap();
+    path
+}
+
+fn check_everything(dir: &Path, events: &[PathBuf]) {
+    let lake = check_lake(
+        &["--dir".to_string(), dir.to_str().unwrap().to_string()],
+        &["--expect-rows", "213"],
+        events,
+    );
+    assert!(lake.ok, "{}", lake.summary);
+    let sql = duckdb_sql(dir);
+    let messages = corpus().join("dms_messages.jsonl");
+    let check = check_schema(
+        dir,
+        &[
+            "--sql",
+            sql.to_str().unwrap(),
+            "--messages",
+            messages.to_str().unwrap(),
+        ],
+    );
+    assert!(check.ok, "{}", check.summary);
+    // Five tables, each cut into several files.
+    let tables = check.summary["tables"].as_object().unwrap();
+    assert_eq!(tables.len(), 5, "{}", check.summary);
+    for (name, t) in tables {
+        assert!(t["files"].as_u64().unwrap() >= 2, "{name}: {t}");
+    }
+}
+
+#[test]
+fn corpus_files_keep_their_types_and_the_latest_state_equals_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = basic_events();
+    let (summary, ok) = replay(&small_files(), dir.path().to_str().unwrap(), &events);
+    assert!(ok, "{summary}");
+    assert_eq!(summary["rows_written"], 213);
+    // NUMERIC(13,2) → (16,4) and INT32 → INT64 in the corpus change no file type.
+    assert_eq!(summary["column_type_changes"], 0, "{summary}");
+    // The two BIGINTs DMS sent in scientific notation are counted.
+    assert_eq!(summary["inexact_integers"], 2, "{summary}");
+    check_everything(dir.path(), &events);
+}
+
+#[test]
+fn a_second_container_writes_the_types_the_first_registered() {
+    // The second process never sees the create-table records: it reads the
+    // types from the registry the first one stored next to the data.
+    let dir = tempfile::tempdir().unwrap();
+    let events = basic_events();
+    let (first, second) = events.split_at(events.len() / 2);
+    for half in [first, second] {
+        let (summary, ok) = replay(&small_files(), dir.path().to_str().unwrap(), half);
+        assert!(ok, "{summary}");
+    }
+    check_everything(dir.path(), &events);
+}
+
+#[test]
+fn overrides_win_and_a_value_that_does_not_fit_widens_with_a_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = small_files();
+    env.push((
+        "COLUMN_TYPES",
+        r#"{"sales.client.is_key_account":"boolean","sales.client.legal_name":"bigint"}"#
+            .to_string(),
+    ));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-batcher"))
+        .arg("replay")
+        .arg("--output")
+        .arg(dir.path())
+        .args(basic_events())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("LOG_LEVEL", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(summary["column_type_changes"], 1, "{summary}");
+    assert!(
+        log.contains("value does not fit its column") && log.contains("legal_name"),
+        "{log}"
+    );
+    // Read back independently: one type per column across every file.
+    let types = python_stdout(
+        r#"
+import sys, glob, json, pyarrow.parquet as pq
+seen = {}
+for f in glob.glob(sys.argv[1] + "/cdc-data/sales/client/**/*.parquet", recursive=True):
+    t = pq.read_table(f)
+    for c in ("is_key_account", "legal_name"):
+        seen.setdefault(c, set()).add(str(t.schema.field(c).type))
+    flags = t.column("is_key_account").to_pylist()
+    assert all(v is None or isinstance(v, bool) for v in flags), flags
+    assert any(v is True for v in flags) or any(v is False for v in flags), flags
+print(json.dumps({k: sorted(v) for k, v in seen.items()}))
+"#,
+        &[dir.path().to_str().unwrap()],
+    );
+    assert_eq!(
+        types,
+        r#"{"is_key_account": ["bool"], "legal_name": ["string"]}"#
+    );
+    let registry = std::fs::read_dir(dir.path().join("cdc-data/_schemas/sales/client"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(registry).unwrap()).unwrap();
+    let col = |name: &str| {
+        stored["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(col("is_key_account")["type"], "boolean");
+    assert_eq!(col("is_key_account")["origin"], "override");
+    assert_eq!(col("legal_name")["type"], "string");
+    assert_eq!(col("legal_name")["origin"], "widened");
+    assert_eq!(col("credit_limit")["type"], "decimal(38,6)");
+}
+
+#[test]
+fn athena_ddl_comes_from_the_registry_in_s3() {
+    let moto = Moto::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(create_bucket(&s3_client(&moto.endpoint())));
+    let mut env = s3_env(&moto.endpoint());
+    env.push(("PARTITION_STYLE", "hive".to_string()));
+    let output = format!("s3://{BUCKET}/typed/");
+    let (summary, ok) = replay(&env, &output, &basic_events());
+    assert!(ok, "{summary}");
+    let (sql, ok) = ddl(&env, &["--lake", &output, "--database", "lake"]);
+    assert!(ok);
+    for table in [
+        "sales__client",
+        "sales__sales_order",
+        "sales__order_item",
+        "sales__promo_staging",
+        "hr__employees",
+    ] {
+        assert!(
+            sql.contains(&format!(
+                "CREATE EXTERNAL TABLE IF NOT EXISTS `lake`.`{table}`"
+            )),
+            "{table}: {sql}"
+        );
+        assert!(sql.contains(&format!(
+            "CREATE OR REPLACE VIEW \"lake\".\"{table}__latest\""
+        )));
+    }
+    assert!(sql.contains(&format!("LOCATION 's3://{BUCKET}/typed/sales/client/'")));
+    assert!(sql.contains("`credit_limit` decimal(38,6)"));
+    assert!(sql.contains("`signed_up_at` timestamp"));
+    assert!(sql.contains("`attachment_md5` binary"));
+    assert!(sql.contains("`promised_date` date"));
+    assert!(sql.contains("'projection.hour.range' = '0,23'"));
+    // The dropped table's view hides the rows from before the drop.
+    assert!(sql.contains(
+        "WHERE \"_dms_timestamp\" > from_iso8601_timestamp('2026-03-14T02:05:11.421562Z')"
+    ));
+}

@@ -29,6 +29,7 @@ pub fn document(
                     count("RowsWritten"), {"Name": "BytesWritten", "Unit": "Bytes"},
                     count("FlushFailures"), {"Name": "BufferedBytes", "Unit": "Bytes"},
                     {"Name": "OldestBufferedRowAge", "Unit": "Milliseconds"},
+                    count("ColumnTypeChanges"), count("InexactIntegers"),
                 ],
             }],
         },
@@ -43,6 +44,8 @@ pub fn document(
         "FlushFailures": stats.failed_files,
         "BufferedBytes": buffered_bytes,
         "OldestBufferedRowAge": oldest_age_us / 1000,
+        "ColumnTypeChanges": stats.column_type_changes,
+        "InexactIntegers": stats.inexact_integers,
     })
 }
 
@@ -67,7 +70,7 @@ mod tests {
         let declared = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .unwrap();
-        assert_eq!(declared.len(), 11);
+        assert_eq!(declared.len(), 13);
         for m in declared {
             let name = m["Name"].as_str().unwrap();
             assert!(doc[name].is_number(), "{name} has no value");

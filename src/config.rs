@@ -86,6 +86,8 @@ pub struct Config {
     pub column_types: BTreeMap<TableName, Vec<(String, ColumnType)>>,
     /// Decimal places every DECIMAL column from a `table-def` has at least.
     pub decimal_min_scale: u8,
+    /// How often a container looks for schema versions other containers stored.
+    pub schema_refresh: Duration,
 }
 
 impl Config {
@@ -189,10 +191,18 @@ impl Config {
 
         let column_types = parse_column_types(get("COLUMN_TYPES"))?;
         let decimal_min_scale = parse_num("DECIMAL_MIN_SCALE", get("DECIMAL_MIN_SCALE"), 6, 0, 38)?;
+        let schema_refresh_secs: u64 = parse_num(
+            "SCHEMA_REFRESH_SECONDS",
+            get("SCHEMA_REFRESH_SECONDS"),
+            300,
+            0,
+            86_400,
+        )?;
 
         Ok(Config {
             column_types,
             decimal_min_scale,
+            schema_refresh: Duration::from_secs(schema_refresh_secs),
             s3: S3Settings {
                 bucket,
                 force_path_style,
@@ -349,6 +359,7 @@ fn range_text(var: &str) -> &'static str {
         "S3_MAX_ATTEMPTS" => "a whole number of attempts from 1 to 20",
         "TIME_RESERVE_MS" => "a whole number of milliseconds from 0 to 600000",
         "DECIMAL_MIN_SCALE" => "a whole number of decimal places from 0 to 38",
+        "SCHEMA_REFRESH_SECONDS" => "a whole number of seconds from 0 to 86400",
         _ => "a whole number",
     }
 }
@@ -404,6 +415,7 @@ mod tests {
             ("COLUMN_TYPES", r#"{"s.t":"bigint"}"#, "schema.table.column"),
             ("COLUMN_TYPES", "s.t.c=bigint", "JSON object"),
             ("DECIMAL_MIN_SCALE", "39", "0 to 38"),
+            ("SCHEMA_REFRESH_SECONDS", "soon", "seconds"),
         ];
         for (var, value, accepted) in cases {
             let err = cfg(&[(var, value)]).unwrap_err().to_string();

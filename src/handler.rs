@@ -5,7 +5,7 @@
 //! the keys, and a [`Sink`] stores them.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_lambda_events::streams::KinesisEventResponse;
 use serde::Serialize;
@@ -97,11 +97,18 @@ struct State {
     deliveries: DeliveryLog,
     /// Quarantine files whose write failed, retried at the next chance.
     pending_quarantine: Vec<Vec<QuarantineEntry>>,
-    /// Registered column types of the tables seen, loaded on first use.
-    schemas: HashMap<TableName, TableSchema>,
+    schemas: Schemas,
+}
+
+/// Registered column types of the tables seen, loaded on first use.
+#[derive(Default)]
+struct Schemas {
+    tables: HashMap<TableName, TableSchema>,
     /// Tables whose schema changed and is not stored yet, with the control
     /// records that changed it (not durable until it is stored).
     unsaved: HashMap<TableName, Vec<RecordId>>,
+    /// When each table's stored version was last looked at.
+    checked: HashMap<TableName, Instant>,
 }
 
 /// A PUT is not started with less time than this left before the deadline.
@@ -117,8 +124,7 @@ impl<S: Sink> Pipeline<S> {
                 batcher,
                 deliveries: DeliveryLog::new(),
                 pending_quarantine: Vec::new(),
-                schemas: HashMap::new(),
-                unsaved: HashMap::new(),
+                schemas: Schemas::default(),
             }),
             emit_metrics: true,
         }
@@ -282,7 +288,7 @@ impl<S: Sink> Pipeline<S> {
         // records not looked at.
         let mut not_durable: HashSet<&RecordId> = failed.iter().collect();
         not_durable.extend(control_failed.iter());
-        let unsaved: Vec<RecordId> = state.unsaved.values().flatten().cloned().collect();
+        let unsaved: Vec<RecordId> = state.schemas.unsaved.values().flatten().cloned().collect();
         not_durable.extend(unsaved.iter());
         let pending: Vec<RecordId> = state
             .pending_quarantine
@@ -386,31 +392,57 @@ impl<S: Sink> Pipeline<S> {
     }
 
     /// The registered schema of `table`, loaded from the registry the first
-    /// time this container meets the table.
+    /// time this container meets the table, and merged with newer stored
+    /// versions (another container's widenings) every `SCHEMA_REFRESH_SECONDS`.
     async fn schema<'s>(
         &self,
-        schemas: &'s mut HashMap<TableName, TableSchema>,
-        unsaved: &mut HashMap<TableName, Vec<RecordId>>,
+        schemas: &'s mut Schemas,
         table: &TableName,
     ) -> Result<&'s mut TableSchema, RegistryError> {
-        let loaded = if schemas.contains_key(table) {
-            None
-        } else {
-            let mut schema = registry::load(&self.sink, &self.config.prefix, table)
-                .await?
-                .unwrap_or_else(|| TableSchema::new(table));
-            let changes = schema.apply_overrides(self.config.overrides_for(table));
-            log_changes(table, &changes, "COLUMN_TYPES");
-            if !changes.is_empty() {
-                unsaved.entry(table.clone()).or_default();
+        let now = Instant::now();
+        let due = schemas
+            .checked
+            .get(table)
+            .is_none_or(|t| now.duration_since(*t) >= self.config.schema_refresh);
+        let known = schemas.tables.contains_key(table);
+        let stored = if due {
+            match registry::load(&self.sink, &self.config.prefix, table).await {
+                Ok(stored) => {
+                    schemas.checked.insert(table.clone(), now);
+                    Some(stored)
+                }
+                // A refresh can wait; a first load cannot (no types to write with).
+                Err(error) if known => {
+                    tracing::warn!(%table, %error, "schema refresh failed: using the version read earlier");
+                    None
+                }
+                Err(error) => return Err(error),
             }
-            Some(schema)
+        } else {
+            None
         };
-        let entry = schemas.entry(table.clone());
-        Ok(match loaded {
-            Some(schema) => entry.or_insert(schema),
-            None => entry.or_insert_with(|| TableSchema::new(table)),
-        })
+        let schema = schemas
+            .tables
+            .entry(table.clone())
+            .or_insert_with(|| TableSchema::new(table));
+        match stored {
+            Some(Some(stored)) if known && stored.version > schema.version => {
+                let changes = schema.merge(&stored);
+                log_changes(table, &changes, "another container");
+            }
+            Some(stored) if !known => {
+                if let Some(stored) = stored {
+                    *schema = stored;
+                }
+                let changes = schema.apply_overrides(self.config.overrides_for(table));
+                log_changes(table, &changes, "COLUMN_TYPES");
+                if !changes.is_empty() {
+                    schemas.unsaved.entry(table.clone()).or_default();
+                }
+            }
+            _ => {}
+        }
+        Ok(schema)
     }
 
     /// Registers what a control record says about its table: the types of
@@ -429,9 +461,7 @@ impl<S: Sink> Pipeline<S> {
         if control.table_def.is_none() && !dropped {
             return Ok(());
         }
-        let schema = self
-            .schema(&mut state.schemas, &mut state.unsaved, &control.table)
-            .await?;
+        let schema = self.schema(&mut state.schemas, &control.table).await?;
         let before = schema.clone();
         if let Some(def) = &control.table_def {
             let changes = schema.apply_table_def(
@@ -446,6 +476,7 @@ impl<S: Sink> Pipeline<S> {
         }
         if *schema != before {
             state
+                .schemas
                 .unsaved
                 .entry(control.table.clone())
                 .or_default()
@@ -456,16 +487,16 @@ impl<S: Sink> Pipeline<S> {
 
     /// Stores every changed schema; what fails stays unsaved.
     async fn save_schemas(&self, state: &mut State, stats: &mut Stats) {
-        let tables: Vec<TableName> = state.unsaved.keys().cloned().collect();
+        let tables: Vec<TableName> = state.schemas.unsaved.keys().cloned().collect();
         for table in tables {
-            let Some(schema) = state.schemas.get_mut(&table) else {
-                state.unsaved.remove(&table);
+            let Some(schema) = state.schemas.tables.get_mut(&table) else {
+                state.schemas.unsaved.remove(&table);
                 continue;
             };
             match registry::save(&self.sink, &self.config.prefix, schema).await {
                 Ok(merged) => {
                     stats.column_type_changes += log_changes(&table, &merged, "another container");
-                    state.unsaved.remove(&table);
+                    state.schemas.unsaved.remove(&table);
                 }
                 Err(error) => {
                     tracing::error!(%table, %error, "schema not stored: will retry");
@@ -482,13 +513,11 @@ impl<S: Sink> Pipeline<S> {
         part: &Part,
         stats: &mut Stats,
     ) -> Result<Vec<(String, ColumnType)>, RegistryError> {
-        let schema = self
-            .schema(&mut state.schemas, &mut state.unsaved, &part.table)
-            .await?;
+        let schema = self.schema(&mut state.schemas, &part.table).await?;
         let (types, changes) = schema.resolve(&part.kinds);
         log_changes(&part.table, &changes, "values");
         if !changes.is_empty() {
-            state.unsaved.entry(part.table.clone()).or_default();
+            state.schemas.unsaved.entry(part.table.clone()).or_default();
         }
         self.save_table(state, &part.table, stats).await?;
         Ok(types)
@@ -500,15 +529,15 @@ impl<S: Sink> Pipeline<S> {
         table: &TableName,
         stats: &mut Stats,
     ) -> Result<(), RegistryError> {
-        if !state.unsaved.contains_key(table) {
+        if !state.schemas.unsaved.contains_key(table) {
             return Ok(());
         }
-        let Some(schema) = state.schemas.get_mut(table) else {
+        let Some(schema) = state.schemas.tables.get_mut(table) else {
             return Ok(());
         };
         let merged = registry::save(&self.sink, &self.config.prefix, schema).await?;
         stats.column_type_changes += log_changes(table, &merged, "another container");
-        state.unsaved.remove(table);
+        state.schemas.unsaved.remove(table);
         Ok(())
     }
 
@@ -536,9 +565,7 @@ impl<S: Sink> Pipeline<S> {
                      DMS sent them (set UseLargeIntegerValue=true on the DMS endpoint)"
                 );
             }
-            let schema = self
-                .schema(&mut state.schemas, &mut state.unsaved, &part.table)
-                .await?;
+            let schema = self.schema(&mut state.schemas, &part.table).await?;
             let mut changes = Vec::new();
             for w in &encoded.widened {
                 tracing::warn!(
@@ -550,12 +577,10 @@ impl<S: Sink> Pipeline<S> {
             }
             if !changes.is_empty() {
                 stats.column_type_changes += changes.len() as u64;
-                state.unsaved.entry(part.table.clone()).or_default();
+                state.schemas.unsaved.entry(part.table.clone()).or_default();
             }
             self.save_table(state, &part.table, stats).await?;
-            let schema = self
-                .schema(&mut state.schemas, &mut state.unsaved, &part.table)
-                .await?;
+            let schema = self.schema(&mut state.schemas, &part.table).await?;
             let registered: Vec<(String, ColumnType)> = encoded
                 .types
                 .iter()

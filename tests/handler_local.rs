@@ -85,3 +85,52 @@ async fn warm_mode_buffers_until_a_force_flush() {
     assert_eq!(flush.stats.rows_written, buffered as u64);
     assert_eq!(p.buffered_rows().await, 0);
 }
+
+/// A Kinesis event holding one DMS insert into `s.t` with `data`.
+fn insert_event(seq: u64, data: &str) -> String {
+    use base64::Engine as _;
+    let msg = format!(
+        r#"{{"data":{data},"metadata":{{"timestamp":"2026-03-14T01:00:00.{seq:06}Z","record-type":"data","operation":"insert","schema-name":"s","table-name":"t"}}}}"#
+    );
+    let sequence = format!("4959000000000000000000000000000000000000000000000000{seq:04}");
+    json!({"Records": [{
+        "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "s.t",
+                    "sequenceNumber": sequence,
+                    "data": base64::engine::general_purpose::STANDARD.encode(msg),
+                    "approximateArrivalTimestamp": 1773450000.5},
+        "eventSource": "aws:kinesis", "eventID": format!("shardId-000000000000:{sequence}"),
+        "eventName": "aws:kinesis:record", "eventVersion": "1.0",
+        "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/dms-cdc",
+        "awsRegion": "us-east-1"}]})
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_column_another_container_widened_is_written_wide_after_the_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = [("FLUSH_MODE", "invocation"), ("SCHEMA_REFRESH_SECONDS", "0")];
+    let (a, b) = (pipeline(dir.path(), &vars), pipeline(dir.path(), &vars));
+    for (container, seq, data) in [
+        (&a, 1, r#"{"id":1,"x":1}"#),
+        (&b, 2, r#"{"id":2,"x":2}"#),
+        (&a, 3, r#"{"id":3,"x":1.5}"#),
+        (&b, 4, r#"{"id":4,"x":3}"#),
+    ] {
+        let out = container.handle(&insert_event(seq, data), None).await.unwrap();
+        assert_eq!(out.stats.files, 1, "{data}");
+    }
+    let types = python_stdout(
+        r#"
+import sys, glob, pyarrow.parquet as pq
+rows = {}
+for f in glob.glob(sys.argv[1] + "/cdc-data/s/t/**/*.parquet", recursive=True):
+    t = pq.read_table(f)
+    for i in t.column("id").to_pylist():
+        rows[i] = str(t.schema.field("x").type)
+print(" ".join(f"{k}:{v}" for k, v in sorted(rows.items())))
+"#,
+        &[dir.path().to_str().unwrap()],
+    );
+    // Row 4 fits bigint, but container b learnt of a's widening first.
+    assert_eq!(types, "1:int64 2:int64 3:double 4:double");
+}

@@ -108,7 +108,10 @@ fn insert_event(seq: u64, data: &str) -> String {
 #[tokio::test]
 async fn a_column_another_container_widened_is_written_wide_after_the_refresh() {
     let dir = tempfile::tempdir().unwrap();
-    let vars = [("FLUSH_MODE", "invocation"), ("SCHEMA_REFRESH_SECONDS", "0")];
+    let vars = [
+        ("FLUSH_MODE", "invocation"),
+        ("SCHEMA_REFRESH_SECONDS", "0"),
+    ];
     let (a, b) = (pipeline(dir.path(), &vars), pipeline(dir.path(), &vars));
     for (container, seq, data) in [
         (&a, 1, r#"{"id":1,"x":1}"#),
@@ -116,7 +119,10 @@ async fn a_column_another_container_widened_is_written_wide_after_the_refresh() 
         (&a, 3, r#"{"id":3,"x":1.5}"#),
         (&b, 4, r#"{"id":4,"x":3}"#),
     ] {
-        let out = container.handle(&insert_event(seq, data), None).await.unwrap();
+        let out = container
+            .handle(&insert_event(seq, data), None)
+            .await
+            .unwrap();
         assert_eq!(out.stats.files, 1, "{data}");
     }
     let types = python_stdout(

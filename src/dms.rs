@@ -8,10 +8,11 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::json::{Fields, Key};
+use crate::json::{Fields, Key, MaybeFields};
 use crate::schema::column_name;
 
 /// Why a record could not become a row. Each one sends the record to quarantine.
@@ -186,27 +187,25 @@ pub fn decode<'a>(payload: &'a [u8], before_image_field: &str) -> Result<Message
     if text.trim().is_empty() {
         return Err(DecodeError::Empty);
     }
-    let top: Fields<'a> = match serde_json::from_str(text) {
-        Ok(f) => f,
-        Err(e) if e.classify() == serde_json::error::Category::Data => {
-            return Err(DecodeError::NotAnObject)
+    let top = {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let top = TopLevel { before_image_field }
+            .deserialize(&mut de)
+            .and_then(|top| de.end().map(|()| top));
+        match top {
+            Ok(t) => t,
+            Err(e) if e.classify() == serde_json::error::Category::Data => {
+                return Err(DecodeError::NotAnObject)
+            }
+            Err(e) => return Err(DecodeError::NotJson(e.to_string())),
         }
-        Err(e) => return Err(DecodeError::NotJson(e.to_string())),
     };
-
-    let mut metadata = None;
-    let mut data = None;
-    let mut before_image = None;
-    let mut control = None;
-    for (key, value) in top.0 {
-        match key.as_ref() {
-            "metadata" => metadata = Some(value),
-            "data" => data = Some(value),
-            "control" => control = Some(value),
-            k if k == before_image_field => before_image = Some(value),
-            _ => {}
-        }
-    }
+    let Top {
+        metadata,
+        data,
+        before_image,
+        control,
+    } = top;
     let metadata = metadata.ok_or(DecodeError::MissingMetadata)?;
     let meta: Metadata<'a> = serde_json::from_str(metadata.get())
         .map_err(|e| DecodeError::BadMetadata(e.to_string()))?;
@@ -277,11 +276,7 @@ pub fn decode<'a>(payload: &'a [u8], before_image_field: &str) -> Result<Message
     let transaction_id = meta.transaction_id.and_then(raw_scalar_text);
 
     let data = data.ok_or(DecodeError::MissingData(operation))?;
-    if !data.get().starts_with('{') {
-        return Err(DecodeError::DataNotObject);
-    }
-    let mut columns: Fields<'a> =
-        serde_json::from_str(data.get()).map_err(|_| DecodeError::DataNotObject)?;
+    let mut columns = data.0.ok_or(DecodeError::DataNotObject)?;
     for (name, _) in columns.0.iter_mut() {
         if let Cow::Owned(lake) = column_name(name) {
             *name = Cow::Owned(lake);
@@ -310,6 +305,58 @@ pub fn decode<'a>(payload: &'a [u8], before_image_field: &str) -> Result<Message
         columns: columns.0,
         before_image,
     }))
+}
+
+/// The members of a DMS message that matter, read in one pass: `data` is
+/// split into its columns while the message is scanned (not kept as raw
+/// text and scanned again), the rest stays raw.
+struct Top<'a> {
+    metadata: Option<&'a RawValue>,
+    data: Option<MaybeFields<'a>>,
+    before_image: Option<&'a RawValue>,
+    control: Option<&'a RawValue>,
+}
+
+/// Reads a [`Top`]; the before image's field name is the task's choice.
+struct TopLevel<'f> {
+    before_image_field: &'f str,
+}
+
+impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
+    type Value = Top<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopLevel<'_> {
+    type Value = Top<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a DMS message object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut top = Top {
+            metadata: None,
+            data: None,
+            before_image: None,
+            control: None,
+        };
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match key.0.as_ref() {
+                "metadata" => top.metadata = Some(map.next_value()?),
+                "data" => top.data = Some(map.next_value()?),
+                "control" => top.control = Some(map.next_value()?),
+                k if k == self.before_image_field => top.before_image = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(top)
+    }
 }
 
 /// Reads `control.table-def`; `Ok(None)` when the control object has none.

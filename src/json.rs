@@ -55,6 +55,49 @@ impl<'de> Deserialize<'de> for Fields<'de> {
     }
 }
 
+/// A value that should be an object: its members, or `None` when it was any
+/// other JSON value (read and skipped in the same pass).
+pub struct MaybeFields<'a>(pub Option<Fields<'a>>);
+
+impl<'de> Deserialize<'de> for MaybeFields<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MaybeFields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let fields = Fields::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(MaybeFields(Some(fields)))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(MaybeFields(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(MaybeFields(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(MaybeFields(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(MaybeFields(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(MaybeFields(None))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(MaybeFields(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(MaybeFields(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 impl<'a> Fields<'a> {
     /// The first member named `name`.
     pub fn get(&self, name: &str) -> Option<&'a RawValue> {
@@ -105,6 +148,24 @@ mod tests {
             as_str(serde_json::from_str::<&RawValue>(r#""plain""#).unwrap()),
             Some(Cow::Borrowed("plain"))
         ));
+    }
+
+    #[test]
+    fn maybe_fields_reads_objects_and_skips_the_rest() {
+        let m: MaybeFields = serde_json::from_str(r#"{"a": [1, {"b": 2}]}"#).unwrap();
+        assert_eq!(m.0.unwrap().get("a").unwrap().get(), r#"[1, {"b": 2}]"#);
+        for other in [
+            "[1, [2]]",
+            "7",
+            "-1.5e3",
+            "\"x\"",
+            "null",
+            "true",
+            "18446744073709551616",
+        ] {
+            let m: MaybeFields = serde_json::from_str(other).unwrap();
+            assert!(m.0.is_none(), "{other}");
+        }
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! Knows neither Parquet nor S3 details: `encode` makes the bytes, `layout`
 //! the keys, and a [`Sink`] stores them.
 
-use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant, SystemTime};
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::streams::KinesisEventResponse;
 use serde::Serialize;
@@ -15,14 +15,14 @@ use tokio::sync::Mutex;
 use crate::batcher::{Batcher, DueReason, Part};
 use crate::config::Config;
 use crate::delivery::DeliveryLog;
-use crate::dms::{self, Message, TableControl, TableName};
+use crate::dms::{self, Message, TableControl};
 use crate::encode;
 use crate::event::{self, Event, EventError, KinesisRecord};
 use crate::layout::{self, Hour, RecordId};
 use crate::metrics;
 use crate::quarantine::{self, QuarantineEntry};
-use crate::registry::{self, RegistryError};
-use crate::schema::{SchemaChange, TableSchema};
+use crate::registry::{RegistryError, SchemaCache};
+use crate::schema::log_changes;
 use crate::sink::{PutOutcome, Sink};
 use crate::types::ColumnType;
 
@@ -97,18 +97,8 @@ struct State {
     deliveries: DeliveryLog,
     /// Quarantine files whose write failed, retried at the next chance.
     pending_quarantine: Vec<Vec<QuarantineEntry>>,
-    schemas: Schemas,
-}
-
-/// Registered column types of the tables seen, loaded on first use.
-#[derive(Default)]
-struct Schemas {
-    tables: HashMap<TableName, TableSchema>,
-    /// Tables whose schema changed and is not stored yet, with the control
-    /// records that changed it (not durable until it is stored).
-    unsaved: HashMap<TableName, Vec<RecordId>>,
-    /// When each table's stored version was last looked at.
-    checked: HashMap<TableName, Instant>,
+    /// Registered column types of the tables seen.
+    schemas: SchemaCache,
 }
 
 /// A PUT is not started with less time than this left before the deadline.
@@ -117,6 +107,7 @@ const WRITE_MARGIN: Duration = Duration::from_millis(300);
 impl<S: Sink> Pipeline<S> {
     pub fn new(config: Config, sink: S) -> Self {
         let batcher = Batcher::new(config.thresholds.clone(), config.flush_mode);
+        let schemas = SchemaCache::new(&config.prefix, config.schema_refresh);
         Pipeline {
             config,
             sink,
@@ -124,7 +115,7 @@ impl<S: Sink> Pipeline<S> {
                 batcher,
                 deliveries: DeliveryLog::new(),
                 pending_quarantine: Vec::new(),
-                schemas: Schemas::default(),
+                schemas,
             }),
             emit_metrics: true,
         }
@@ -288,7 +279,7 @@ impl<S: Sink> Pipeline<S> {
         // records not looked at.
         let mut not_durable: HashSet<&RecordId> = failed.iter().collect();
         not_durable.extend(control_failed.iter());
-        let unsaved: Vec<RecordId> = state.schemas.unsaved.values().flatten().cloned().collect();
+        let unsaved = state.schemas.unsaved_records();
         not_durable.extend(unsaved.iter());
         let pending: Vec<RecordId> = state
             .pending_quarantine
@@ -391,60 +382,6 @@ impl<S: Sink> Pipeline<S> {
         }
     }
 
-    /// The registered schema of `table`, loaded from the registry the first
-    /// time this container meets the table, and merged with newer stored
-    /// versions (another container's widenings) every `SCHEMA_REFRESH_SECONDS`.
-    async fn schema<'s>(
-        &self,
-        schemas: &'s mut Schemas,
-        table: &TableName,
-    ) -> Result<&'s mut TableSchema, RegistryError> {
-        let now = Instant::now();
-        let due = schemas
-            .checked
-            .get(table)
-            .is_none_or(|t| now.duration_since(*t) >= self.config.schema_refresh);
-        let known = schemas.tables.contains_key(table);
-        let stored = if due {
-            match registry::load(&self.sink, &self.config.prefix, table).await {
-                Ok(stored) => {
-                    schemas.checked.insert(table.clone(), now);
-                    Some(stored)
-                }
-                // A refresh can wait; a first load cannot (no types to write with).
-                Err(error) if known => {
-                    tracing::warn!(%table, %error, "schema refresh failed: using the version read earlier");
-                    None
-                }
-                Err(error) => return Err(error),
-            }
-        } else {
-            None
-        };
-        let schema = schemas
-            .tables
-            .entry(table.clone())
-            .or_insert_with(|| TableSchema::new(table));
-        match stored {
-            Some(Some(stored)) if known && stored.version > schema.version => {
-                let changes = schema.merge(&stored);
-                log_changes(table, &changes, "another container");
-            }
-            Some(stored) if !known => {
-                if let Some(stored) = stored {
-                    *schema = stored;
-                }
-                let changes = schema.apply_overrides(self.config.overrides_for(table));
-                log_changes(table, &changes, "COLUMN_TYPES");
-                if !changes.is_empty() {
-                    schemas.unsaved.entry(table.clone()).or_default();
-                }
-            }
-            _ => {}
-        }
-        Ok(schema)
-    }
-
     /// Registers what a control record says about its table: the types of
     /// a `table-def`, or that the table was dropped.
     async fn apply_control(
@@ -461,48 +398,28 @@ impl<S: Sink> Pipeline<S> {
         if control.table_def.is_none() && !dropped {
             return Ok(());
         }
-        let schema = self.schema(&mut state.schemas, &control.table).await?;
+        let overrides = self.config.overrides_for(&control.table);
+        let schema = state
+            .schemas
+            .get(&self.sink, &control.table, overrides)
+            .await?;
         let before = schema.clone();
         if let Some(def) = &control.table_def {
-            let changes = schema.apply_table_def(
-                def,
-                self.config.overrides_for(&control.table),
-                self.config.decimal_min_scale,
-            );
+            let changes = schema.apply_table_def(def, overrides, self.config.decimal_min_scale);
             stats.column_type_changes += log_changes(&control.table, &changes, "table-def");
         }
         if let (true, Some(at)) = (dropped, control.timestamp_us) {
             schema.mark_dropped(at);
         }
         if *schema != before {
-            state
-                .schemas
-                .unsaved
-                .entry(control.table.clone())
-                .or_default()
-                .push(id.clone());
+            state.schemas.mark_unsaved(&control.table, Some(id));
         }
         Ok(())
     }
 
     /// Stores every changed schema; what fails stays unsaved.
     async fn save_schemas(&self, state: &mut State, stats: &mut Stats) {
-        let tables: Vec<TableName> = state.schemas.unsaved.keys().cloned().collect();
-        for table in tables {
-            let Some(schema) = state.schemas.tables.get_mut(&table) else {
-                state.schemas.unsaved.remove(&table);
-                continue;
-            };
-            match registry::save(&self.sink, &self.config.prefix, schema).await {
-                Ok(merged) => {
-                    stats.column_type_changes += log_changes(&table, &merged, "another container");
-                    state.schemas.unsaved.remove(&table);
-                }
-                Err(error) => {
-                    tracing::error!(%table, %error, "schema not stored: will retry");
-                }
-            }
-        }
+        stats.column_type_changes += state.schemas.save_all(&self.sink).await;
     }
 
     /// The types a part is written with, after registering its new columns
@@ -513,32 +430,18 @@ impl<S: Sink> Pipeline<S> {
         part: &Part,
         stats: &mut Stats,
     ) -> Result<Vec<(String, ColumnType)>, RegistryError> {
-        let schema = self.schema(&mut state.schemas, &part.table).await?;
+        let overrides = self.config.overrides_for(&part.table);
+        let schema = state
+            .schemas
+            .get(&self.sink, &part.table, overrides)
+            .await?;
         let (types, changes) = schema.resolve(&part.kinds);
         log_changes(&part.table, &changes, "values");
         if !changes.is_empty() {
-            state.schemas.unsaved.entry(part.table.clone()).or_default();
+            state.schemas.mark_unsaved(&part.table, None);
         }
-        self.save_table(state, &part.table, stats).await?;
+        stats.column_type_changes += state.schemas.save(&self.sink, &part.table).await?;
         Ok(types)
-    }
-
-    async fn save_table(
-        &self,
-        state: &mut State,
-        table: &TableName,
-        stats: &mut Stats,
-    ) -> Result<(), RegistryError> {
-        if !state.schemas.unsaved.contains_key(table) {
-            return Ok(());
-        }
-        let Some(schema) = state.schemas.tables.get_mut(table) else {
-            return Ok(());
-        };
-        let merged = registry::save(&self.sink, &self.config.prefix, schema).await?;
-        stats.column_type_changes += log_changes(table, &merged, "another container");
-        state.schemas.unsaved.remove(table);
-        Ok(())
     }
 
     /// Encodes a part with its table's registered types. A value that does
@@ -565,7 +468,11 @@ impl<S: Sink> Pipeline<S> {
                      DMS sent them (set UseLargeIntegerValue=true on the DMS endpoint)"
                 );
             }
-            let schema = self.schema(&mut state.schemas, &part.table).await?;
+            let overrides = self.config.overrides_for(&part.table);
+            let schema = state
+                .schemas
+                .get(&self.sink, &part.table, overrides)
+                .await?;
             let mut changes = Vec::new();
             for w in &encoded.widened {
                 tracing::warn!(
@@ -577,10 +484,13 @@ impl<S: Sink> Pipeline<S> {
             }
             if !changes.is_empty() {
                 stats.column_type_changes += changes.len() as u64;
-                state.schemas.unsaved.entry(part.table.clone()).or_default();
+                state.schemas.mark_unsaved(&part.table, None);
             }
-            self.save_table(state, &part.table, stats).await?;
-            let schema = self.schema(&mut state.schemas, &part.table).await?;
+            stats.column_type_changes += state.schemas.save(&self.sink, &part.table).await?;
+            let schema = state
+                .schemas
+                .get(&self.sink, &part.table, overrides)
+                .await?;
             let registered: Vec<(String, ColumnType)> = encoded
                 .types
                 .iter()
@@ -725,20 +635,6 @@ impl<S: Sink> Pipeline<S> {
             metrics::emit(stats, batcher.buffered_bytes(), oldest_age_us);
         }
     }
-}
-
-/// Logs schema changes; returns how many changed an existing column's type.
-fn log_changes(table: &TableName, changes: &[SchemaChange], source: &str) -> u64 {
-    let mut type_changes = 0;
-    for change in changes {
-        if change.is_type_change() {
-            type_changes += 1;
-            tracing::warn!(%table, change = %change, source, "column type changed: files from now on use the new type");
-        } else {
-            tracing::info!(%table, change = %change, source, "column registered");
-        }
-    }
-    type_changes
 }
 
 fn truncate(s: &str, max: usize) -> &str {

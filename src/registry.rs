@@ -3,11 +3,15 @@
 //! next to the data, written with the sink's no-overwrite put. Two containers
 //! that change a table at once race for the same version key; the loser
 //! merges the winner's version into its own (types only widen, so merging
-//! cannot lose a type) and takes the next number.
+//! cannot lose a type) and takes the next number. [`SchemaCache`] is a
+//! container's copy of the registry.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use crate::dms::TableName;
-use crate::layout;
-use crate::schema::{SchemaChange, TableSchema};
+use crate::layout::{self, RecordId};
+use crate::schema::{log_changes, SchemaChange, TableOverrides, TableSchema};
 use crate::sink::{PutOutcome, Sink, SinkError};
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +158,130 @@ pub async fn save<S: Sink>(
         table,
         attempts: ATTEMPTS,
     })
+}
+
+/// A container's view of the registry: the schema of each table it met,
+/// when it last looked at the stored versions, and what is not stored yet.
+#[derive(Debug)]
+pub struct SchemaCache {
+    prefix: String,
+    refresh: Duration,
+    tables: HashMap<TableName, TableSchema>,
+    /// Tables whose schema changed and is not stored yet, with the control
+    /// records that changed it (not durable until it is stored).
+    unsaved: HashMap<TableName, Vec<RecordId>>,
+    checked: HashMap<TableName, Instant>,
+}
+
+impl SchemaCache {
+    /// `refresh`: how often stored versions are looked at again.
+    pub fn new(prefix: &str, refresh: Duration) -> Self {
+        SchemaCache {
+            prefix: prefix.to_string(),
+            refresh,
+            tables: HashMap::new(),
+            unsaved: HashMap::new(),
+            checked: HashMap::new(),
+        }
+    }
+
+    /// The schema of `table`: loaded the first time (with `overrides`
+    /// applied), merged with newer stored versions (another container's
+    /// widenings) once `refresh` has passed.
+    pub async fn get<S: Sink>(
+        &mut self,
+        sink: &S,
+        table: &TableName,
+        overrides: &TableOverrides,
+    ) -> Result<&mut TableSchema, RegistryError> {
+        let now = Instant::now();
+        let due = self
+            .checked
+            .get(table)
+            .is_none_or(|t| now.duration_since(*t) >= self.refresh);
+        let known = self.tables.contains_key(table);
+        let stored = if due {
+            match load(sink, &self.prefix, table).await {
+                Ok(stored) => {
+                    self.checked.insert(table.clone(), now);
+                    Some(stored)
+                }
+                // A refresh can wait; a first load cannot (no types to write with).
+                Err(error) if known => {
+                    tracing::warn!(%table, %error, "schema refresh failed: using the version read earlier");
+                    None
+                }
+                Err(error) => return Err(error),
+            }
+        } else {
+            None
+        };
+        let schema = self
+            .tables
+            .entry(table.clone())
+            .or_insert_with(|| TableSchema::new(table));
+        match stored {
+            Some(Some(stored)) if known && stored.version > schema.version => {
+                let changes = schema.merge(&stored);
+                log_changes(table, &changes, "another container");
+            }
+            Some(stored) if !known => {
+                if let Some(stored) = stored {
+                    *schema = stored;
+                }
+                let changes = schema.apply_overrides(overrides);
+                log_changes(table, &changes, "COLUMN_TYPES");
+                if !changes.is_empty() {
+                    self.unsaved.entry(table.clone()).or_default();
+                }
+            }
+            _ => {}
+        }
+        Ok(schema)
+    }
+
+    /// `table`'s schema changed (by the record `by`, if a record did it).
+    pub fn mark_unsaved(&mut self, table: &TableName, by: Option<&RecordId>) {
+        let records = self.unsaved.entry(table.clone()).or_default();
+        records.extend(by.cloned());
+    }
+
+    /// Records whose schema changes are not stored yet.
+    pub fn unsaved_records(&self) -> Vec<RecordId> {
+        self.unsaved.values().flatten().cloned().collect()
+    }
+
+    /// Stores `table`'s schema if it changed. Returns how many column types
+    /// changed by merging another container's version.
+    pub async fn save<S: Sink>(
+        &mut self,
+        sink: &S,
+        table: &TableName,
+    ) -> Result<u64, RegistryError> {
+        if !self.unsaved.contains_key(table) {
+            return Ok(0);
+        }
+        let Some(schema) = self.tables.get_mut(table) else {
+            self.unsaved.remove(table);
+            return Ok(0);
+        };
+        let merged = save(sink, &self.prefix, schema).await?;
+        self.unsaved.remove(table);
+        Ok(log_changes(table, &merged, "another container"))
+    }
+
+    /// Stores every changed schema; what fails stays unsaved (and is logged).
+    pub async fn save_all<S: Sink>(&mut self, sink: &S) -> u64 {
+        let mut type_changes = 0;
+        let tables: Vec<TableName> = self.unsaved.keys().cloned().collect();
+        for table in tables {
+            match self.save(sink, &table).await {
+                Ok(n) => type_changes += n,
+                Err(error) => tracing::error!(%table, %error, "schema not stored: will retry"),
+            }
+        }
+        type_changes
+    }
 }
 
 #[cfg(test)]

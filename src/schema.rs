@@ -275,6 +275,21 @@ impl TableSchema {
     }
 }
 
+/// Logs schema changes (`source`: what caused them); returns how many
+/// changed an existing column's type.
+pub fn log_changes(table: &TableName, changes: &[SchemaChange], source: &str) -> u64 {
+    let mut type_changes = 0;
+    for change in changes {
+        if change.is_type_change() {
+            type_changes += 1;
+            tracing::warn!(%table, change = %change, source, "column type changed: files from now on use the new type");
+        } else {
+            tracing::info!(%table, change = %change, source, "column registered");
+        }
+    }
+    type_changes
+}
+
 /// The type values alone suggest. Strings stay strings: only a `table-def`
 /// or an override says a string holds a date, a decimal or bytes.
 pub fn infer(kinds: Kinds) -> Option<ColumnType> {

@@ -1,6 +1,8 @@
 //! Any payload: decoding must not panic, and a payload that decodes to a row
-//! must buffer and encode to Parquet without error (the row JSON we write is
-//! always readable by the Arrow decoder with the types we chose).
+//! must buffer and encode to Parquet without error, whatever type each column
+//! is declared with (a value that does not fit widens its column; the first
+//! input byte picks the declared types, so conversions to every type are
+//! exercised, not just the inferred ones).
 #![no_main]
 
 use std::sync::Arc;
@@ -11,9 +13,24 @@ use cdc_batcher::dms::{decode, Message};
 use cdc_batcher::encode::to_parquet;
 use cdc_batcher::layout::RecordId;
 use cdc_batcher::schema::TableSchema;
+use cdc_batcher::types::ColumnType;
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
+const TYPES: [ColumnType; 8] = [
+    ColumnType::Boolean,
+    ColumnType::Int64,
+    ColumnType::Float64,
+    ColumnType::Decimal { scale: 2 },
+    ColumnType::Date,
+    ColumnType::Timestamp,
+    ColumnType::Binary,
+    ColumnType::String,
+];
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&selector, data)) = input.split_first() else {
+        return;
+    };
     let Ok(Message::Row(change)) = decode(data, "before-image") else {
         return;
     };
@@ -24,9 +41,22 @@ fuzz_target!(|data: &[u8]| {
     };
     batcher.push(id, &change, 0);
     for part in batcher.take_all() {
-        let types = TableSchema::new(&part.table).resolve(&part.kinds).0;
-        if let Err(e) = to_parquet(&part, &types) {
-            panic!("a decoded row could not be encoded: {e}\n{}", String::from_utf8_lossy(&part.rows));
+        let mut types = TableSchema::new(&part.table).resolve(&part.kinds).0;
+        if selector & 1 == 1 {
+            for (i, (_, ty)) in types.iter_mut().enumerate() {
+                *ty = TYPES[(usize::from(selector >> 1) + i) % TYPES.len()];
+            }
+        }
+        match to_parquet(&part, &types) {
+            Ok(encoded) => {
+                for ((_, declared), (_, written)) in types.iter().zip(&encoded.types) {
+                    assert_eq!(declared.join(*written), *written, "a column was narrowed");
+                }
+            }
+            Err(e) => panic!(
+                "a decoded row could not be encoded: {e}\n{}",
+                String::from_utf8_lossy(&part.rows)
+            ),
         }
     }
 });

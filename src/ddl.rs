@@ -64,29 +64,25 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     })
 }
 
-/// Runs the command; returns the process exit code.
+/// Runs the command; returns the process exit code (2: bad arguments or
+/// configuration, 1: nothing to print or the registry could not be read).
 pub async fn run(args: &[String]) -> i32 {
-    let args = match parse_args(args) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return 2;
+    match sql_for(args).await {
+        Ok(sql) => {
+            print!("{sql}");
+            0
         }
-    };
-    let output = match Output::parse(&args.lake) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("--lake {e}\n{USAGE}");
-            return 2;
+        Err((code, message)) => {
+            eprintln!("{message}");
+            code
         }
-    };
-    let (config, sink) = match output.open().await {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("{e}");
-            return 2;
-        }
-    };
+    }
+}
+
+async fn sql_for(args: &[String]) -> Result<String, (i32, String)> {
+    let args = parse_args(args).map_err(|e| (2, e))?;
+    let output = Output::parse(&args.lake).map_err(|e| (2, format!("--lake {e}\n{USAGE}")))?;
+    let (config, sink) = output.open().await.map_err(|e| (2, e))?;
     let root = match &output {
         Output::S3 { bucket, .. } => format!("s3://{bucket}/"),
         Output::Dir(dir) => {
@@ -94,13 +90,14 @@ pub async fn run(args: &[String]) -> i32 {
             format!("{}/", abs.display().to_string().trim_end_matches('/'))
         }
     };
-    let schemas = match registry::load_all(&sink, &config.prefix).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("reading the schema registry at {}: {e}", sink.location());
-            return 1;
-        }
-    };
+    let schemas = registry::load_all(&sink, &config.prefix)
+        .await
+        .map_err(|e| {
+            (
+                1,
+                format!("reading the schema registry at {}: {e}", sink.location()),
+            )
+        })?;
     let lake = Lake {
         root,
         prefix: config.prefix.clone(),
@@ -117,22 +114,27 @@ pub async fn run(args: &[String]) -> i32 {
         })
         .collect();
     if selected.is_empty() {
-        eprintln!(
-            "no table schema found under {}{}_schemas/ (the function registers a table when it writes its first file or sees its table-def)",
-            sink.location(),
-            config.prefix
-        );
-        return 1;
+        return Err((
+            1,
+            format!(
+                "no table schema found under {}{}_schemas/ (the function registers a table \
+                 when it writes its first file or sees its table-def)",
+                sink.location(),
+                config.prefix
+            ),
+        ));
     }
-    for schema in selected {
-        println!(
-            "-- {}.{}\n{}\n",
-            schema.schema,
-            schema.table,
-            sql::table_sql(schema, &lake, args.dialect)
-        );
-    }
-    0
+    Ok(selected
+        .into_iter()
+        .map(|schema| {
+            format!(
+                "-- {}.{}\n{}\n\n",
+                schema.schema,
+                schema.table,
+                sql::table_sql(schema, &lake, args.dialect)
+            )
+        })
+        .collect())
 }
 
 #[cfg(test)]

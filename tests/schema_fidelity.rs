@@ -198,3 +198,19 @@ fn athena_ddl_comes_from_the_registry_in_s3() {
         "WHERE \"_dms_timestamp\" > from_iso8601_timestamp('2026-03-14T02:05:11.421562Z')"
     ));
 }
+
+#[test]
+fn ddl_on_a_lake_without_a_registry_fails_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-batcher"))
+        .args(["ddl", "--lake", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no table schema found"));
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-batcher"))
+        .args(["ddl", "--lake", "x", "--dialect", "oracle"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -9,18 +9,22 @@ use hashbrown::Equivalent;
 use crate::config::{FlushMode, Thresholds};
 use crate::dms::{RowChange, TableName};
 use crate::layout::{Hour, RecordId};
-use crate::row::{append_row, ColumnKinds, Delivery};
+use crate::row::{append_row, ColumnKinds, MetaColumns};
 
 /// Rows of one table for one partition hour: the content of one file.
 #[derive(Debug)]
 pub struct Part {
     pub table: TableName,
     pub hour: Hour,
-    /// One JSON object per line.
+    /// Each row's `data` columns, one JSON object per line.
     pub rows: Vec<u8>,
+    /// Each row's metadata columns.
+    pub meta: MetaColumns,
     /// Who delivered each row, in row order.
     pub ids: Vec<RecordId>,
     pub kinds: ColumnKinds,
+    /// What the rows hold in memory, counted against the size thresholds.
+    pub bytes: usize,
     /// When the first row entered the buffer, µs since the epoch.
     pub oldest_us: i64,
 }
@@ -28,6 +32,12 @@ pub struct Part {
 impl Part {
     pub fn row_count(&self) -> usize {
         self.ids.len()
+    }
+
+    /// Every row as one JSON line with its metadata members, for rows that
+    /// must be kept as text (see `handler`).
+    pub fn json_lines(&self) -> Vec<u8> {
+        self.meta.json_lines(&self.rows, &self.ids)
     }
 }
 
@@ -138,8 +148,10 @@ impl Batcher {
                     table: TableName::from(&name),
                     hour,
                     rows: Vec::new(),
+                    meta: MetaColumns::default(),
                     ids: Vec::new(),
                     kinds: ColumnKinds::default(),
+                    bytes: 0,
                     oldest_us: now_us,
                 });
                 let i = buffer.parts.len() - 1;
@@ -148,16 +160,9 @@ impl Batcher {
             }
         };
         let part = &mut buffer.parts[index];
-        let added = append_row(
-            &mut part.rows,
-            &mut part.kinds,
-            change,
-            Delivery {
-                shard_id: &id.shard,
-                sequence_number: &id.sequence,
-                ingested_at_us: now_us,
-            },
-        );
+        let added = append_row(&mut part.rows, &mut part.kinds, change)
+            + part.meta.push(change, &id, now_us);
+        part.bytes += added;
         part.ids.push(id);
         buffer.bytes += added;
         buffer.rows += 1;
@@ -256,7 +261,7 @@ impl Batcher {
     /// (so the retry writes the same key) and is retried at the next chance.
     pub fn restore(&mut self, part: Part) {
         let buffer = self.tables.entry(part.table.clone()).or_default();
-        buffer.bytes += part.rows.len();
+        buffer.bytes += part.bytes;
         buffer.rows += part.row_count();
         buffer.oldest_us = Some(
             buffer
@@ -264,7 +269,7 @@ impl Batcher {
                 .map_or(part.oldest_us, |o| o.min(part.oldest_us)),
         );
         buffer.flush_requested = true;
-        self.buffered_bytes += part.rows.len();
+        self.buffered_bytes += part.bytes;
         self.buffered_rows += part.row_count();
         buffer.parts.push(part);
     }

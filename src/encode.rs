@@ -9,11 +9,12 @@
 //! here. A value that does not fit its column widens the column for the
 //! whole file; the caller records the wider type.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float64Array,
-    Int64Array, StringArray, TimestampMicrosecondArray,
+    Int64Array, StringArray, StringBuilder, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::json::ReaderBuilder;
@@ -24,7 +25,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use crate::batcher::Part;
-use crate::row::Kinds;
+use crate::row::{self, Kinds};
 use crate::types::{self, ColumnType, DecimalText, Misfit, DECIMAL_PRECISION};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,8 @@ pub enum EncodeError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("parquet writer failed: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
+    #[error("arrow decoded {decoded} rows of {expected}")]
+    RowCount { decoded: usize, expected: usize },
 }
 
 /// Rows decoded per Arrow batch; bounds the decoder's working memory.
@@ -84,6 +87,37 @@ fn wire_type(ty: ColumnType, kinds: Kinds) -> DataType {
         ColumnType::Boolean if only(Kinds::BOOL) => DataType::Boolean,
         _ => DataType::Utf8,
     }
+}
+
+/// The metadata columns of `part`, in `metadata_fields` order.
+fn metadata_arrays(part: &Part) -> Vec<ArrayRef> {
+    let meta = &part.meta;
+    let timestamps = |v: &[i64]| -> ArrayRef {
+        Arc::new(TimestampMicrosecondArray::from(v.to_vec()).with_timezone("+00:00"))
+    };
+    let operations: StringArray = meta.operations.iter().map(|o| Some(o.as_str())).collect();
+    let shards: StringArray = part.ids.iter().map(|id| Some(&*id.shard)).collect();
+    let mut sequences =
+        StringBuilder::with_capacity(part.ids.len(), part.ids.len() * row::SEQUENCE_WIDTH);
+    for id in &part.ids {
+        let zeros = row::sequence_padding(&id.sequence);
+        // Writes into a builder cannot fail; append_value ends the value.
+        let _ = write!(sequences, "{:0>zeros$}{}", "", id.sequence);
+        sequences.append_value("");
+    }
+    vec![
+        Arc::new(operations),
+        timestamps(&meta.dms_timestamps_us),
+        Arc::new(
+            TimestampMicrosecondArray::from(meta.commit_timestamps_us.clone())
+                .with_timezone("+00:00"),
+        ),
+        Arc::new(meta.transaction_ids.finish_cloned()),
+        Arc::new(shards),
+        Arc::new(sequences.finish()),
+        timestamps(&meta.ingested_at_us),
+        Arc::new(meta.before_images.finish_cloned()),
+    ]
 }
 
 /// Decodes a part's JSON lines into Arrow record batches of `schema`.
@@ -171,12 +205,11 @@ pub fn to_parquet(part: &Part, types: &[(String, ColumnType)]) -> Result<Encoded
         .iter()
         .map(|(name, ty)| wire_type(*ty, kinds_of(name)))
         .collect();
-    let mut fields: Vec<Field> = types
+    let fields: Vec<Field> = types
         .iter()
         .zip(&wire)
         .map(|((name, _), w)| Field::new(name, w.clone(), true))
         .collect();
-    fields.extend(metadata_fields());
     let batches = decode_rows(part, Arc::new(Schema::new(fields)))?;
 
     let mut final_types = types.to_vec();
@@ -235,8 +268,19 @@ pub fn to_parquet(part: &Part, types: &[(String, ColumnType)]) -> Result<Encoded
         .with_properties(props)
         .with_skip_arrow_metadata(true);
     let mut writer = ArrowWriter::try_new_with_options(&mut out, schema.clone(), options)?;
-    for cols in columns {
+    let metadata = metadata_arrays(part);
+    let mut offset = 0;
+    for (mut cols, batch) in columns.into_iter().zip(&batches) {
+        let rows = batch.num_rows();
+        cols.extend(metadata.iter().map(|m| m.slice(offset, rows)));
+        offset += rows;
         writer.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
+    }
+    if offset != part.row_count() {
+        return Err(EncodeError::RowCount {
+            decoded: offset,
+            expected: part.row_count(),
+        });
     }
     writer.close()?;
     Ok(Encoded {
@@ -441,6 +485,40 @@ mod tests {
                 .as_primitive::<Date32Type>()
                 .value(BATCH_ROWS + 5),
             20_454
+        );
+        // Metadata columns are built beside the JSON: they must stay aligned
+        // with their rows across Arrow batches.
+        let seq = b
+            .column_by_name("_sequence_number")
+            .unwrap()
+            .as_string::<i32>();
+        let i = BATCH_ROWS + 5;
+        assert_eq!(seq.value(i).trim_start_matches('0'), i.to_string());
+        assert_eq!(seq.value(i).len(), crate::row::SEQUENCE_WIDTH);
+        assert_eq!(
+            b.column(0).as_primitive::<Int64Type>().value(i),
+            i64::try_from(i).unwrap()
+        );
+    }
+
+    #[test]
+    fn rows_without_data_columns_keep_their_metadata() {
+        let part = part_of(&["{}", "{}", "{}"]);
+        let types = inferred(&part);
+        assert!(types.is_empty());
+        let b = read_back(&to_parquet(&part, &types).unwrap().bytes);
+        assert_eq!(b.num_rows(), 3);
+        let ops = b.column_by_name("_op").unwrap().as_string::<i32>();
+        assert_eq!(ops.iter().flatten().collect::<Vec<_>>(), ["insert"; 3]);
+        let ts = b.column_by_name("_dms_timestamp").unwrap();
+        assert_eq!(
+            ts.as_primitive::<TimestampMicrosecondType>().value(2),
+            1_773_450_000_000_001
+        );
+        assert_eq!(b.column_by_name("_shard_id").unwrap().null_count(), 0);
+        assert_eq!(
+            b.column_by_name("_commit_timestamp").unwrap().null_count(),
+            3
         );
     }
 

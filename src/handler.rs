@@ -553,7 +553,7 @@ impl<S: Sink> Pipeline<S> {
                         "rows could not be encoded as Parquet: writing them to the quarantine"
                     );
                     stats.quarantined += part.row_count() as u64;
-                    (key, part.rows.clone(), "application/x-ndjson")
+                    (key, part.json_lines(), "application/x-ndjson")
                 }
             };
             let len = body.len() as u64;

@@ -9,7 +9,10 @@ use std::io::Write as _;
 use indexmap::IndexMap;
 use serde_json::value::RawValue;
 
-use crate::dms::RowChange;
+use arrow::array::{Array, StringArray, StringBuilder};
+
+use crate::dms::{Operation, RowChange};
+use crate::layout::RecordId;
 
 /// The JSON kinds seen in one column of a buffer, as a bit set.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -62,25 +65,15 @@ impl Kinds {
 /// Hashed with foldhash: the default SipHash was a visible share of buffering.
 pub type ColumnKinds = IndexMap<String, Kinds, hashbrown::DefaultHashBuilder>;
 
-/// The delivery facts that become metadata columns.
-#[derive(Debug, Clone, Copy)]
-pub struct Delivery<'a> {
-    pub shard_id: &'a str,
-    pub sequence_number: &'a str,
-    pub ingested_at_us: i64,
-}
-
-/// Appends `change` as one JSON line to `out` and records its column kinds.
-/// Returns the number of bytes appended.
-pub fn append_row(
-    out: &mut Vec<u8>,
-    kinds: &mut ColumnKinds,
-    change: &RowChange<'_>,
-    delivery: Delivery<'_>,
-) -> usize {
+/// Appends `change`'s `data` columns as one JSON line to `out` and records
+/// their kinds. Returns the number of bytes appended.
+pub fn append_row(out: &mut Vec<u8>, kinds: &mut ColumnKinds, change: &RowChange<'_>) -> usize {
     let start = out.len();
     out.push(b'{');
     for (i, (name, value)) in change.columns.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
         write_key(out, name);
         let kind = write_value(out, value);
         // Rows of a table mostly list their columns in the same order: try
@@ -95,34 +88,97 @@ pub fn append_row(
                 kinds.insert(name.to_string(), kind);
             }
         }
-        out.push(b',');
-    }
-    write_key(out, "_op");
-    write_str(out, change.operation.as_str());
-    // Writes into a Vec cannot fail.
-    let _ = write!(out, ",\"_dms_timestamp\":{}", change.dms_timestamp_us);
-    if let Some(us) = change.commit_timestamp_us {
-        let _ = write!(out, ",\"_commit_timestamp\":{us}");
-    }
-    if let Some(txn) = &change.transaction_id {
-        out.push(b',');
-        write_key(out, "_transaction_id");
-        write_str(out, txn);
-    }
-    out.push(b',');
-    write_key(out, "_shard_id");
-    write_str(out, delivery.shard_id);
-    out.push(b',');
-    write_key(out, "_sequence_number");
-    write_sequence_number(out, delivery.sequence_number);
-    let _ = write!(out, ",\"_ingested_at\":{}", delivery.ingested_at_us);
-    if let Some(image) = change.before_image {
-        out.push(b',');
-        write_key(out, "_before_image");
-        write_str(out, &compact_json(image));
     }
     out.extend_from_slice(b"}\n");
     out.len() - start
+}
+
+/// A part's metadata columns, kept beside its row JSON rather than in it:
+/// they come from the message's metadata and from the delivery, already
+/// typed, so writing them as JSON for arrow-json to parse back was wasted
+/// work (they were a third of the row JSON).
+#[derive(Debug, Default)]
+pub struct MetaColumns {
+    pub operations: Vec<Operation>,
+    pub dms_timestamps_us: Vec<i64>,
+    pub commit_timestamps_us: Vec<Option<i64>>,
+    pub transaction_ids: StringBuilder,
+    pub ingested_at_us: Vec<i64>,
+    /// The before image's compact JSON text.
+    pub before_images: StringBuilder,
+}
+
+/// Memory one row's metadata and identity take besides their text.
+const META_ROW_BYTES: usize = std::mem::size_of::<Operation>()
+    + 2 * std::mem::size_of::<i64>()
+    + std::mem::size_of::<Option<i64>>()
+    + 2 * std::mem::size_of::<i32>()
+    + std::mem::size_of::<RecordId>();
+
+impl MetaColumns {
+    /// Appends the metadata of `change`, delivered as `id`. Returns the
+    /// bytes it holds (with the identity's), for the buffer size limits.
+    pub fn push(&mut self, change: &RowChange<'_>, id: &RecordId, ingested_at_us: i64) -> usize {
+        self.operations.push(change.operation);
+        self.dms_timestamps_us.push(change.dms_timestamp_us);
+        self.commit_timestamps_us.push(change.commit_timestamp_us);
+        self.transaction_ids
+            .append_option(change.transaction_id.as_deref());
+        self.ingested_at_us.push(ingested_at_us);
+        let image = change.before_image.map(compact_json);
+        self.before_images.append_option(image.as_deref());
+        META_ROW_BYTES
+            + id.sequence.len()
+            + change.transaction_id.as_deref().map_or(0, str::len)
+            + image.as_deref().map_or(0, str::len)
+    }
+
+    /// `rows` (this part's data lines) with each row's metadata members
+    /// added: the whole row as text, as the quarantine keeps rows that could
+    /// not be encoded.
+    pub fn json_lines(&self, rows: &[u8], ids: &[RecordId]) -> Vec<u8> {
+        let transaction_ids = self.transaction_ids.finish_cloned();
+        let before_images = self.before_images.finish_cloned();
+        fn text(a: &StringArray, i: usize) -> Option<&str> {
+            a.is_valid(i).then(|| a.value(i))
+        }
+        let mut out = Vec::with_capacity(rows.len() * 2);
+        for (i, (line, id)) in rows.split(|&b| b == b'\n').zip(ids).enumerate() {
+            // `{…}` without its closing brace: the metadata members follow.
+            let open = line.strip_suffix(b"}").unwrap_or(line);
+            out.extend_from_slice(open);
+            if open.len() > 1 {
+                out.push(b',');
+            }
+            write_key(&mut out, "_op");
+            write_str(&mut out, self.operations[i].as_str());
+            // Writes into a Vec cannot fail.
+            let _ = write!(out, ",\"_dms_timestamp\":{}", self.dms_timestamps_us[i]);
+            if let Some(us) = self.commit_timestamps_us[i] {
+                let _ = write!(out, ",\"_commit_timestamp\":{us}");
+            }
+            if let Some(txn) = text(&transaction_ids, i) {
+                out.push(b',');
+                write_key(&mut out, "_transaction_id");
+                write_str(&mut out, txn);
+            }
+            out.push(b',');
+            write_key(&mut out, "_shard_id");
+            write_str(&mut out, &id.shard);
+            out.push(b',');
+            write_key(&mut out, "_sequence_number");
+            let padded = "0".repeat(sequence_padding(&id.sequence)) + &id.sequence;
+            write_str(&mut out, &padded);
+            let _ = write!(out, ",\"_ingested_at\":{}", self.ingested_at_us[i]);
+            if let Some(image) = text(&before_images, i) {
+                out.push(b',');
+                write_key(&mut out, "_before_image");
+                write_str(&mut out, image);
+            }
+            out.extend_from_slice(b"}\n");
+        }
+        out
+    }
 }
 
 /// Width `_sequence_number` is zero-padded to. Kinesis sequence numbers are
@@ -131,14 +187,12 @@ pub fn append_row(
 /// order (`ORDER BY _sequence_number`). Longer ones are written as they are.
 pub const SEQUENCE_WIDTH: usize = 64;
 
-fn write_sequence_number(out: &mut Vec<u8>, seq: &str) {
+/// How many zeros `seq` is padded with.
+pub fn sequence_padding(seq: &str) -> usize {
     if seq.len() < SEQUENCE_WIDTH && seq.bytes().all(|b| b.is_ascii_digit()) {
-        out.push(b'"');
-        out.resize(out.len() + SEQUENCE_WIDTH - seq.len(), b'0');
-        out.extend_from_slice(seq.as_bytes());
-        out.push(b'"');
+        SEQUENCE_WIDTH - seq.len()
     } else {
-        write_str(out, seq);
+        0
     }
 }
 
@@ -182,24 +236,37 @@ mod tests {
     use super::*;
     use crate::dms::{decode, Message};
 
-    fn row_of(msg: &str) -> (String, ColumnKinds) {
+    fn change_of(msg: &str) -> RowChange<'_> {
         let Message::Row(change) = decode(msg.as_bytes(), "before-image").unwrap() else {
             panic!("not a row")
         };
+        change
+    }
+
+    fn id(sequence: &str) -> RecordId {
+        RecordId {
+            shard: std::sync::Arc::from("shardId-000000000001"),
+            sequence: sequence.to_string(),
+        }
+    }
+
+    /// The data line, and the whole line (data and metadata) as the
+    /// quarantine writes it.
+    fn row_of(msg: &str) -> (String, String, ColumnKinds) {
+        let change = change_of(msg);
         let mut out = Vec::new();
         let mut kinds = ColumnKinds::default();
-        let n = append_row(
-            &mut out,
-            &mut kinds,
-            &change,
-            Delivery {
-                shard_id: "shardId-000000000001",
-                sequence_number: "4955",
-                ingested_at_us: 7,
-            },
-        );
+        let n = append_row(&mut out, &mut kinds, &change);
         assert_eq!(n, out.len());
-        (String::from_utf8(out).unwrap(), kinds)
+        let mut meta = MetaColumns::default();
+        let held = meta.push(&change, &id("4955"), 7);
+        assert!(held >= META_ROW_BYTES + 4);
+        let whole = meta.json_lines(&out, &[id("4955")]);
+        (
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(whole).unwrap(),
+            kinds,
+        )
     }
 
     #[test]
@@ -219,7 +286,7 @@ mod tests {
 
     #[test]
     fn row_line_has_data_then_metadata() {
-        let (line, kinds) = row_of(
+        let (data, line, kinds) = row_of(
             r#"{"data":{"id":9223372036854775800,"n":null,"j":{"a": [1, 2]},"s":"é\"\n"},
             "before-image":{"id":1},
             "metadata":{"timestamp":"1970-01-01T00:00:01Z","commit-timestamp":"1970-01-01T00:00:00.5Z",
@@ -228,6 +295,16 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert!(line.ends_with("}\n"));
+        assert!(
+            line.starts_with(data.trim_end_matches("}\n")),
+            "{data} / {line}"
+        );
+        let d: serde_json::Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(
+            d.as_object().unwrap().len(),
+            4,
+            "only the data columns: {data}"
+        );
         // The integer token is copied, not re-rendered through f64.
         assert!(line.contains("\"id\":9223372036854775800,"), "{line}");
         assert_eq!(v["j"], r#"{"a":[1,2]}"#);
@@ -251,7 +328,7 @@ mod tests {
 
     #[test]
     fn absent_optional_metadata_is_left_out() {
-        let (line, _) = row_of(
+        let (data, line, _) = row_of(
             r#"{"data":{},"metadata":{"timestamp":"1970-01-01T00:00:01Z","record-type":"data",
             "operation":"load","schema-name":"s","table-name":"t"}}"#,
         );
@@ -259,5 +336,6 @@ mod tests {
         assert!(!line.contains("_transaction_id"));
         assert!(!line.contains("_before_image"));
         assert!(line.starts_with("{\"_op\":\"load\""), "{line}");
+        assert_eq!(data, "{}\n");
     }
 }

@@ -23,6 +23,7 @@ use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::batcher::Part;
 use crate::row::{self, Kinds};
@@ -260,6 +261,9 @@ pub fn to_parquet(part: &Part, types: &[(String, ColumnType)]) -> Result<Encoded
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_created_by(concat!("cdc-batcher ", env!("CARGO_PKG_VERSION")).to_string())
+        // Every row's sequence number differs: a dictionary only costs
+        // hashing each value before the writer falls back to plain pages.
+        .set_column_dictionary_enabled(ColumnPath::from("_sequence_number"), false)
         .build();
     let mut out = Vec::with_capacity(part.rows.len() / 4);
     // Without the embedded Arrow schema every engine reads the plain Parquet

@@ -183,7 +183,8 @@ pub fn decode_base64_into(data: &str, out: &mut Vec<u8>) -> Result<(), DecodeErr
 /// Decodes one DMS message. `before_image_field` is the task's
 /// `BeforeImageSettings.FieldName`.
 pub fn decode<'a>(payload: &'a [u8], before_image_field: &str) -> Result<Message<'a>, DecodeError> {
-    let text = std::str::from_utf8(payload).map_err(|e| DecodeError::NotUtf8(e.valid_up_to()))?;
+    let text =
+        simdutf8::compat::from_utf8(payload).map_err(|e| DecodeError::NotUtf8(e.valid_up_to()))?;
     if text.trim().is_empty() {
         return Err(DecodeError::Empty);
     }
@@ -432,7 +433,9 @@ fn first_duplicate<'c>(columns: &'c [(Cow<'_, str>, &RawValue)]) -> Option<&'c s
 
 fn valid_string_escapes(raw: &RawValue) -> bool {
     let t = raw.get();
-    !(t.starts_with('"') && t.contains("\\u")) || serde_json::from_str::<String>(t).is_ok()
+    let escaped_unicode =
+        || memchr::memchr_iter(b'\\', t.as_bytes()).any(|i| t.as_bytes().get(i + 1) == Some(&b'u'));
+    !(t.starts_with('"') && escaped_unicode()) || serde_json::from_str::<String>(t).is_ok()
 }
 
 fn is_reserved(name: &str) -> bool {

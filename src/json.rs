@@ -111,7 +111,8 @@ pub fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
     if !t.starts_with('"') {
         return None;
     }
-    if t.contains('\\') {
+    // memchr's SIMD search: these strings are whole base64 payloads.
+    if memchr::memchr(b'\\', t.as_bytes()).is_some() {
         serde_json::from_str::<String>(t).ok().map(Cow::Owned)
     } else {
         t.get(1..t.len() - 1).map(Cow::Borrowed)

@@ -197,8 +197,12 @@ pub fn sequence_padding(seq: &str) -> usize {
 }
 
 fn write_key(out: &mut Vec<u8>, key: &str) {
-    write_str(out, key);
-    out.push(b':');
+    // Column names are `[a-z0-9_]` (`schema::column_name`) and so are the
+    // metadata names: nothing to escape, and this runs for every value.
+    debug_assert!(key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'));
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) {

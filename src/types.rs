@@ -8,6 +8,9 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::LazyLock;
+
+use chrono::format::{Item, Parsed, StrftimeItems};
 
 use arrow::datatypes::{DataType, TimeUnit};
 
@@ -338,9 +341,30 @@ pub fn parse_bool(text: &str) -> Option<bool> {
 
 /// `YYYY-MM-DD` as days since 1970-01-01.
 pub fn parse_date(text: &str) -> Option<i32> {
-    let d = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    let d = parse_with(text, &FORMATS.date)?.to_naive_date().ok()?;
     let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
     i32::try_from(d.signed_duration_since(epoch).num_days()).ok()
+}
+
+/// chrono's format strings, parsed once: `parse_from_str` re-parsed them for
+/// every value, a visible share of typed encoding.
+struct Formats {
+    date: Vec<Item<'static>>,
+    timestamps: [Vec<Item<'static>>; 2],
+}
+
+static FORMATS: LazyLock<Formats> = LazyLock::new(|| {
+    let items = |f: &'static str| StrftimeItems::new(f).parse_to_owned().unwrap_or_default();
+    Formats {
+        date: items("%Y-%m-%d"),
+        timestamps: [items("%Y-%m-%dT%H:%M:%S%.f"), items("%Y-%m-%d %H:%M:%S%.f")],
+    }
+});
+
+fn parse_with(text: &str, items: &[Item<'static>]) -> Option<Parsed> {
+    let mut parsed = Parsed::new();
+    chrono::format::parse(&mut parsed, text, items.iter()).ok()?;
+    Some(parsed)
 }
 
 /// An ISO 8601 timestamp as µs since the epoch. DMS ends every value in `Z`
@@ -349,9 +373,10 @@ pub fn parse_date(text: &str) -> Option<i32> {
 pub fn parse_timestamp(text: &str) -> Option<i64> {
     let t = match chrono::DateTime::parse_from_rfc3339(text) {
         Ok(t) => t.naive_utc(),
-        Err(_) => ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+        Err(_) => FORMATS
+            .timestamps
             .iter()
-            .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())?,
+            .find_map(|f| parse_with(text, f)?.to_naive_datetime_with_offset(0).ok())?,
     };
     let nanos = chrono::Timelike::nanosecond(&t);
     if nanos % 1000 != 0 || nanos >= 1_000_000_000 {

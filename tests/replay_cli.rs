@@ -136,13 +136,24 @@ fn an_unrecognised_event_is_reported_not_a_crash() {
         r#"{"Records":[{"eventSource":"aws:sqs","body":"x"}]}"#,
     )
     .unwrap();
+    // Files are read into one reused buffer: a bad one must not leak into
+    // the next.
+    let latin1 = dir.path().join("latin1.json");
+    std::fs::write(&latin1, b"{\"force_flush\": \"caf\xe9\"}").unwrap();
+    let missing = dir.path().join("missing.json");
     let out_dir = dir.path().join("out");
-    let (summary, ok) = replay(&[], out_dir.to_str().unwrap(), &[bogus]);
+    let (summary, ok) = replay(&[], out_dir.to_str().unwrap(), &[bogus, latin1, missing]);
     assert!(!ok);
-    assert!(
-        summary["errors"].to_string().contains("aws:sqs"),
-        "{summary}"
-    );
+    let errors: Vec<String> = summary["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(errors.len(), 3, "{summary}");
+    assert!(errors[0].contains("aws:sqs"), "{summary}");
+    assert!(errors[1].contains("latin1.json: not UTF-8"), "{summary}");
+    assert!(errors[2].contains("missing.json"), "{summary}");
 }
 
 #[test]

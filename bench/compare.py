@@ -3,7 +3,8 @@
 
 Same synthetic events, same machine, each process pinned to one core (taskset -c 0):
   * cdc-batcher replay (release build) vs bench/reference_lambda.py (pandas + pyarrow),
-    RUNS times each, medians of wall time and peak RSS (/usr/bin/time);
+    RUNS times each, alternating (so a change in the shared machine's load hits both alike),
+    medians of wall time, CPU time (user + system) and peak RSS (/usr/bin/time);
   * the output of both is read back with pyarrow: the rows each claims are there;
   * memory while holding 20 tables x ~3 MiB of row JSON (no flush until the end);
   * start-up time of the Lambda entry point until the handler is ready.
@@ -29,13 +30,13 @@ RUNS = int(os.environ.get("RUNS", "5"))
 
 
 def timed(cmd, env=None):
-    """(stdout, wall seconds, peak RSS MiB) of cmd on one core."""
-    full = ["taskset", "-c", "0", "/usr/bin/time", "-f", "TIME %e %M"] + cmd
+    """(stdout, wall seconds, peak RSS MiB, CPU seconds) of cmd on one core."""
+    full = ["taskset", "-c", "0", "/usr/bin/time", "-f", "TIME %e %M %U %S"] + cmd
     p = subprocess.run(full, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if p.returncode != 0:
         sys.exit(f"{cmd[0]} failed ({p.returncode}):\n{p.stderr[-3000:]}")
-    m = re.search(r"TIME ([\d.]+) (\d+)", p.stderr)
-    return p.stdout, float(m.group(1)), int(m.group(2)) / 1024
+    m = re.search(r"TIME ([\d.]+) (\d+) ([\d.]+) ([\d.]+)", p.stderr)
+    return p.stdout, float(m.group(1)), int(m.group(2)) / 1024, float(m.group(3)) + float(m.group(4))
 
 
 def rows_in(directory):
@@ -53,22 +54,28 @@ def payload_bytes(events):
 
 
 def run_both(events, label, env=None):
-    res = {}
-    for name, cmd in [("rust", [BIN, "replay", "--output"]),
-                      ("python", [PY, os.path.join(ROOT, "bench", "reference_lambda.py"), "--output"])]:
-        walls, rss, summary = [], [], None
-        for i in range(RUNS):
+    cmds = {"rust": [BIN, "replay", "--output"],
+            "python": [PY, os.path.join(ROOT, "bench", "reference_lambda.py"), "--output"]}
+    runs = {name: {"walls": [], "cpus": [], "rss": [], "summary": None} for name in cmds}
+    for _ in range(RUNS):
+        for name, cmd in cmds.items():
             out = os.path.join(OUT, f"out-{label}-{name}")
             shutil.rmtree(out, ignore_errors=True)
-            stdout, wall, peak = timed(cmd + [out] + events, env)
-            summary = json.loads(stdout.strip().splitlines()[-1])
-            walls.append(wall)
-            rss.append(peak)
+            stdout, wall, peak, cpu = timed(cmd + [out] + events, env)
+            runs[name]["summary"] = json.loads(stdout.strip().splitlines()[-1])
+            runs[name]["walls"].append(wall)
+            runs[name]["cpus"].append(cpu)
+            runs[name]["rss"].append(peak)
+    res = {}
+    for name, r in runs.items():
+        out = os.path.join(OUT, f"out-{label}-{name}")
+        summary = r["summary"]
         on_disk = rows_in(out)
         if on_disk != summary["rows"]:
             sys.exit(f"{name}: claims {summary['rows']} rows, {on_disk} are in {out}")
-        res[name] = {"wall": statistics.median(walls), "walls": walls,
-                     "rss": statistics.median(rss), "rows": summary["rows"], "summary": summary}
+        res[name] = {"wall": statistics.median(r["walls"]), "walls": r["walls"],
+                     "cpu": statistics.median(r["cpus"]), "cpus": r["cpus"],
+                     "rss": statistics.median(r["rss"]), "rows": summary["rows"], "summary": summary}
     return res
 
 
@@ -101,13 +108,14 @@ def main():
     budget = 32 * 2**20
     out = os.path.join(OUT, "out-1000-rust")
     shutil.rmtree(out, ignore_errors=True)
-    stdout, wall_1000, rss_1000 = timed([BIN, "replay", "--output", out] + many,
+    stdout, wall_1000, rss_1000, _ = timed([BIN, "replay", "--output", out] + many,
                                         {"MAX_BUFFERED_BYTES": str(budget)})
     s1000 = json.loads(stdout.strip().splitlines()[-1])
     if rows_in(out) != s1000["rows"]:
         sys.exit("1000 tables: rows on disk differ from the summary")
 
     r, p = e2e["rust"], e2e["python"]
+    paired = statistics.median(pw / rw for rw, pw in zip(r["walls"], p["walls"]))
     mb = json_bytes / 1e6
     lines = [
         f"Events: {len(events)} files, {r['rows']} rows, {mb:.1f} MB of DMS JSON; {RUNS} runs each, one core.",
@@ -115,13 +123,16 @@ def main():
         "| measure | cdc-batcher (Rust) | Python reference (pandas + pyarrow) | ratio |",
         "|---|---|---|---|",
         f"| end to end, wall time (median) | {r['wall']:.2f} s | {p['wall']:.2f} s | {p['wall'] / r['wall']:.1f}x |",
-        f"| throughput, MB/s of DMS JSON | {mb / r['wall']:.0f} | {mb / p['wall']:.1f} | |",
+        f"| end to end, CPU time (user + system, median) | {r['cpu']:.2f} s | {p['cpu']:.2f} s | {p['cpu'] / r['cpu']:.1f}x |",
+        f"| throughput, MB/s of DMS JSON (wall) | {mb / r['wall']:.0f} | {mb / p['wall']:.1f} | |",
+        f"| throughput, MB/s of DMS JSON per CPU-second | {mb / r['cpu']:.0f} | {mb / p['cpu']:.1f} | |",
         f"| throughput, rows/s | {r['rows'] / r['wall']:,.0f} | {p['rows'] / p['wall']:,.0f} | {(r['rows'] / r['wall']) / (p['rows'] / p['wall']):.1f}x |",
+        f"| ratio of each Python run to the Rust run just before it, wall time (median; least affected by the machine's load changing) | | | {paired:.1f}x |",
         f"| peak RSS, end to end | {r['rss']:.0f} MiB | {p['rss']:.0f} MiB | |",
-        f"| peak RSS holding {held_mib:.0f} MiB of row JSON (Rust) / {held_py_mib:.0f} MiB (Python's own count) | {mem['rust']['rss']:.0f} MiB ({mem['rust']['rss'] / held_mib:.2f}x held) | {mem['python']['rss']:.0f} MiB ({mem['python']['rss'] / held_mib:.2f}x the Rust figure) | |",
+        f"| peak RSS holding {held_mib:.0f} MiB of buffered rows (Rust's count: row JSON, metadata, ids) / {held_py_mib:.0f} MiB of row JSON (Python's own count) | {mem['rust']['rss']:.0f} MiB ({mem['rust']['rss'] / held_mib:.2f}x held) | {mem['python']['rss']:.0f} MiB ({mem['python']['rss'] / held_mib:.2f}x the Rust figure) | |",
         f"| start-up until the handler is ready (median of 15) | {start:.1f} ms | | |",
-        f"| 1000 tables, {s1000['rows']} rows, MAX_BUFFERED_BYTES 32 MiB: peak row JSON held / peak RSS / wall | {s1000['peak_buffered_bytes'] / 2**20:.1f} MiB / {rss_1000:.0f} MiB / {wall_1000:.2f} s | | |",
-        f"| final flush of {mem['rust']['summary']['final_flush_bytes'] / 2**20:.0f} MiB of row JSON (20 tables) to a local directory | {mem['rust']['summary']['final_flush_seconds'] * 1000:.0f} ms ({mem['rust']['summary']['final_flush_bytes'] / 2**20 / mem['rust']['summary']['final_flush_seconds']:.0f} MiB/s) | | |",
+        f"| 1000 tables, {s1000['rows']} rows, MAX_BUFFERED_BYTES 32 MiB: peak buffered / peak RSS / wall | {s1000['peak_buffered_bytes'] / 2**20:.1f} MiB / {rss_1000:.0f} MiB / {wall_1000:.2f} s | | |",
+        f"| final flush of {mem['rust']['summary']['final_flush_bytes'] / 2**20:.0f} MiB of buffered rows (20 tables) to a local directory | {mem['rust']['summary']['final_flush_seconds'] * 1000:.0f} ms ({mem['rust']['summary']['final_flush_bytes'] / 2**20 / mem['rust']['summary']['final_flush_seconds']:.0f} MiB/s) | | |",
         "",
         "Lambda cost implied (one full core = 1769 MB of Lambda memory; below that a function gets",
         "memory/1769 of a core, so duration grows as memory shrinks and GB-seconds stay the same):",
@@ -136,6 +147,8 @@ def main():
         "",
         f"Wall times, Rust: {', '.join(f'{w:.2f}' for w in r['walls'])}; "
         f"Python: {', '.join(f'{w:.2f}' for w in p['walls'])}",
+        f"CPU times, Rust: {', '.join(f'{w:.2f}' for w in r['cpus'])}; "
+        f"Python: {', '.join(f'{w:.2f}' for w in p['cpus'])}",
         f"Rows read back with pyarrow: Rust {r['rows']}, Python {p['rows']} (each equals what the run claims).",
     ]
     report = "\n".join(lines)

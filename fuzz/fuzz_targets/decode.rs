@@ -2,10 +2,14 @@
 //! must buffer and encode to Parquet without error, whatever type each column
 //! is declared with (a value that does not fit widens its column; the first
 //! input byte picks the declared types, so conversions to every type are
-//! exercised, not just the inferred ones).
+//! exercised, not just the inferred ones); and the row's text form for the
+//! quarantine (data and metadata members) is one JSON object per row.
 #![no_main]
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use serde_json::value::RawValue;
 
 use cdc_batcher::batcher::Batcher;
 use cdc_batcher::config::{FlushMode, Thresholds};
@@ -41,6 +45,18 @@ fuzz_target!(|input: &[u8]| {
     };
     batcher.push(id, &change, 0);
     for part in batcher.take_all() {
+        // The quarantine's text form of the row (data and metadata members)
+        // must be one valid JSON object per row.
+        let lines = part.json_lines();
+        // Raw values: a number token like 1e999 is valid JSON that
+        // serde_json's `Value` cannot hold.
+        let objects: Vec<HashMap<String, &RawValue>> = lines
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).expect("a quarantine line is not a JSON object"))
+            .collect();
+        assert_eq!(objects.len(), part.row_count());
+        assert!(objects.iter().all(|o| o.contains_key("_op") && o.contains_key("_sequence_number")));
         let mut types = TableSchema::new(&part.table).resolve(&part.kinds).0;
         if selector & 1 == 1 {
             for (i, (_, ty)) in types.iter_mut().enumerate() {

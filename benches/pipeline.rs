@@ -20,17 +20,22 @@ fn unlimited() -> Batcher {
     Batcher::new(Thresholds::unlimited(), FlushMode::Warm)
 }
 
+/// Buffers message `i` if it is a row, delivered by `shard`.
+fn push(b: &mut Batcher, shard: &Arc<str>, i: usize, message: &[u8]) {
+    if let Ok(Message::Row(change)) = decode(message, "before-image") {
+        let id = RecordId {
+            shard: shard.clone(),
+            sequence: format!("{:056}", i),
+        };
+        b.push(id, &change, 0);
+    }
+}
+
 fn buffer_all(messages: &[Vec<u8>]) -> Batcher {
     let shard: Arc<str> = Arc::from("shardId-000000000000");
     let mut b = unlimited();
     for (i, m) in messages.iter().enumerate() {
-        if let Ok(Message::Row(change)) = decode(m, "before-image") {
-            let id = RecordId {
-                shard: shard.clone(),
-                sequence: format!("{:056}", i),
-            };
-            b.push(id, &change, 0);
-        }
+        push(&mut b, &shard, i, m);
     }
     b
 }
@@ -46,15 +51,9 @@ fn first_due_part(messages: &[Vec<u8>], max_bytes: usize) -> Part {
         FlushMode::Warm,
     );
     for (i, m) in messages.iter().enumerate() {
-        if let Ok(Message::Row(change)) = decode(m, "before-image") {
-            let id = RecordId {
-                shard: shard.clone(),
-                sequence: format!("{:056}", i),
-            };
-            b.push(id, &change, 0);
-            if let Some((part, _)) = b.take_due(0).into_iter().next() {
-                return part;
-            }
+        push(&mut b, &shard, i, m);
+        if let Some((part, _)) = b.take_due(0).into_iter().next() {
+            return part;
         }
     }
     panic!("{} messages never reach {max_bytes} bytes", messages.len());

@@ -101,9 +101,8 @@ fn metadata_arrays(part: &Part) -> Vec<ArrayRef> {
     let mut sequences =
         StringBuilder::with_capacity(part.ids.len(), part.ids.len() * row::SEQUENCE_WIDTH);
     for id in &part.ids {
-        let zeros = row::sequence_padding(&id.sequence);
         // Writes into a builder cannot fail; append_value ends the value.
-        let _ = write!(sequences, "{:0>zeros$}{}", "", id.sequence);
+        let _ = write!(sequences, "{}", row::PaddedSequence(&id.sequence));
         sequences.append_value("");
     }
     vec![

@@ -1,15 +1,17 @@
-//! The flat row a DMS change becomes: its `data` columns plus metadata
-//! columns, as one line of JSON, and the JSON kinds seen per column.
+//! The flat row a DMS change becomes: its `data` columns as one line of
+//! JSON, its metadata columns kept typed beside it, and the JSON kinds seen
+//! per column.
 //!
-//! Rows are kept as JSON text (not a DOM) because that is compact in memory
-//! and is exactly what arrow-json's decoder reads when the buffer is encoded.
+//! The `data` columns are kept as JSON text (not a DOM) because that is
+//! compact in memory and is exactly what arrow-json's decoder reads when the
+//! buffer is encoded.
 
+use std::fmt;
 use std::io::Write as _;
 
+use arrow::array::{Array, StringArray, StringBuilder};
 use indexmap::IndexMap;
 use serde_json::value::RawValue;
-
-use arrow::array::{Array, StringArray, StringBuilder};
 
 use crate::dms::{Operation, RowChange};
 use crate::layout::RecordId;
@@ -167,8 +169,7 @@ impl MetaColumns {
             write_str(&mut out, &id.shard);
             out.push(b',');
             write_key(&mut out, "_sequence_number");
-            let padded = "0".repeat(sequence_padding(&id.sequence)) + &id.sequence;
-            write_str(&mut out, &padded);
+            write_str(&mut out, &PaddedSequence(&id.sequence).to_string());
             let _ = write!(out, ",\"_ingested_at\":{}", self.ingested_at_us[i]);
             if let Some(image) = text(&before_images, i) {
                 out.push(b',');
@@ -187,12 +188,19 @@ impl MetaColumns {
 /// order (`ORDER BY _sequence_number`). Longer ones are written as they are.
 pub const SEQUENCE_WIDTH: usize = 64;
 
-/// How many zeros `seq` is padded with.
-pub fn sequence_padding(seq: &str) -> usize {
-    if seq.len() < SEQUENCE_WIDTH && seq.bytes().all(|b| b.is_ascii_digit()) {
-        SEQUENCE_WIDTH - seq.len()
-    } else {
-        0
+/// A sequence number as `_sequence_number` spells it: zero-padded to
+/// [`SEQUENCE_WIDTH`] when it is all digits and shorter, else as it is.
+pub struct PaddedSequence<'a>(pub &'a str);
+
+impl fmt::Display for PaddedSequence<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seq = self.0;
+        let zeros = if seq.len() < SEQUENCE_WIDTH && seq.bytes().all(|b| b.is_ascii_digit()) {
+            SEQUENCE_WIDTH - seq.len()
+        } else {
+            0
+        };
+        write!(f, "{:0>zeros$}{seq}", "")
     }
 }
 
@@ -271,6 +279,17 @@ mod tests {
             String::from_utf8(whole).unwrap(),
             kinds,
         )
+    }
+
+    #[test]
+    fn sequence_numbers_are_padded_only_when_numeric_and_short() {
+        assert_eq!(
+            PaddedSequence("42").to_string(),
+            format!("{}42", "0".repeat(62))
+        );
+        let long = "1".repeat(SEQUENCE_WIDTH + 1);
+        assert_eq!(PaddedSequence(&long).to_string(), long);
+        assert_eq!(PaddedSequence("4a").to_string(), "4a");
     }
 
     #[test]

@@ -12,9 +12,11 @@ use cdc_batcher::batcher::{Batcher, Part};
 use cdc_batcher::config::{FlushMode, Thresholds};
 use cdc_batcher::dms::{decode, Message};
 use cdc_batcher::encode::to_parquet;
+use cdc_batcher::event::classify;
 use cdc_batcher::layout::RecordId;
 use cdc_batcher::schema::TableSchema;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use serde_json::value::RawValue;
 
 fn unlimited() -> Batcher {
     Batcher::new(Thresholds::unlimited(), FlushMode::Warm)
@@ -59,6 +61,22 @@ fn first_due_part(messages: &[Vec<u8>], max_bytes: usize) -> Part {
     panic!("{} messages never reach {max_bytes} bytes", messages.len());
 }
 
+/// A Kinesis event of `messages` as Lambda delivers it (one shard).
+fn kinesis_event(messages: &[Vec<u8>]) -> String {
+    use base64::Engine as _;
+    let records: Vec<String> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let data = base64::engine::general_purpose::STANDARD.encode(m);
+            format!(
+                r#"{{"kinesis":{{"kinesisSchemaVersion":"1.0","partitionKey":"pk","sequenceNumber":"{i:056}","data":"{data}","approximateArrivalTimestamp":1773450000.123}},"eventSource":"aws:kinesis","eventVersion":"1.0","eventID":"shardId-000000000000:{i:056}","eventName":"aws:kinesis:record","invokeIdentityArn":"arn:aws:iam::123456789012:role/lambda-role","awsRegion":"eu-west-1","eventSourceARN":"arn:aws:kinesis:eu-west-1:123456789012:stream/dms"}}"#
+            )
+        })
+        .collect();
+    format!(r#"{{"Records":[{}]}}"#, records.join(","))
+}
+
 fn bytes_of(messages: &[Vec<u8>]) -> u64 {
     messages.iter().map(|m| m.len() as u64).sum()
 }
@@ -79,6 +97,23 @@ fn stages(c: &mut Criterion) {
     });
     g.bench_function("decode+buffer", |b| {
         b.iter(|| black_box(buffer_all(&messages).buffered_rows()))
+    });
+    g.finish();
+
+    // Reading one invocation's event (1,000 records): our one pass, and the
+    // Box<RawValue> read lambda_runtime does before it in a real Lambda.
+    let event = kinesis_event(&messages[..1000]);
+    let mut g = c.benchmark_group("event");
+    g.throughput(Throughput::Bytes(event.len() as u64));
+    g.sample_size(20);
+    g.bench_function("classify_1000_records", |b| {
+        b.iter(|| black_box(classify(black_box(&event)).is_ok()))
+    });
+    g.bench_function("lambda_runtime_raw_value_1000_records", |b| {
+        b.iter(|| {
+            let raw: Box<RawValue> = serde_json::from_slice(black_box(event.as_bytes())).unwrap();
+            black_box(raw.get().len())
+        })
     });
     g.finish();
 

@@ -429,10 +429,14 @@ mod tests {
         let mut b = Batcher::new(thresholds(1 << 20, 2), FlushMode::Warm);
         push(&mut b, "a", 0, 0);
         push(&mut b, "a", 1, 0);
+        let held = b.buffered_bytes();
         let (part, _) = b.take_due(0).pop().unwrap();
         let rows_before = part.rows.clone();
         b.restore(part);
         assert_eq!(b.buffered_rows(), 2);
+        // The part counts again exactly what it counted before: JSON,
+        // metadata and ids, not only its row JSON.
+        assert_eq!(b.buffered_bytes(), held);
         push(&mut b, "a", 2, 0);
         let due = b.take_due(0);
         assert_eq!(due.len(), 2);

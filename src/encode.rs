@@ -505,6 +505,24 @@ mod tests {
     }
 
     #[test]
+    fn unique_sequence_numbers_are_written_without_a_dictionary() {
+        let part = part_of(&[r#"{"id":1}"#, r#"{"id":2}"#]);
+        let bytes = to_parquet(&part, &inferred(&part)).unwrap().bytes;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).unwrap();
+        let group = reader.metadata().row_group(0);
+        let chunk = |name: &str| {
+            group
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == name)
+                .unwrap()
+        };
+        assert!(chunk("_sequence_number").dictionary_page_offset().is_none());
+        // Other columns keep the writer's default.
+        assert!(chunk("_shard_id").dictionary_page_offset().is_some());
+    }
+
+    #[test]
     fn rows_without_data_columns_keep_their_metadata() {
         let part = part_of(&["{}", "{}", "{}"]);
         let types = inferred(&part);

@@ -26,6 +26,7 @@ fn unlimited() -> Batcher {
 fn push(b: &mut Batcher, shard: &Arc<str>, i: usize, message: &[u8]) {
     if let Ok(Message::Row(change)) = decode(message, "before-image") {
         let id = RecordId {
+            stream: std::sync::Arc::from(""),
             shard: shard.clone(),
             sequence: format!("{:056}", i),
         };

@@ -34,6 +34,11 @@ impl Part {
         self.ids.len()
     }
 
+    /// The digest its file name ends in (see `layout::rows_digest`).
+    pub fn digest(&self) -> String {
+        crate::layout::rows_digest(&self.ids)
+    }
+
     /// Every row as one JSON line with its metadata members, for rows that
     /// must be kept as text (see `handler`).
     pub fn json_lines(&self) -> Vec<u8> {
@@ -88,12 +93,19 @@ pub enum DueReason {
     MemoryBudget,
     Invocation,
     Forced,
+    /// A tumbling window's part: closed by a threshold, a DDL record or the
+    /// window's end.
+    Window,
 }
 
 #[derive(Debug)]
 pub struct Batcher {
     thresholds: Thresholds,
     mode: FlushMode,
+    /// A window's cut: a part closes the moment it reaches a threshold, so
+    /// where files are cut depends only on the rows, never on how they were
+    /// batched into invocations (see `windowed`).
+    cut_per_row: bool,
     tables: hashbrown::HashMap<TableName, TableBuffer>,
     buffered_bytes: usize,
     buffered_rows: usize,
@@ -104,9 +116,21 @@ impl Batcher {
         Batcher {
             thresholds,
             mode,
+            cut_per_row: false,
             tables: hashbrown::HashMap::new(),
             buffered_bytes: 0,
             buffered_rows: 0,
+        }
+    }
+
+    /// The rows of one shard's window: parts close at `max_records` rows or
+    /// `max_bytes`, at a DDL record, and at the window's end; age and the
+    /// memory budget play no part (they depend on the clock and on other
+    /// shards, and would make the cut differ between environments).
+    pub fn for_window(thresholds: Thresholds) -> Self {
+        Batcher {
+            cut_per_row: true,
+            ..Batcher::new(thresholds, FlushMode::Window)
         }
     }
 
@@ -164,6 +188,12 @@ impl Batcher {
             + part.meta.push(change, &id, now_us);
         part.bytes += added;
         part.ids.push(id);
+        if self.cut_per_row
+            && (part.ids.len() >= self.thresholds.max_records
+                || part.bytes >= self.thresholds.max_bytes)
+        {
+            buffer.open.remove(&hour);
+        }
         buffer.bytes += added;
         buffer.rows += 1;
         buffer.oldest_us.get_or_insert(now_us);
@@ -241,6 +271,42 @@ impl Batcher {
             .collect()
     }
 
+    /// Takes the parts that take no more rows (a threshold or a DDL record
+    /// closed them), in table order and, within a table, in the order they
+    /// were opened. The parts still open stay.
+    pub fn take_closed(&mut self) -> Vec<Part> {
+        let mut names: Vec<TableName> = self.tables.keys().cloned().collect();
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            let Some(buffer) = self.tables.get_mut(&name) else {
+                continue;
+            };
+            if buffer.open.len() == buffer.parts.len() {
+                continue;
+            }
+            let open: HashSet<usize> = buffer.open.values().copied().collect();
+            buffer.open.clear();
+            for (i, part) in std::mem::take(&mut buffer.parts).into_iter().enumerate() {
+                if open.contains(&i) {
+                    buffer.open.insert(part.hour, buffer.parts.len());
+                    buffer.parts.push(part);
+                } else {
+                    buffer.bytes -= part.bytes;
+                    buffer.rows -= part.row_count();
+                    self.buffered_bytes -= part.bytes;
+                    self.buffered_rows -= part.row_count();
+                    out.push(part);
+                }
+            }
+            buffer.flush_requested = false;
+            if buffer.parts.is_empty() {
+                self.tables.remove(&name);
+            }
+        }
+        out
+    }
+
     /// Takes every buffered part (force flush, shutdown).
     pub fn take_all(&mut self) -> Vec<Part> {
         let mut names: Vec<TableName> = self.tables.keys().cloned().collect();
@@ -300,6 +366,7 @@ mod tests {
 
     fn rid(seq: u32) -> RecordId {
         RecordId {
+            stream: std::sync::Arc::from(""),
             shard: Arc::from("shardId-0"),
             sequence: format!("{seq:05}"),
         }
@@ -490,5 +557,66 @@ mod tests {
             assert!(b.buffered_bytes() <= row * 300 + 1000, "round {round}");
         }
         assert_eq!(written + b.buffered_rows(), 5000, "no row lost or doubled");
+    }
+
+    fn ids_of(parts: &[Part]) -> Vec<Vec<RecordId>> {
+        parts.iter().map(|p| p.ids.clone()).collect()
+    }
+
+    #[test]
+    fn a_window_cuts_at_the_row_that_reaches_a_threshold() {
+        let mut b = Batcher::for_window(thresholds(1 << 20, 3));
+        for seq in 0..5 {
+            push(&mut b, "a", seq, 0);
+        }
+        push(&mut b, "b", 9, 0);
+        let closed = b.take_closed();
+        assert_eq!(ids_of(&closed), [vec![rid(0), rid(1), rid(2)]]);
+        assert_eq!(b.buffered_rows(), 3, "rows 3, 4 and table b stay open");
+        push(&mut b, "a", 5, 0);
+        assert_eq!(ids_of(&b.take_closed()), [vec![rid(3), rid(4), rid(5)]]);
+        assert!(b.take_closed().is_empty());
+        let rest = b.take_all();
+        assert_eq!(ids_of(&rest), [vec![rid(9)]]);
+    }
+
+    #[test]
+    fn a_windows_cut_does_not_depend_on_when_parts_are_taken() {
+        // The same rows, taken after every row or only at the end: the same parts.
+        let rows: Vec<(String, u32)> = (0..40u32)
+            .map(|i| (["a", "b", "c"][(i * 7 % 3) as usize].to_string(), i))
+            .collect();
+        let mut eager = Batcher::for_window(thresholds(300, 4));
+        let mut parts_eager = Vec::new();
+        for (table, seq) in &rows {
+            push(&mut eager, table, *seq, 0);
+            parts_eager.extend(eager.take_closed());
+        }
+        parts_eager.extend(eager.take_all());
+        let mut lazy = Batcher::for_window(thresholds(300, 4));
+        for (table, seq) in &rows {
+            push(&mut lazy, table, *seq, 1_000);
+        }
+        let mut parts_lazy = lazy.take_closed();
+        parts_lazy.extend(lazy.take_all());
+        let mut a = ids_of(&parts_eager);
+        let mut b = ids_of(&parts_lazy);
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        assert_eq!(a.iter().map(Vec::len).sum::<usize>(), 40);
+    }
+
+    #[test]
+    fn ddl_closes_a_windows_parts() {
+        let mut b = Batcher::for_window(thresholds(1 << 20, 100));
+        push(&mut b, "a", 0, 0);
+        b.close_table(&TableName {
+            schema: "s".into(),
+            table: "a".into(),
+        });
+        push(&mut b, "a", 1, 0);
+        assert_eq!(ids_of(&b.take_closed()), [vec![rid(0)]]);
+        assert_eq!(ids_of(&b.take_all()), [vec![rid(1)]]);
     }
 }

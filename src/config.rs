@@ -32,7 +32,13 @@ pub enum ConfigError {
 /// When buffered rows are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlushMode {
-    /// Buffers live across invocations of a warm container (fewer, larger files).
+    /// Each invocation spools its records to S3 before it returns; a tumbling
+    /// window's final invocation writes the window's files (see `windowed`).
+    /// Events without window fields are handled as in `Invocation`.
+    Window,
+    /// Buffers live only in one container's memory across invocations:
+    /// acknowledged rows are lost when that container crashes
+    /// (`FLUSH_MODE=warm-lossy`).
     Warm,
     /// Every buffer is written before the invocation returns (no row is ever
     /// checkpointed before it is durable).
@@ -132,14 +138,20 @@ impl Config {
             }
         };
         let flush_mode = match get("FLUSH_MODE").as_deref().map(str::trim) {
-            None | Some("warm") => FlushMode::Warm,
+            None | Some("window") => FlushMode::Window,
             Some("invocation") => FlushMode::Invocation,
-            Some(other) => return Err(ConfigError::Invalid {
-                var: "FLUSH_MODE",
-                value: other.to_string(),
-                expected:
-                    "`warm` (buffer across invocations) or `invocation` (write before returning)",
-            }),
+            Some("warm-lossy") => FlushMode::Warm,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    var: "FLUSH_MODE",
+                    value: other.to_string(),
+                    expected:
+                        "`window` (default: spool each batch, write at the tumbling window's \
+                     end), `invocation` (write before returning), or `warm-lossy` (buffer in one \
+                     container's memory; loses acknowledged rows when it crashes; the former \
+                     `warm`)",
+                })
+            }
         };
 
         let max_bytes = parse_num(
@@ -386,7 +398,7 @@ mod tests {
         assert_eq!(c.thresholds.max_records, 10_000);
         assert_eq!(c.thresholds.max_age, Duration::from_secs(60));
         assert_eq!(c.partition_style, PartitionStyle::Plain);
-        assert_eq!(c.flush_mode, FlushMode::Warm);
+        assert_eq!(c.flush_mode, FlushMode::Window);
         assert_eq!(c.before_image_field, "before-image");
         assert!(!c.s3.force_path_style);
     }
@@ -406,6 +418,8 @@ mod tests {
             ("BATCH_MAX_AGE_SECONDS", "-1", "seconds"),
             ("PARTITION_STYLE", "daily", "`hive`"),
             ("FLUSH_MODE", "eager", "`invocation`"),
+            // The old default is gone: its new name says what it loses.
+            ("FLUSH_MODE", "warm", "`warm-lossy`"),
             ("S3_FORCE_PATH_STYLE", "maybe", "true or false"),
             ("S3_PREFIX", "/abs", "no leading"),
             ("S3_BUCKET_NAME", "Bad_Bucket", "bucket name"),

@@ -1,5 +1,7 @@
 //! What each Kinesis lane has already delivered to this container, so that a
-//! record Kinesis sends again is not buffered (or written) twice.
+//! record Kinesis sends again is not buffered (or written) twice. A lane is a
+//! stream, a shard and a partition key: one function can read several streams,
+//! whose shard ids repeat.
 //!
 //! Kinesis delivers a shard's records in sequence order per partition key
 //! (also with a `ParallelizationFactor` above 1), so for each lane — shard
@@ -15,6 +17,7 @@ use hashbrown::hash_map::EntryRef;
 use hashbrown::{Equivalent, HashMap};
 
 use crate::event::sequence_cmp;
+use crate::layout::RecordId;
 
 /// Lanes remembered at most (full loads use the primary key as partition key).
 const MAX_LANES: usize = 50_000;
@@ -27,6 +30,7 @@ pub struct DeliveryLog {
 
 #[derive(Debug, Hash, PartialEq, Eq)]
 struct LaneKey {
+    stream: Arc<str>,
     shard: Arc<str>,
     partition_key: String,
 }
@@ -34,13 +38,16 @@ struct LaneKey {
 /// A lane looked up without allocating; hashes like [`LaneKey`].
 #[derive(Hash)]
 struct LaneRef<'a> {
+    stream: &'a str,
     shard: &'a str,
     partition_key: &'a str,
 }
 
 impl Equivalent<LaneKey> for LaneRef<'_> {
     fn equivalent(&self, key: &LaneKey) -> bool {
-        *self.shard == *key.shard && self.partition_key == key.partition_key
+        *self.stream == *key.stream
+            && *self.shard == *key.shard
+            && self.partition_key == key.partition_key
     }
 }
 
@@ -56,28 +63,32 @@ impl DeliveryLog {
     }
 
     /// Whether `sequence` was already delivered on this lane.
-    pub fn is_duplicate(&self, shard: &Arc<str>, partition_key: &str, sequence: &str) -> bool {
+    pub fn is_duplicate(&self, id: &RecordId, partition_key: &str) -> bool {
         self.lanes
             .get(&LaneRef {
-                shard,
+                stream: &id.stream,
+                shard: &id.shard,
                 partition_key,
             })
-            .is_some_and(|lane| sequence_cmp(sequence, &lane.highest).is_le())
+            .is_some_and(|lane| sequence_cmp(&id.sequence, &lane.highest).is_le())
     }
 
-    /// Records that `sequence` is now durable or held.
-    pub fn record(&mut self, shard: &Arc<str>, partition_key: &str, sequence: &str) {
+    /// Records that the record `id` is now durable or held.
+    pub fn record(&mut self, id: &RecordId, partition_key: &str) {
         self.tick += 1;
         let tick = self.tick;
+        let sequence = id.sequence.as_str();
         let lane_ref = LaneRef {
-            shard,
+            stream: &id.stream,
+            shard: &id.shard,
             partition_key,
         };
         let lane = match self.lanes.entry_ref(&lane_ref) {
             EntryRef::Occupied(e) => e.into_mut(),
             EntryRef::Vacant(e) => e.insert_with_key(
                 LaneKey {
-                    shard: shard.clone(),
+                    stream: id.stream.clone(),
+                    shard: id.shard.clone(),
                     partition_key: partition_key.to_string(),
                 },
                 Lane {
@@ -109,42 +120,58 @@ impl DeliveryLog {
 mod tests {
     use super::*;
 
+    fn id(stream: &str, shard: &str, seq: &str) -> RecordId {
+        RecordId {
+            stream: Arc::from(stream),
+            shard: Arc::from(shard),
+            sequence: seq.to_string(),
+        }
+    }
+
     #[test]
     fn at_or_below_the_highest_sequence_is_a_duplicate() {
-        let shard: Arc<str> = Arc::from("shardId-0");
+        let at = |seq| id("arn:s", "shardId-0", seq);
         let mut log = DeliveryLog::new();
-        assert!(!log.is_duplicate(&shard, "k", "100"));
-        log.record(&shard, "k", "100");
-        log.record(&shard, "k", "99");
-        assert!(log.is_duplicate(&shard, "k", "99"));
-        assert!(log.is_duplicate(&shard, "k", "100"));
-        assert!(!log.is_duplicate(&shard, "k", "101"));
+        assert!(!log.is_duplicate(&at("100"), "k"));
+        log.record(&at("100"), "k");
+        log.record(&at("99"), "k");
+        assert!(log.is_duplicate(&at("99"), "k"));
+        assert!(log.is_duplicate(&at("100"), "k"));
+        assert!(!log.is_duplicate(&at("101"), "k"));
         // Sequence numbers compare as numbers, not text.
-        assert!(!log.is_duplicate(&shard, "k", "1000"));
+        assert!(!log.is_duplicate(&at("1000"), "k"));
     }
 
     #[test]
     fn lanes_are_independent() {
-        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("shardId-0"), Arc::from("shardId-1"));
         let mut log = DeliveryLog::new();
-        log.record(&a, "k", "100");
-        assert!(!log.is_duplicate(&b, "k", "50"), "another shard");
-        assert!(!log.is_duplicate(&a, "j", "50"), "another partition key");
+        log.record(&id("arn:a", "shardId-0", "100"), "k");
+        assert!(
+            !log.is_duplicate(&id("arn:a", "shardId-1", "50"), "k"),
+            "another shard"
+        );
+        assert!(
+            !log.is_duplicate(&id("arn:a", "shardId-0", "50"), "j"),
+            "another partition key"
+        );
+        // Two streams share shard ids and partition keys, not records.
+        assert!(
+            !log.is_duplicate(&id("arn:b", "shardId-0", "50"), "k"),
+            "another stream"
+        );
+        assert!(log.is_duplicate(&id("arn:a", "shardId-0", "50"), "k"));
     }
 
     #[test]
     fn the_number_of_lanes_is_bounded_and_recent_lanes_survive() {
-        let shard: Arc<str> = Arc::from("s");
+        let five = id("arn:a", "s", "5");
         let mut log = DeliveryLog::new();
         for i in 0..(MAX_LANES + 10) {
-            log.record(&shard, &format!("pk{i}"), "5");
+            log.record(&five, &format!("pk{i}"));
         }
         assert!(log.lanes() <= MAX_LANES);
         let last = format!("pk{}", MAX_LANES + 9);
-        assert!(log.is_duplicate(&shard, &last, "5"));
-        assert!(
-            !log.is_duplicate(&shard, "pk0", "5"),
-            "oldest lane forgotten"
-        );
+        assert!(log.is_duplicate(&five, &last));
+        assert!(!log.is_duplicate(&five, "pk0"), "oldest lane forgotten");
     }
 }

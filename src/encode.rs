@@ -319,6 +319,7 @@ mod tests {
                 panic!()
             };
             let id = RecordId {
+                stream: std::sync::Arc::from(""),
                 shard: Arc::from("shardId-1"),
                 sequence: i.to_string(),
             };

@@ -17,11 +17,34 @@ use crate::layout::RecordId;
 /// What arrived.
 #[derive(Debug)]
 pub enum Event<'a> {
-    Kinesis(Vec<KinesisRecord<'a>>),
+    Kinesis(KinesisBatch<'a>),
     /// A scheduled or manual request to write every buffer now.
     ForceFlush {
         source: &'static str,
     },
+}
+
+/// A Kinesis invocation: its records and, when the event source mapping
+/// has `TumblingWindowInSeconds`, the window they belong to.
+#[derive(Debug)]
+pub struct KinesisBatch<'a> {
+    pub records: Vec<KinesisRecord<'a>>,
+    pub window: Option<WindowInfo>,
+}
+
+/// The tumbling-window fields of a Kinesis event (Lambda developer guide,
+/// "Implementing stateful Kinesis Data Streams processing in Lambda").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowInfo {
+    /// `window.start` / `window.end`, RFC 3339 as Lambda sends them.
+    pub start: String,
+    pub end: String,
+    /// `state` as JSON text (`None` when absent or `null`).
+    pub state: Option<String>,
+    pub shard_id: Option<String>,
+    pub stream_arn: Option<String>,
+    pub is_final: bool,
+    pub terminated_early: bool,
 }
 
 /// One Kinesis record, read leniently: anything missing is kept as an error
@@ -52,6 +75,18 @@ pub enum EventError {
 struct FastEvent<'a> {
     #[serde(rename = "Records", borrow)]
     records: Vec<FastRecord<'a>>,
+    #[serde(borrow, default)]
+    window: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    state: Option<&'a RawValue>,
+    #[serde(rename = "shardId", borrow, default)]
+    shard_id: Option<&'a RawValue>,
+    #[serde(rename = "eventSourceARN", borrow, default)]
+    event_source_arn: Option<&'a RawValue>,
+    #[serde(rename = "isFinalInvokeForWindow", borrow, default)]
+    is_final: Option<&'a RawValue>,
+    #[serde(rename = "isWindowTerminatedEarly", borrow, default)]
+    terminated_early: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -60,6 +95,8 @@ struct FastRecord<'a> {
     event_source: Option<&'a RawValue>,
     #[serde(rename = "eventID", borrow, default)]
     event_id: Option<&'a RawValue>,
+    #[serde(rename = "eventSourceARN", borrow, default)]
+    event_source_arn: Option<&'a RawValue>,
     #[serde(borrow)]
     kinesis: FastKinesis<'a>,
 }
@@ -80,6 +117,7 @@ struct FastKinesis<'a> {
 struct RawRecord<'a> {
     event_source: Option<&'a RawValue>,
     event_id: Option<&'a RawValue>,
+    event_source_arn: Option<&'a RawValue>,
     data: Option<&'a RawValue>,
     sequence_number: Option<&'a RawValue>,
     partition_key: Option<&'a RawValue>,
@@ -90,15 +128,25 @@ struct RawRecord<'a> {
 pub fn classify(payload: &str) -> Result<Event<'_>, EventError> {
     // Fast path: an ordinary Kinesis event in one pass over the text.
     if let Ok(fast) = serde_json::from_str::<FastEvent<'_>>(payload) {
+        let window = read_window(WindowFields {
+            window: fast.window,
+            state: fast.state,
+            shard_id: fast.shard_id,
+            event_source_arn: fast.event_source_arn,
+            is_final: fast.is_final,
+            terminated_early: fast.terminated_early,
+        })?;
         let raw = fast.records.into_iter().map(|r| RawRecord {
             event_source: r.event_source,
             event_id: r.event_id,
+            event_source_arn: r.event_source_arn,
             data: r.kinesis.data,
             sequence_number: r.kinesis.sequence_number,
             partition_key: r.kinesis.partition_key,
             arrival: r.kinesis.arrival,
         });
-        return read_records(raw).map(Event::Kinesis);
+        let records = read_records(raw, window.as_ref())?;
+        return Ok(Event::Kinesis(KinesisBatch { records, window }));
     }
     let top: Fields<'_> = serde_json::from_str(payload).map_err(|e| {
         EventError::Unrecognised(match e.classify() {
@@ -119,13 +167,23 @@ pub fn classify(payload: &str) -> Result<Event<'_>, EventError> {
             RawRecord {
                 event_source: record.get("eventSource"),
                 event_id: record.get("eventID"),
+                event_source_arn: record.get("eventSourceARN"),
                 data: kinesis.get("data"),
                 sequence_number: kinesis.get("sequenceNumber"),
                 partition_key: kinesis.get("partitionKey"),
                 arrival: kinesis.get("approximateArrivalTimestamp"),
             }
         });
-        return read_records(raw).map(Event::Kinesis);
+        let window = read_window(WindowFields {
+            window: top.get("window"),
+            state: top.get("state"),
+            shard_id: top.get("shardId"),
+            event_source_arn: top.get("eventSourceARN"),
+            is_final: top.get("isFinalInvokeForWindow"),
+            terminated_early: top.get("isWindowTerminatedEarly"),
+        })?;
+        let records = read_records(raw, window.as_ref())?;
+        return Ok(Event::Kinesis(KinesisBatch { records, window }));
     }
     if top.get("force_flush").map(RawValue::get) == Some("true") {
         return Ok(Event::ForceFlush {
@@ -151,11 +209,55 @@ pub fn classify(payload: &str) -> Result<Event<'_>, EventError> {
     }
 }
 
+/// The top-level tumbling-window members, still raw.
+struct WindowFields<'a> {
+    window: Option<&'a RawValue>,
+    state: Option<&'a RawValue>,
+    shard_id: Option<&'a RawValue>,
+    event_source_arn: Option<&'a RawValue>,
+    is_final: Option<&'a RawValue>,
+    terminated_early: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct WindowSpan {
+    start: String,
+    end: String,
+}
+
+/// `Some` when the event carries a `window` (a tumbling-window invocation).
+fn read_window(f: WindowFields<'_>) -> Result<Option<WindowInfo>, EventError> {
+    let Some(window) = f.window.filter(|w| w.get() != "null") else {
+        return Ok(None);
+    };
+    let span: WindowSpan = serde_json::from_str(window.get())
+        .map_err(|_| EventError::Unrecognised("a window without start and end strings".into()))?;
+    let flag = |v: Option<&RawValue>| v.is_some_and(|v| v.get() == "true");
+    Ok(Some(WindowInfo {
+        start: span.start,
+        end: span.end,
+        state: f
+            .state
+            .filter(|s| s.get() != "null")
+            .map(|s| s.get().to_string()),
+        shard_id: f.shard_id.and_then(json::as_str).map(|s| s.into_owned()),
+        stream_arn: f
+            .event_source_arn
+            .and_then(json::as_str)
+            .map(|s| s.into_owned()),
+        is_final: flag(f.is_final),
+        terminated_early: flag(f.terminated_early),
+    }))
+}
+
 fn read_records<'a>(
     records: impl ExactSizeIterator<Item = RawRecord<'a>>,
+    window: Option<&WindowInfo>,
 ) -> Result<Vec<KinesisRecord<'a>>, EventError> {
-    // One Arc per shard, shared by its records' ids.
+    // One Arc per shard and stream, shared by the records' ids.
     let mut shards: Vec<Arc<str>> = Vec::new();
+    let mut streams: Vec<Arc<str>> = Vec::new();
+    let window_stream = window.and_then(|w| w.stream_arn.as_deref());
     let mut out = Vec::with_capacity(records.len());
     for record in records {
         let source = record.event_source.and_then(json::as_str);
@@ -172,16 +274,11 @@ fn read_records<'a>(
             .map(|(shard, _)| shard);
         let id = match (shard, sequence) {
             (Some(shard), Some(seq)) if !shard.is_empty() && !seq.is_empty() => {
-                let shard = match shards.iter().find(|s| s.as_ref() == shard) {
-                    Some(s) => s.clone(),
-                    None => {
-                        let s: Arc<str> = Arc::from(shard);
-                        shards.push(s.clone());
-                        s
-                    }
-                };
+                let arn = record.event_source_arn.and_then(json::as_str);
+                let stream = arn.as_deref().or(window_stream).unwrap_or("");
                 Ok(RecordId {
-                    shard,
+                    stream: interned(&mut streams, stream),
+                    shard: interned(&mut shards, shard),
                     sequence: seq.into_owned(),
                 })
             }
@@ -204,6 +301,17 @@ fn read_records<'a>(
     Ok(out)
 }
 
+fn interned(pool: &mut Vec<Arc<str>>, s: &str) -> Arc<str> {
+    match pool.iter().find(|p| p.as_ref() == s) {
+        Some(p) => p.clone(),
+        None => {
+            let p: Arc<str> = Arc::from(s);
+            pool.push(p.clone());
+            p
+        }
+    }
+}
+
 /// Orders Kinesis sequence numbers (decimal strings of up to 129 digits)
 /// numerically without parsing them.
 pub fn sequence_cmp(a: &str, b: &str) -> std::cmp::Ordering {
@@ -220,7 +328,7 @@ mod tests {
     fn classify_value(v: &Value) -> Result<usize, EventError> {
         let text = v.to_string();
         classify(&text).map(|e| match e {
-            Event::Kinesis(r) => r.len(),
+            Event::Kinesis(b) => b.records.len(),
             Event::ForceFlush { .. } => usize::MAX,
         })
     }
@@ -236,7 +344,7 @@ mod tests {
         let ev = json!({"Records": [record("12", json!("aGk=")), record("13", json!("!!not base64")),
             record("14", json!(5)), {"eventSource": "aws:kinesis", "kinesis": {"data": "aGk="}}]});
         let text = ev.to_string();
-        let Event::Kinesis(recs) = classify(&text).unwrap() else {
+        let Event::Kinesis(KinesisBatch { records: recs, .. }) = classify(&text).unwrap() else {
             panic!()
         };
         assert_eq!(recs.len(), 4);
@@ -265,12 +373,55 @@ mod tests {
         let ev = json!({"Records": [record("12", json!("aGk=")),
             {"eventSource": "aws:kinesis", "eventID": "shardId-1:13", "kinesis": "oops"}]});
         let text = ev.to_string();
-        let Event::Kinesis(recs) = classify(&text).unwrap() else {
+        let Event::Kinesis(KinesisBatch { records: recs, .. }) = classify(&text).unwrap() else {
             panic!()
         };
         assert_eq!(recs.len(), 2);
         assert_eq!(recs[0].data.as_deref(), Ok("aGk="));
         assert!(recs[1].data.is_err());
+    }
+
+    #[test]
+    fn tumbling_window_fields_are_read() {
+        let arn = "arn:aws:kinesis:us-east-1:123456789012:stream/dms";
+        let mut rec = record("12", json!("aGk="));
+        rec["eventSourceARN"] = json!(arn);
+        let ev = json!({"Records": [rec], "window": {"start": "2026-03-14T01:00:00Z",
+            "end": "2026-03-14T01:02:00Z"}, "state": {"cdc-batcher": "x"},
+            "shardId": "shardId-000000000002", "eventSourceARN": arn,
+            "isFinalInvokeForWindow": false, "isWindowTerminatedEarly": false});
+        let text = ev.to_string();
+        let Event::Kinesis(batch) = classify(&text).unwrap() else {
+            panic!()
+        };
+        let w = batch.window.unwrap();
+        assert_eq!(w.start, "2026-03-14T01:00:00Z");
+        assert_eq!(w.end, "2026-03-14T01:02:00Z");
+        assert_eq!(w.state.as_deref(), Some(r#"{"cdc-batcher":"x"}"#));
+        assert_eq!(w.shard_id.as_deref(), Some("shardId-000000000002"));
+        assert_eq!(w.stream_arn.as_deref(), Some(arn));
+        assert!(!w.is_final && !w.terminated_early);
+        assert_eq!(&*batch.records[0].id.as_ref().unwrap().stream, arn);
+
+        // The final invocation: no records, the flags set, no state.
+        let fin = json!({"Records": [], "window": {"start": "a", "end": "b"},
+            "shardId": "s", "isFinalInvokeForWindow": true, "isWindowTerminatedEarly": true});
+        let text = fin.to_string();
+        let Event::Kinesis(batch) = classify(&text).unwrap() else {
+            panic!()
+        };
+        let w = batch.window.unwrap();
+        assert!(w.is_final && w.terminated_early && w.state.is_none());
+        // Without `window` it is a plain batch.
+        let text = json!({"Records": [record("1", json!("aGk="))]}).to_string();
+        let Event::Kinesis(batch) = classify(&text).unwrap() else {
+            panic!()
+        };
+        assert!(batch.window.is_none());
+        assert_eq!(&*batch.records[0].id.as_ref().unwrap().stream, "");
+        // A window that is not one is an error, not a plain batch.
+        let text = json!({"Records": [], "window": 5}).to_string();
+        assert!(classify(&text).is_err());
     }
 
     #[test]

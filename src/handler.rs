@@ -8,12 +8,13 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::streams::KinesisEventResponse;
+use futures_util::StreamExt as _;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::batcher::{Batcher, DueReason, Part};
-use crate::config::Config;
+use crate::config::{Config, FlushMode};
 use crate::delivery::DeliveryLog;
 use crate::dms::{self, Message, TableControl};
 use crate::encode;
@@ -23,8 +24,30 @@ use crate::metrics;
 use crate::quarantine::{self, QuarantineEntry};
 use crate::registry::{RegistryError, SchemaCache};
 use crate::schema::log_changes;
-use crate::sink::{PutOutcome, Sink};
+use crate::sink::{Bounded, PutOutcome, Sink};
 use crate::types::ColumnType;
+use crate::window::WindowError;
+use crate::windowed::WindowCache;
+
+/// Uploads in flight at once.
+pub const MAX_CONCURRENT_UPLOADS: usize = 16;
+
+/// Why an invocation failed as a whole (Lambda then retries it with the
+/// state it had).
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    #[error(transparent)]
+    Event(#[from] EventError),
+    #[error(transparent)]
+    State(#[from] WindowError),
+    /// A window's final invocation could not write everything (an outage,
+    /// never the data): Lambda retries it until it succeeds.
+    #[error("window {window} not written: {reason}; the final invocation will be retried")]
+    WindowNotWritten { window: String, reason: String },
+    /// Records could not be made durable and cannot be reported one by one.
+    #[error("records not durable: {0}; the batch will be retried")]
+    NotDurable(String),
+}
 
 /// Counters for one invocation (or, summed, for a replay).
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
@@ -50,6 +73,10 @@ pub struct Stats {
     pub column_type_changes: u64,
     /// BIGINTs DMS sent in scientific notation (digits lost upstream).
     pub inexact_integers: u64,
+    /// Records written to a window's spool.
+    pub spooled: u64,
+    /// Tumbling windows whose files were all written.
+    pub windows_written: u64,
 }
 
 impl Stats {
@@ -67,6 +94,8 @@ impl Stats {
         self.failed_rows += o.failed_rows;
         self.column_type_changes += o.column_type_changes;
         self.inexact_integers += o.inexact_integers;
+        self.spooled += o.spooled;
+        self.windows_written += o.windows_written;
     }
 }
 
@@ -85,28 +114,55 @@ pub struct Outcome {
 
 /// The function's state: configuration, the sink and the warm buffers.
 pub struct Pipeline<S> {
-    config: Config,
-    sink: S,
-    state: Mutex<State>,
+    pub(crate) config: Config,
+    pub(crate) sink: S,
+    pub(crate) state: Mutex<State>,
     emit_metrics: bool,
 }
 
-/// What a warm container keeps between invocations.
-struct State {
-    batcher: Batcher,
+/// What a warm container keeps between invocations. Only `warm-lossy` mode
+/// relies on it; otherwise it is a cache any environment may lack.
+pub(crate) struct State {
+    pub(crate) batcher: Batcher,
     deliveries: DeliveryLog,
     /// Quarantine files whose write failed, retried at the next chance.
     pending_quarantine: Vec<Vec<QuarantineEntry>>,
     /// Registered column types of the tables seen.
-    schemas: SchemaCache,
+    pub(crate) schemas: SchemaCache,
+    /// What this environment decoded of open tumbling windows.
+    pub(crate) windows: WindowCache,
 }
 
-/// A PUT is not started with less time than this left before the deadline.
-const WRITE_MARGIN: Duration = Duration::from_millis(300);
+/// What one record became.
+pub(crate) enum Ingested {
+    Row,
+    /// A DDL record for a table; `Err` when its schema change could not be
+    /// registered (the record is not durable until it is).
+    Control(Result<(), RegistryError>),
+    Task,
+    Bad(QuarantineEntry),
+}
+
+/// What writing a list of parts did.
+#[derive(Default)]
+pub(crate) struct Written {
+    /// Keys of the parts that are now stored.
+    pub keys: Vec<String>,
+    /// Their digests (the last part of their names).
+    pub digests: Vec<String>,
+    /// Parts that could not be written, unchanged, for the caller to keep.
+    pub failed: Vec<Part>,
+}
 
 impl<S: Sink> Pipeline<S> {
     pub fn new(config: Config, sink: S) -> Self {
-        let batcher = Batcher::new(config.thresholds.clone(), config.flush_mode);
+        // Outside a tumbling window every batch is written before it is
+        // acknowledged, as in `invocation` mode.
+        let plain_mode = match config.flush_mode {
+            FlushMode::Window => FlushMode::Invocation,
+            mode => mode,
+        };
+        let batcher = Batcher::new(config.thresholds.clone(), plain_mode);
         let schemas = SchemaCache::new(&config.prefix, config.schema_refresh);
         Pipeline {
             config,
@@ -116,6 +172,7 @@ impl<S: Sink> Pipeline<S> {
                 deliveries: DeliveryLog::new(),
                 pending_quarantine: Vec::new(),
                 schemas,
+                windows: WindowCache::default(),
             }),
             emit_metrics: true,
         }
@@ -148,9 +205,21 @@ impl<S: Sink> Pipeline<S> {
         &self,
         payload: &str,
         deadline: Option<SystemTime>,
-    ) -> Result<Outcome, EventError> {
+    ) -> Result<Outcome, HandleError> {
         match event::classify(payload)? {
-            Event::Kinesis(records) => Ok(self.handle_kinesis(&records, deadline).await),
+            Event::Kinesis(batch) => match (&batch.window, self.config.flush_mode) {
+                (Some(window), FlushMode::Window) => {
+                    self.handle_window(&batch.records, window, deadline).await
+                }
+                (Some(_), _) => {
+                    // Tumbling windows without `window` mode: every batch is
+                    // handled on its own, and Lambda still needs a `state`.
+                    let mut outcome = self.handle_kinesis(&batch.records, deadline).await;
+                    outcome.response["state"] = serde_json::json!({});
+                    Ok(outcome)
+                }
+                (None, _) => Ok(self.handle_kinesis(&batch.records, deadline).await),
+            },
             Event::ForceFlush { source } => {
                 tracing::info!(source, "force flush requested");
                 Ok(self.flush_all(deadline).await)
@@ -162,9 +231,10 @@ impl<S: Sink> Pipeline<S> {
     pub async fn flush_all(&self, deadline: Option<SystemTime>) -> Outcome {
         let mut guard = self.state.lock().await;
         let state = &mut *guard;
+        let sink = Bounded::new(&self.sink, deadline);
         let now_us = now_micros();
         let mut stats = Stats::default();
-        self.retry_quarantine(state, Vec::new(), now_us, deadline)
+        self.retry_quarantine(state, &sink, Vec::new(), now_us)
             .await;
         let parts = state
             .batcher
@@ -172,8 +242,11 @@ impl<S: Sink> Pipeline<S> {
             .into_iter()
             .map(|p| (p, DueReason::Forced))
             .collect();
-        self.save_schemas(state, &mut stats).await;
-        self.write_parts(state, parts, deadline, &mut stats).await;
+        self.save_schemas(state, &sink, &mut stats).await;
+        let written = self.write_parts(state, &sink, parts, &mut stats).await;
+        for part in written.failed {
+            state.batcher.restore(part);
+        }
         self.report(state, &stats, None);
         Outcome {
             response: serde_json::json!({
@@ -200,6 +273,7 @@ impl<S: Sink> Pipeline<S> {
         };
         let mut guard = self.state.lock().await;
         let state = &mut *guard;
+        let sink = Bounded::new(&self.sink, deadline);
         let mut quarantined: Vec<QuarantineEntry> = Vec::new();
         // Records of this batch that are now held in memory or durable.
         let mut taken: Vec<&RecordId> = Vec::with_capacity(records.len());
@@ -226,53 +300,56 @@ impl<S: Sink> Pipeline<S> {
                 }
             };
             let lane = record.partition_key.as_deref().unwrap_or("");
-            if state.deliveries.is_duplicate(&id.shard, lane, &id.sequence) {
+            if state.deliveries.is_duplicate(id, lane) {
                 stats.duplicates += 1;
                 taken.push(id);
                 continue;
             }
-            match self.decode(record, &mut scratch) {
-                Ok(Message::Row(change)) => {
-                    state.batcher.push(id.clone(), &change, now_us);
-                    stats.rows += 1;
+            let State {
+                batcher, schemas, ..
+            } = state;
+            match self
+                .ingest(
+                    batcher,
+                    schemas,
+                    &sink,
+                    record,
+                    id,
+                    &mut scratch,
+                    now_us,
+                    &mut stats,
+                )
+                .await
+            {
+                Ingested::Row | Ingested::Task => {}
+                Ingested::Control(Err(error)) => {
+                    // Not recorded as delivered: the redelivery applies it again.
+                    tracing::error!(%error, "control record not applied: it will be redelivered");
+                    control_failed.push(id.clone());
+                    taken.push(id);
+                    continue;
                 }
-                Ok(Message::TableControl(control)) => {
-                    tracing::info!(
-                        table = %control.table, operation = control.operation,
-                        "table control record: closing its buffer"
-                    );
-                    state.batcher.close_table(&control.table);
-                    stats.control_records += 1;
-                    if let Err(error) = self.apply_control(state, &control, id, &mut stats).await {
-                        // Not recorded as delivered: the redelivery applies it again.
-                        tracing::error!(table = %control.table, %error, "control record not applied: it will be redelivered");
-                        control_failed.push(id.clone());
-                        taken.push(id);
-                        continue;
-                    }
-                }
-                Ok(Message::TaskControl { operation }) => {
-                    tracing::debug!(operation, "task-level control record skipped");
-                    stats.control_records += 1;
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        shard = %id.shard, sequence = %id.sequence, error = %e,
-                        "record quarantined"
-                    );
-                    quarantined.push(QuarantineEntry::new(record, e.to_string(), now_us));
-                }
+                Ingested::Control(Ok(())) => {}
+                Ingested::Bad(entry) => quarantined.push(entry),
             }
-            state.deliveries.record(&id.shard, lane, &id.sequence);
+            state.deliveries.record(id, lane);
             taken.push(id);
         }
 
         stats.quarantined = quarantined.len() as u64;
-        self.retry_quarantine(state, quarantined, now_us, deadline)
+        self.retry_quarantine(state, &sink, quarantined, now_us)
             .await;
-        self.save_schemas(state, &mut stats).await;
+        self.save_schemas(state, &sink, &mut stats).await;
         let due = state.batcher.take_due(now_us);
-        let failed = self.write_parts(state, due, deadline, &mut stats).await;
+        let written = self.write_parts(state, &sink, due, &mut stats).await;
+        let failed: Vec<RecordId> = written
+            .failed
+            .iter()
+            .flat_map(|p| p.ids.iter().cloned())
+            .collect();
+        for part in written.failed {
+            state.batcher.restore(part);
+        }
 
         // Not durable at the end of this invocation: rows of failed files,
         // quarantine entries not yet written, schema changes not stored,
@@ -309,6 +386,52 @@ impl<S: Sink> Pipeline<S> {
         }
     }
 
+    /// Decodes one record and takes it in: a row into `batcher`, a DDL
+    /// record into the schema registry (closing its table's parts first), a
+    /// bad record as a quarantine entry. `ingested_us` is the row's
+    /// `_ingested_at`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn ingest<B: Sink>(
+        &self,
+        batcher: &mut Batcher,
+        schemas: &mut SchemaCache,
+        sink: &B,
+        record: &KinesisRecord<'_>,
+        id: &RecordId,
+        scratch: &mut Vec<u8>,
+        ingested_us: i64,
+        stats: &mut Stats,
+    ) -> Ingested {
+        match self.decode(record, scratch) {
+            Ok(Message::Row(change)) => {
+                batcher.push(id.clone(), &change, ingested_us);
+                stats.rows += 1;
+                Ingested::Row
+            }
+            Ok(Message::TableControl(control)) => {
+                tracing::info!(
+                    table = %control.table, operation = control.operation,
+                    "table control record: closing its buffer"
+                );
+                batcher.close_table(&control.table);
+                stats.control_records += 1;
+                Ingested::Control(self.apply_control(schemas, sink, &control, id, stats).await)
+            }
+            Ok(Message::TaskControl { operation }) => {
+                tracing::debug!(operation, "task-level control record skipped");
+                stats.control_records += 1;
+                Ingested::Task
+            }
+            Err(e) => {
+                tracing::warn!(
+                    shard = %id.shard, sequence = %id.sequence, error = %e,
+                    "record quarantined"
+                );
+                Ingested::Bad(QuarantineEntry::new(record, e.to_string(), ingested_us))
+            }
+        }
+    }
+
     /// base64 → bytes → DMS message. The message borrows from `scratch`.
     fn decode<'a>(
         &self,
@@ -325,28 +448,29 @@ impl<S: Sink> Pipeline<S> {
 
     /// Writes quarantine files still pending from earlier invocations, then
     /// `entries`; what fails stays pending.
-    async fn retry_quarantine(
+    async fn retry_quarantine<B: Sink>(
         &self,
         state: &mut State,
+        sink: &B,
         entries: Vec<QuarantineEntry>,
         now_us: i64,
-        deadline: Option<SystemTime>,
     ) {
         let mut files = std::mem::take(&mut state.pending_quarantine);
         files.push(entries);
         for file in files {
-            if !file.is_empty() && !self.write_quarantine(&file, now_us, deadline).await {
+            if !file.is_empty() && !self.write_quarantine(sink, &file, now_us).await {
                 state.pending_quarantine.push(file);
             }
         }
     }
 
     /// Writes the quarantined records; false if they could not be stored.
-    async fn write_quarantine(
+    /// The key depends only on the records, so writing them again is a no-op.
+    pub(crate) async fn write_quarantine<B: Sink>(
         &self,
+        sink: &B,
         entries: &[QuarantineEntry],
         now_us: i64,
-        deadline: Option<SystemTime>,
     ) -> bool {
         if entries.is_empty() {
             return true;
@@ -362,13 +486,8 @@ impl<S: Sink> Pipeline<S> {
         } else {
             layout::quarantine_key(&self.config.prefix, self.config.partition_style, hour, &ids)
         };
-        match self
-            .put_before_deadline(
-                &key,
-                quarantine::to_jsonl(entries),
-                "application/x-ndjson",
-                deadline,
-            )
+        match sink
+            .put(&key, quarantine::to_jsonl(entries), "application/x-ndjson")
             .await
         {
             Ok(_) => {
@@ -384,9 +503,10 @@ impl<S: Sink> Pipeline<S> {
 
     /// Registers what a control record says about its table: the types of
     /// a `table-def`, or that the table was dropped.
-    async fn apply_control(
+    async fn apply_control<B: Sink>(
         &self,
-        state: &mut State,
+        schemas: &mut SchemaCache,
+        sink: &B,
         control: &TableControl,
         id: &RecordId,
         stats: &mut Stats,
@@ -399,10 +519,7 @@ impl<S: Sink> Pipeline<S> {
             return Ok(());
         }
         let overrides = self.config.overrides_for(&control.table);
-        let schema = state
-            .schemas
-            .get(&self.sink, &control.table, overrides)
-            .await?;
+        let schema = schemas.get(sink, &control.table, overrides).await?;
         let before = schema.clone();
         if let Some(def) = &control.table_def {
             let changes = schema.apply_table_def(def, overrides, self.config.decimal_min_scale);
@@ -412,48 +529,52 @@ impl<S: Sink> Pipeline<S> {
             schema.mark_dropped(at);
         }
         if *schema != before {
-            state.schemas.mark_unsaved(&control.table, Some(id));
+            schemas.mark_unsaved(&control.table, Some(id));
         }
         Ok(())
     }
 
     /// Stores every changed schema; what fails stays unsaved.
-    async fn save_schemas(&self, state: &mut State, stats: &mut Stats) {
-        stats.column_type_changes += state.schemas.save_all(&self.sink).await;
+    pub(crate) async fn save_schemas<B: Sink>(
+        &self,
+        state: &mut State,
+        sink: &B,
+        stats: &mut Stats,
+    ) {
+        stats.column_type_changes += state.schemas.save_all(sink).await;
     }
 
     /// The types a part is written with, after registering its new columns
     /// and storing the schema if that changed it.
-    async fn part_types(
+    async fn part_types<B: Sink>(
         &self,
-        state: &mut State,
+        schemas: &mut SchemaCache,
+        sink: &B,
         part: &Part,
         stats: &mut Stats,
     ) -> Result<Vec<(String, ColumnType)>, RegistryError> {
         let overrides = self.config.overrides_for(&part.table);
-        let schema = state
-            .schemas
-            .get(&self.sink, &part.table, overrides)
-            .await?;
+        let schema = schemas.get(sink, &part.table, overrides).await?;
         let (types, changes) = schema.resolve(&part.kinds);
         log_changes(&part.table, &changes, "values");
         if !changes.is_empty() {
-            state.schemas.mark_unsaved(&part.table, None);
+            schemas.mark_unsaved(&part.table, None);
         }
-        stats.column_type_changes += state.schemas.save(&self.sink, &part.table).await?;
+        stats.column_type_changes += schemas.save(sink, &part.table).await?;
         Ok(types)
     }
 
     /// Encodes a part with its table's registered types. A value that does
     /// not fit widens its column: the registry learns the wider type before
     /// the file is written, so no file has a type the registry does not.
-    async fn encode_part(
+    async fn encode_part<B: Sink>(
         &self,
-        state: &mut State,
+        schemas: &mut SchemaCache,
+        sink: &B,
         part: &Part,
         stats: &mut Stats,
     ) -> Result<Result<Vec<u8>, encode::EncodeError>, RegistryError> {
-        let mut types = self.part_types(state, part, stats).await?;
+        let mut types = self.part_types(schemas, sink, part, stats).await?;
         // Another container's wider types can arrive while storing ours: then
         // encode again with them (rare; bounded).
         for _ in 0..3 {
@@ -469,10 +590,7 @@ impl<S: Sink> Pipeline<S> {
                 );
             }
             let overrides = self.config.overrides_for(&part.table);
-            let schema = state
-                .schemas
-                .get(&self.sink, &part.table, overrides)
-                .await?;
+            let schema = schemas.get(sink, &part.table, overrides).await?;
             let mut changes = Vec::new();
             for w in &encoded.widened {
                 tracing::warn!(
@@ -484,13 +602,10 @@ impl<S: Sink> Pipeline<S> {
             }
             if !changes.is_empty() {
                 stats.column_type_changes += changes.len() as u64;
-                state.schemas.mark_unsaved(&part.table, None);
+                schemas.mark_unsaved(&part.table, None);
             }
-            stats.column_type_changes += state.schemas.save(&self.sink, &part.table).await?;
-            let schema = state
-                .schemas
-                .get(&self.sink, &part.table, overrides)
-                .await?;
+            stats.column_type_changes += schemas.save(sink, &part.table).await?;
+            let schema = schemas.get(sink, &part.table, overrides).await?;
             let registered: Vec<(String, ColumnType)> = encoded
                 .types
                 .iter()
@@ -505,25 +620,36 @@ impl<S: Sink> Pipeline<S> {
         Err(RegistryError::Unsettled(part.table.clone()))
     }
 
-    /// Encodes and writes parts; a part that fails goes back to the batcher
-    /// unchanged. Returns the ids of the rows that are still not durable.
-    async fn write_parts(
+    /// The key a part is written under.
+    pub(crate) fn part_key(&self, part: &Part) -> String {
+        layout::data_key(
+            &self.config.prefix,
+            self.config.partition_style,
+            &part.table,
+            part.hour,
+            &part.ids,
+        )
+    }
+
+    /// Encodes parts one after another (the schema registry is shared) and
+    /// uploads them concurrently, at most [`MAX_CONCURRENT_UPLOADS`] at once.
+    /// A part that fails comes back unchanged in `failed`.
+    pub(crate) async fn write_parts<B: Sink>(
         &self,
         state: &mut State,
+        sink: &B,
         parts: Vec<(Part, DueReason)>,
-        deadline: Option<SystemTime>,
         stats: &mut Stats,
-    ) -> Vec<RecordId> {
-        let mut failed = Vec::new();
+    ) -> Written {
+        let mut written = Written::default();
+        let mut uploads: Vec<(Part, DueReason, String, Vec<u8>, &'static str)> =
+            Vec::with_capacity(parts.len());
         for (part, reason) in parts {
-            let key = layout::data_key(
-                &self.config.prefix,
-                self.config.partition_style,
-                &part.table,
-                part.hour,
-                &part.ids,
-            );
-            let encoded = match self.encode_part(state, &part, stats).await {
+            let key = self.part_key(&part);
+            let encoded = match self
+                .encode_part(&mut state.schemas, sink, &part, stats)
+                .await
+            {
                 Ok(e) => e,
                 Err(error) => {
                     tracing::error!(
@@ -532,8 +658,7 @@ impl<S: Sink> Pipeline<S> {
                     );
                     stats.failed_files += 1;
                     stats.failed_rows += part.row_count() as u64;
-                    failed.extend(part.ids.iter().cloned());
-                    state.batcher.restore(part);
+                    written.failed.push(part);
                     continue;
                 }
             };
@@ -556,13 +681,25 @@ impl<S: Sink> Pipeline<S> {
                     (key, part.json_lines(), "application/x-ndjson")
                 }
             };
-            let len = body.len() as u64;
-            let written = self
-                .put_before_deadline(&key, body, content_type, deadline)
-                .await
-                .map(|outcome| (outcome, len));
-            match written {
-                Ok((outcome, len)) => {
+            uploads.push((part, reason, key, body, content_type));
+        }
+        // Futures made up front: a closure inside the stream trips the
+        // compiler's Send check for the runtime's handler future.
+        let puts: Vec<_> = uploads
+            .into_iter()
+            .map(|(part, reason, key, body, content_type)| async move {
+                let len = body.len() as u64;
+                let outcome = sink.put(&key, body, content_type).await;
+                (part, reason, key, len, outcome)
+            })
+            .collect();
+        let results: Vec<_> = futures_util::stream::iter(puts)
+            .buffer_unordered(MAX_CONCURRENT_UPLOADS)
+            .collect()
+            .await;
+        for (part, reason, key, len, outcome) in results {
+            match outcome {
+                Ok(outcome) => {
                     tracing::info!(
                         table = %part.table, key, rows = part.row_count(), bytes = len,
                         reason = ?reason, already_existed = outcome == PutOutcome::AlreadyExists,
@@ -571,6 +708,8 @@ impl<S: Sink> Pipeline<S> {
                     stats.files += 1;
                     stats.rows_written += part.row_count() as u64;
                     stats.bytes_written += len;
+                    written.digests.push(part.digest());
+                    written.keys.push(key);
                 }
                 Err(error) => {
                     tracing::error!(
@@ -579,41 +718,14 @@ impl<S: Sink> Pipeline<S> {
                     );
                     stats.failed_files += 1;
                     stats.failed_rows += part.row_count() as u64;
-                    failed.extend(part.ids.iter().cloned());
-                    state.batcher.restore(part);
+                    written.failed.push(part);
                 }
             }
         }
-        failed
+        written
     }
 
-    async fn put_before_deadline(
-        &self,
-        key: &str,
-        body: Vec<u8>,
-        content_type: &'static str,
-        deadline: Option<SystemTime>,
-    ) -> Result<PutOutcome, String> {
-        let Some(deadline) = deadline else {
-            return self
-                .sink
-                .put(key, body, content_type)
-                .await
-                .map_err(|e| e.to_string());
-        };
-        let left = time_left(Some(deadline));
-        if left < WRITE_MARGIN {
-            return Err("not attempted: the invocation deadline is too near".into());
-        }
-        match tokio::time::timeout(left - WRITE_MARGIN, self.sink.put(key, body, content_type))
-            .await
-        {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(_) => Err("timed out before the invocation deadline".into()),
-        }
-    }
-
-    fn report(&self, state: &State, stats: &Stats, redeliver_from: Option<&RecordId>) {
+    pub(crate) fn report(&self, state: &State, stats: &Stats, redeliver_from: Option<&RecordId>) {
         let batcher = &state.batcher;
         let oldest_age_us = batcher.oldest_age_us(now_micros()).unwrap_or(0);
         tracing::info!(
@@ -644,11 +756,11 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
-fn now_micros() -> i64 {
+pub(crate) fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
-fn time_left(deadline: Option<SystemTime>) -> Duration {
+pub(crate) fn time_left(deadline: Option<SystemTime>) -> Duration {
     match deadline {
         Some(d) => d
             .duration_since(SystemTime::now())

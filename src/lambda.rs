@@ -6,14 +6,13 @@ use lambda_runtime::LambdaEvent;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::event::EventError;
-use crate::handler::Pipeline;
+use crate::handler::{HandleError, Pipeline};
 use crate::sink::Sink;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {
     #[error(transparent)]
-    Event(#[from] EventError),
+    Handle(#[from] HandleError),
     /// A force flush could not write everything. The rows stay buffered; the
     /// error makes the failure visible in Lambda's Errors metric.
     #[error("force flush incomplete: {files} file(s) with {rows} row(s) not written; rows stay buffered and are retried")]
@@ -50,7 +49,10 @@ fn deadline_of(deadline_ms: u64) -> Option<SystemTime> {
 impl From<InvokeError> for lambda_runtime::Diagnostic {
     fn from(e: InvokeError) -> Self {
         let error_type = match e {
-            InvokeError::Event(_) => "UnrecognisedEvent",
+            InvokeError::Handle(HandleError::Event(_)) => "UnrecognisedEvent",
+            InvokeError::Handle(HandleError::State(_)) => "WindowStateUnreadable",
+            InvokeError::Handle(HandleError::WindowNotWritten { .. }) => "WindowNotWritten",
+            InvokeError::Handle(HandleError::NotDurable(_)) => "NotDurable",
             InvokeError::FlushIncomplete { .. } => "FlushIncomplete",
         };
         lambda_runtime::Diagnostic {

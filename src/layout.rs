@@ -35,9 +35,12 @@ impl Hour {
     }
 }
 
-/// Who delivered a record: its shard and sequence number.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Who delivered a record: its stream, shard and sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RecordId {
+    /// The stream's ARN (`eventSourceARN`); empty when the event did not say.
+    /// Shard ids and sequence numbers repeat across streams.
+    pub stream: std::sync::Arc<str>,
     pub shard: std::sync::Arc<str>,
     pub sequence: String,
 }
@@ -68,8 +71,25 @@ pub fn file_stem(rows: &[RecordId]) -> String {
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
         return "empty".to_string();
     };
+    format!(
+        "{}_{}_{}_{}",
+        path_segment(&first.shard),
+        path_segment(&first.sequence),
+        path_segment(&last.sequence),
+        rows_digest(rows)
+    )
+}
+
+/// 16 hex digits of a SHA-256 over every row's stream, shard and sequence
+/// number: the last part of a file's name.
+pub fn rows_digest(rows: &[RecordId]) -> String {
     let mut hash = Sha256::new();
     for id in rows {
+        // Without a stream the digest is what it was before streams counted.
+        if !id.stream.is_empty() {
+            hash.update(id.stream.as_bytes());
+            hash.update([0]);
+        }
         hash.update(id.shard.as_bytes());
         hash.update([0]);
         hash.update(id.sequence.as_bytes());
@@ -80,12 +100,7 @@ pub fn file_stem(rows: &[RecordId]) -> String {
     for b in &digest[..8] {
         let _ = write!(short, "{b:02x}");
     }
-    format!(
-        "{}_{}_{}_{short}",
-        path_segment(&first.shard),
-        path_segment(&first.sequence),
-        path_segment(&last.sequence)
-    )
+    short
 }
 
 /// Key of a table's Parquet file.
@@ -173,6 +188,7 @@ mod tests {
 
     fn id(shard: &str, seq: &str) -> RecordId {
         RecordId {
+            stream: Arc::from(""),
             shard: Arc::from(shard),
             sequence: seq.to_string(),
         }
@@ -216,6 +232,15 @@ mod tests {
             file_stem(&a),
             file_stem(&[id("t", "1"), id("s", "2"), id("s", "3")])
         );
+        // The same shard and sequence numbers in another stream: other rows.
+        let other_stream: Vec<RecordId> = a
+            .iter()
+            .map(|r| RecordId {
+                stream: Arc::from("arn:aws:kinesis:eu-west-1:123456789012:stream/b"),
+                ..r.clone()
+            })
+            .collect();
+        assert_ne!(file_stem(&a), file_stem(&other_stream));
     }
 
     #[test]

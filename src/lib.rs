@@ -26,3 +26,5 @@ pub mod schema;
 pub mod sink;
 pub mod sql;
 pub mod types;
+pub mod window;
+pub mod windowed;

@@ -14,6 +14,9 @@ use crate::layout::RecordId;
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct QuarantineEntry {
     pub error: String,
+    /// The stream's ARN, when the event named it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_arn: Option<String>,
     pub shard_id: Option<String>,
     pub sequence_number: Option<String>,
     pub partition_key: Option<String>,
@@ -27,12 +30,17 @@ pub struct QuarantineEntry {
 
 impl QuarantineEntry {
     pub fn new(record: &KinesisRecord<'_>, error: String, now_us: i64) -> Self {
-        let (shard_id, sequence_number) = match &record.id {
-            Ok(id) => (Some(id.shard.to_string()), Some(id.sequence.clone())),
-            Err(_) => (None, None),
+        let (stream_arn, shard_id, sequence_number) = match &record.id {
+            Ok(id) => (
+                Some(id.stream.to_string()).filter(|s| !s.is_empty()),
+                Some(id.shard.to_string()),
+                Some(id.sequence.clone()),
+            ),
+            Err(_) => (None, None, None),
         };
         QuarantineEntry {
             error,
+            stream_arn,
             shard_id,
             sequence_number,
             partition_key: record.partition_key.as_deref().map(String::from),
@@ -46,6 +54,7 @@ impl QuarantineEntry {
 
     pub fn record_id(&self) -> Option<RecordId> {
         Some(RecordId {
+            stream: self.stream_arn.as_deref().unwrap_or("").into(),
             shard: self.shard_id.as_deref()?.into(),
             sequence: self.sequence_number.clone()?,
         })
@@ -72,6 +81,7 @@ mod tests {
     fn entries_keep_the_data_as_delivered() {
         let rec = KinesisRecord {
             id: Ok(RecordId {
+                stream: std::sync::Arc::from(""),
                 shard: Arc::from("shardId-1"),
                 sequence: "77".into(),
             }),

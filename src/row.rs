@@ -257,6 +257,7 @@ mod tests {
 
     fn id(sequence: &str) -> RecordId {
         RecordId {
+            stream: std::sync::Arc::from(""),
             shard: std::sync::Arc::from("shardId-000000000001"),
             sequence: sequence.to_string(),
         }

@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::primitives::ByteStream;
 
@@ -34,6 +34,13 @@ pub enum SinkError {
     Io {
         path: PathBuf,
         source: std::io::Error,
+    },
+    /// Not started, or given up, because the invocation's deadline came near.
+    #[error("{operation} {key}: {why}")]
+    Deadline {
+        operation: &'static str,
+        key: String,
+        why: &'static str,
     },
 }
 
@@ -275,6 +282,80 @@ impl Sink for LocalDirSink {
     }
 }
 
+/// No call is started with less than this left before the deadline.
+pub const DEADLINE_MARGIN: Duration = Duration::from_millis(300);
+
+/// A sink whose every call ends before an invocation's deadline (less
+/// [`DEADLINE_MARGIN`]): a slow S3 becomes an error the invocation handles,
+/// not a timeout that resets the environment.
+pub struct Bounded<'a, S> {
+    inner: &'a S,
+    deadline: Option<SystemTime>,
+}
+
+impl<'a, S: Sink> Bounded<'a, S> {
+    pub fn new(inner: &'a S, deadline: Option<SystemTime>) -> Self {
+        Bounded { inner, deadline }
+    }
+
+    /// Time left before the deadline (less the margin); `None` without one.
+    pub fn time_left(&self) -> Option<Duration> {
+        self.deadline.map(|d| {
+            d.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+                .saturating_sub(DEADLINE_MARGIN)
+        })
+    }
+
+    async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        call: impl Future<Output = Result<T, SinkError>>,
+    ) -> Result<T, SinkError> {
+        let Some(left) = self.time_left() else {
+            return call.await;
+        };
+        let deadline = |why| SinkError::Deadline {
+            operation,
+            key: key.to_string(),
+            why,
+        };
+        if left.is_zero() {
+            return Err(deadline(
+                "not attempted: the invocation deadline is too near",
+            ));
+        }
+        tokio::time::timeout(left, call)
+            .await
+            .unwrap_or_else(|_| Err(deadline("timed out before the invocation deadline")))
+    }
+}
+
+impl<S: Sink> Sink for Bounded<'_, S> {
+    async fn put(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &'static str,
+    ) -> Result<PutOutcome, SinkError> {
+        self.bounded("PUT", key, self.inner.put(key, body, content_type))
+            .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, SinkError> {
+        self.bounded("GET", key, self.inner.get(key)).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+        self.bounded("LIST", prefix, self.inner.list(prefix)).await
+    }
+
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}
+
 /// Either sink, chosen at start-up.
 #[derive(Debug, Clone)]
 pub enum AnySink {
@@ -367,6 +448,45 @@ mod tests {
             Some(&b"p/s/t/x.parquet"[..])
         );
         assert_eq!(sink.get("p/missing").await.unwrap(), None);
+    }
+
+    /// Answers after `delay`.
+    struct Slow(Duration);
+
+    impl Sink for Slow {
+        async fn put(&self, _: &str, _: Vec<u8>, _: &'static str) -> Result<PutOutcome, SinkError> {
+            tokio::time::sleep(self.0).await;
+            Ok(PutOutcome::Written)
+        }
+        async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, SinkError> {
+            tokio::time::sleep(self.0).await;
+            Ok(None)
+        }
+        async fn list(&self, _: &str) -> Result<Vec<String>, SinkError> {
+            tokio::time::sleep(self.0).await;
+            Ok(Vec::new())
+        }
+        fn location(&self) -> String {
+            "slow".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn bounded_calls_end_before_the_deadline() {
+        let slow = Slow(Duration::from_secs(30));
+        let deadline = SystemTime::now() + Duration::from_millis(800);
+        let sink = Bounded::new(&slow, Some(deadline));
+        let started = std::time::Instant::now();
+        let err = sink.get("k").await.unwrap_err();
+        assert!(matches!(err, SinkError::Deadline { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // Too near the deadline: not even started.
+        let late = Bounded::new(&slow, Some(SystemTime::now() + Duration::from_millis(100)));
+        let err = late.put("k", Vec::new(), "x").await.unwrap_err();
+        assert!(err.to_string().contains("not attempted"), "{err}");
+        // Without a deadline the call takes what it takes.
+        let quick = Slow(Duration::from_millis(10));
+        assert!(Bounded::new(&quick, None).list("p").await.is_ok());
     }
 
     #[tokio::test]

@@ -40,6 +40,7 @@ fuzz_target!(|input: &[u8]| {
     };
     let mut batcher = Batcher::new(Thresholds::unlimited(), FlushMode::Warm);
     let id = RecordId {
+        stream: std::sync::Arc::from(""),
         shard: Arc::from("shardId-000000000000"),
         sequence: "1".to_string(),
     };

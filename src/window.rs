@@ -1,0 +1,456 @@
+//! A shard's tumbling window, as far as it must survive any one execution
+//! environment: the `state` Lambda carries from invocation to invocation
+//! (which spool objects hold the window's records, which parts are already
+//! written), the spool objects' keys, and their content. Pure: no I/O.
+//!
+//! Lambda passes each invocation of a window the `state` the previous
+//! successful one returned, and makes a final invocation
+//! (`isFinalInvokeForWindow`) that it retries until it succeeds (Lambda
+//! developer guide, "Implementing stateful Kinesis Data Streams processing in
+//! Lambda"). So the state, not an environment's memory, says what the window
+//! holds.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{Read as _, Write as _};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::event::{sequence_cmp, KinesisRecord};
+use crate::layout::RecordId;
+
+/// The member of Lambda's `state` map that holds ours. Lambda's state is a
+/// JSON object; string values are what every runtime's types accept.
+pub const STATE_KEY: &str = "cdc-batcher";
+
+/// Lambda ends a window early when the state exceeds 1 MB per shard; we warn
+/// well before (each invocation adds one sequence number, about 60 bytes).
+pub const STATE_WARN_BYTES: usize = 256 * 1024;
+
+const STATE_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WindowError {
+    #[error(
+        "window state is not ours or is damaged ({0}); refusing to guess what the window holds"
+    )]
+    BadState(String),
+    #[error("spool object {key} is damaged: {reason}")]
+    BadSpool { key: String, reason: String },
+}
+
+/// What a window has made durable so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowState {
+    #[serde(rename = "v")]
+    version: u32,
+    /// The last sequence number of each spool object, in the order written;
+    /// the last one is the highest sequence number the window holds.
+    #[serde(rename = "spools", default)]
+    pub spools: Vec<String>,
+    /// Digests (file stems' last segment) of data parts already written.
+    #[serde(rename = "written", default)]
+    pub written: Vec<String>,
+}
+
+impl WindowState {
+    /// Reads our member of Lambda's `state` object (JSON text). No state or
+    /// an empty object is a new window.
+    pub fn from_lambda(state: Option<&str>) -> Result<WindowState, WindowError> {
+        let Some(text) = state else {
+            return Ok(WindowState::fresh());
+        };
+        let map: HashMap<String, serde_json::Value> =
+            serde_json::from_str(text).map_err(|e| WindowError::BadState(e.to_string()))?;
+        let Some(ours) = map.get(STATE_KEY) else {
+            return Ok(WindowState::fresh());
+        };
+        let inner = ours
+            .as_str()
+            .ok_or_else(|| WindowError::BadState(format!("{STATE_KEY} is not a string")))?;
+        let state: WindowState =
+            serde_json::from_str(inner).map_err(|e| WindowError::BadState(e.to_string()))?;
+        if state.version != STATE_VERSION {
+            return Err(WindowError::BadState(format!(
+                "version {} (this build reads {STATE_VERSION})",
+                state.version
+            )));
+        }
+        Ok(state)
+    }
+
+    pub fn fresh() -> WindowState {
+        WindowState {
+            version: STATE_VERSION,
+            ..WindowState::default()
+        }
+    }
+
+    /// The value for the response's `state`.
+    pub fn to_lambda(&self) -> serde_json::Value {
+        let inner = serde_json::to_string(self).unwrap_or_default();
+        serde_json::json!({ STATE_KEY: inner })
+    }
+
+    /// The highest sequence number already spooled in this window.
+    pub fn high(&self) -> Option<&str> {
+        self.spools.last().map(String::as_str)
+    }
+
+    /// Whether a record is already durable in this window's spool. Records
+    /// are spooled as a prefix of the shard's sequence (see `windowed`), so
+    /// "at or below the highest" is exact.
+    pub fn holds(&self, sequence: &str) -> bool {
+        self.high()
+            .is_some_and(|h| sequence_cmp(sequence, h).is_le())
+    }
+
+    pub fn is_written(&self, digest: &str) -> bool {
+        self.written.iter().any(|w| w == digest)
+    }
+
+    /// The serialised size Lambda will carry.
+    pub fn lambda_bytes(&self) -> usize {
+        self.to_lambda().to_string().len()
+    }
+}
+
+/// Which window of which shard of which stream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WindowId {
+    pub stream_arn: String,
+    pub shard: String,
+    /// `window.start` as Lambda sent it.
+    pub start: String,
+}
+
+impl WindowId {
+    /// `prefix/_spool/<stream>/<shard>/<window start>/`
+    pub fn spool_dir(&self, prefix: &str) -> String {
+        format!(
+            "{prefix}_spool/{}/{}/{}/",
+            stream_token(&self.stream_arn),
+            key_safe(&self.shard),
+            key_safe(&compact_time(&self.start))
+        )
+    }
+
+    /// The key of the window's `index`-th spool object whose last record is
+    /// `last`: a retried invocation with the same records writes the same key.
+    pub fn spool_key(&self, prefix: &str, index: usize, last: &str) -> String {
+        format!(
+            "{}{index:06}_{}.jsonl.sz",
+            self.spool_dir(prefix),
+            key_safe(last)
+        )
+    }
+}
+
+/// A stream's name (readable) and a digest of its whole ARN (two streams of
+/// one name in other accounts or regions stay apart).
+pub fn stream_token(arn: &str) -> String {
+    let name = arn
+        .rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty())
+        .unwrap_or("stream");
+    let digest = Sha256::digest(arn.as_bytes());
+    let mut out = key_safe(name);
+    out.push('-');
+    for b in &digest[..4] {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// `2026-03-14T01:02:00Z` → `20260314T010200Z`.
+fn compact_time(t: &str) -> String {
+    t.chars().filter(|c| !matches!(c, '-' | ':')).collect()
+}
+
+fn key_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// One record as the spool keeps it: what arrived, enough to run it through
+/// the pipeline again exactly as the first time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpooledRecord {
+    #[serde(rename = "s")]
+    pub sequence: String,
+    #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
+    pub partition_key: Option<String>,
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
+    pub arrival_seconds: Option<f64>,
+    /// `kinesis.data` as delivered, or why it was unusable.
+    #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
+    pub data_error: Option<String>,
+}
+
+/// The first line of a spool object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpoolHeader {
+    pub format: String,
+    pub stream_arn: String,
+    pub shard: String,
+    pub window_start: String,
+    /// When the records were spooled: every row's `_ingested_at`.
+    pub spooled_at_us: i64,
+    pub records: usize,
+}
+
+const SPOOL_FORMAT: &str = "cdc-batcher-spool/1";
+
+/// A decoded spool object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spool {
+    pub header: SpoolHeader,
+    pub records: Vec<SpooledRecord>,
+}
+
+impl Spool {
+    /// The records of an invocation that are to be spooled. Records without a
+    /// shard and sequence number cannot be ordered and are not spooled.
+    pub fn of(window: &WindowId, records: &[KinesisRecord<'_>], spooled_at_us: i64) -> Spool {
+        let records: Vec<SpooledRecord> = records
+            .iter()
+            .filter_map(|r| {
+                let id = r.id.as_ref().ok()?;
+                let (data, data_error) = match &r.data {
+                    Ok(d) => (Some(d.to_string()), None),
+                    Err(e) => (None, Some(e.clone())),
+                };
+                Some(SpooledRecord {
+                    sequence: id.sequence.clone(),
+                    partition_key: r.partition_key.as_deref().map(String::from),
+                    arrival_seconds: r.arrival_seconds,
+                    data,
+                    data_error,
+                })
+            })
+            .collect();
+        Spool {
+            header: SpoolHeader {
+                format: SPOOL_FORMAT.to_string(),
+                stream_arn: window.stream_arn.clone(),
+                shard: window.shard.clone(),
+                window_start: window.start.clone(),
+                spooled_at_us,
+                records: records.len(),
+            },
+            records,
+        }
+    }
+
+    /// JSON Lines (header first), Snappy-framed.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut text = Vec::with_capacity(
+            self.records
+                .iter()
+                .map(|r| r.data.as_ref().map_or(64, |d| d.len() + 96))
+                .sum(),
+        );
+        // Serialising strings and numbers into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut text, &self.header);
+        text.push(b'\n');
+        for r in &self.records {
+            let _ = serde_json::to_writer(&mut text, r);
+            text.push(b'\n');
+        }
+        let mut out = Vec::with_capacity(text.len() / 3);
+        let mut encoder = snap::write::FrameEncoder::new(&mut out);
+        let _ = encoder.write_all(&text);
+        drop(encoder);
+        out
+    }
+
+    pub fn from_bytes(key: &str, bytes: &[u8]) -> Result<Spool, WindowError> {
+        let bad = |reason: String| WindowError::BadSpool {
+            key: key.to_string(),
+            reason,
+        };
+        let mut text = Vec::with_capacity(bytes.len() * 3);
+        snap::read::FrameDecoder::new(bytes)
+            .read_to_end(&mut text)
+            .map_err(|e| bad(format!("not Snappy-framed: {e}")))?;
+        let mut lines = text.split(|&b| b == b'\n').filter(|l| !l.is_empty());
+        let header: SpoolHeader = lines
+            .next()
+            .ok_or_else(|| bad("empty".into()))
+            .and_then(|l| serde_json::from_slice(l).map_err(|e| bad(format!("header: {e}"))))?;
+        if header.format != SPOOL_FORMAT {
+            return Err(bad(format!("format {:?}", header.format)));
+        }
+        let records = lines
+            .map(|l| serde_json::from_slice(l).map_err(|e| bad(format!("record: {e}"))))
+            .collect::<Result<Vec<SpooledRecord>, _>>()?;
+        if records.len() != header.records {
+            return Err(bad(format!(
+                "{} records, header says {}",
+                records.len(),
+                header.records
+            )));
+        }
+        Ok(Spool { header, records })
+    }
+
+    /// The records as the pipeline reads them, borrowing from the spool.
+    pub fn kinesis_records(&self) -> Vec<KinesisRecord<'_>> {
+        let stream: Arc<str> = Arc::from(self.header.stream_arn.as_str());
+        let shard: Arc<str> = Arc::from(self.header.shard.as_str());
+        self.records
+            .iter()
+            .map(|r| KinesisRecord {
+                id: Ok(RecordId {
+                    stream: stream.clone(),
+                    shard: shard.clone(),
+                    sequence: r.sequence.clone(),
+                }),
+                data: match (&r.data, &r.data_error) {
+                    (Some(d), _) => Ok(Cow::Borrowed(d.as_str())),
+                    (None, Some(e)) => Err(e.clone()),
+                    (None, None) => Err("record has no kinesis.data".to_string()),
+                },
+                partition_key: r.partition_key.as_deref().map(Cow::Borrowed),
+                arrival_seconds: r.arrival_seconds,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window() -> WindowId {
+        WindowId {
+            stream_arn: "arn:aws:kinesis:us-east-1:123456789012:stream/dms".into(),
+            shard: "shardId-000000000001".into(),
+            start: "2026-03-14T01:02:00Z".into(),
+        }
+    }
+
+    fn record(seq: &str, data: Result<&str, &str>) -> KinesisRecord<'static> {
+        KinesisRecord {
+            id: Ok(RecordId {
+                stream: Arc::from("arn:aws:kinesis:us-east-1:123456789012:stream/dms"),
+                shard: Arc::from("shardId-000000000001"),
+                sequence: seq.to_string(),
+            }),
+            data: data
+                .map(|d| Cow::Owned(d.to_string()))
+                .map_err(String::from),
+            partition_key: Some(Cow::Borrowed("sales.client")),
+            arrival_seconds: Some(1_773_450_000.25),
+        }
+    }
+
+    #[test]
+    fn state_round_trips_through_lambdas_state_object() {
+        let mut s = WindowState::fresh();
+        assert_eq!(s.high(), None);
+        assert!(!s.holds("1"));
+        s.spools.push("105".into());
+        s.spools.push("230".into());
+        s.written.push("abcd".into());
+        let lambda = s.to_lambda();
+        let text = lambda.to_string();
+        let back = WindowState::from_lambda(Some(&text)).unwrap();
+        assert_eq!(back, s);
+        assert!(back.holds("230") && back.holds("99") && !back.holds("231"));
+        assert!(back.holds("0229"), "numeric, not text order");
+        assert!(back.is_written("abcd") && !back.is_written("abce"));
+        assert!(s.lambda_bytes() < 100);
+    }
+
+    #[test]
+    fn no_state_or_an_empty_one_is_a_new_window() {
+        assert_eq!(
+            WindowState::from_lambda(None).unwrap(),
+            WindowState::fresh()
+        );
+        assert_eq!(
+            WindowState::from_lambda(Some("{}")).unwrap(),
+            WindowState::fresh()
+        );
+    }
+
+    #[test]
+    fn a_damaged_state_is_an_error_not_an_empty_window() {
+        for bad in [
+            "[1]",
+            r#"{"cdc-batcher": 5}"#,
+            r#"{"cdc-batcher": "{\"v\": 99}"}"#,
+            r#"{"cdc-batcher": "not json"}"#,
+        ] {
+            assert!(
+                matches!(
+                    WindowState::from_lambda(Some(bad)),
+                    Err(WindowError::BadState(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn spool_keys_name_stream_shard_window_and_position() {
+        let w = window();
+        let key = w.spool_key("cdc-data/", 3, "4959");
+        assert!(key.starts_with("cdc-data/_spool/dms-"), "{key}");
+        assert!(
+            key.ends_with("/shardId-000000000001/20260314T010200Z/000003_4959.jsonl.sz"),
+            "{key}"
+        );
+        let other = WindowId {
+            stream_arn: "arn:aws:kinesis:eu-west-1:123456789012:stream/dms".into(),
+            ..w.clone()
+        };
+        assert_ne!(
+            other.spool_dir(""),
+            w.spool_dir(""),
+            "same name, other region"
+        );
+    }
+
+    #[test]
+    fn spool_objects_round_trip_every_field() {
+        let records = [
+            record("7", Ok("eyJhIjoxfQ==")),
+            record("9", Err("kinesis.data is a number")),
+        ];
+        let spool = Spool::of(&window(), &records, 1_773_450_001_000_000);
+        let bytes = spool.to_bytes();
+        let back = Spool::from_bytes("k", &bytes).unwrap();
+        assert_eq!(back, spool);
+        let again = back.kinesis_records();
+        assert_eq!(again.len(), 2);
+        assert_eq!(again[0].id, records[0].id);
+        assert_eq!(again[0].data, records[0].data);
+        assert_eq!(again[1].data, records[1].data);
+        assert_eq!(again[0].partition_key, records[0].partition_key);
+        assert_eq!(again[0].arrival_seconds, records[0].arrival_seconds);
+    }
+
+    #[test]
+    fn damaged_spool_objects_are_errors() {
+        let spool = Spool::of(&window(), &[record("7", Ok("e30="))], 0);
+        let mut bytes = spool.to_bytes();
+        assert!(Spool::from_bytes("k", &bytes[..bytes.len() / 2]).is_err());
+        bytes.truncate(0);
+        assert!(Spool::from_bytes("k", b"plain text").is_err());
+    }
+}

@@ -1,0 +1,467 @@
+//! `FLUSH_MODE=window`: every acknowledged record is durable before Kinesis
+//! moves past it, files stay large, and any environment can finish any work.
+//!
+//! - Each invocation of a shard's tumbling window writes the records it takes
+//!   as one spool object (`If-None-Match`) before it returns, and lists it in
+//!   the window's `state` (see `window`). A record at or below the highest
+//!   sequence number the state lists is already spooled: a redelivery.
+//! - The window's final invocation (`isFinalInvokeForWindow`, retried by
+//!   Lambda until it succeeds) writes each table's rows of the window as
+//!   Parquet, from this environment's cache when it holds exactly what the
+//!   state lists, else from the spool objects.
+//! - Where a file is cut depends only on the window's records in sequence
+//!   order (`Batcher::for_window`), and its key only on its rows, so a retried
+//!   final invocation, or two environments doing the same work, write the same
+//!   objects once. An environment whose cache is in step writes parts that a
+//!   threshold closed as soon as they close, and notes them in the state.
+//!
+//! Nothing here relies on memory surviving: the cache is taken out of the
+//! environment for the length of an invocation, so a panic or an error drops
+//! it, and the next invocation rebuilds from the spool.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::StreamExt as _;
+use serde_json::json;
+
+use crate::batcher::{Batcher, DueReason};
+use crate::config::Thresholds;
+use crate::event::{sequence_cmp, KinesisRecord, WindowInfo};
+use crate::handler::{now_micros, HandleError, Ingested, Outcome, Pipeline, State, Stats};
+use crate::quarantine::QuarantineEntry;
+use crate::sink::{Bounded, Sink};
+use crate::window::{Spool, WindowId, WindowState, STATE_WARN_BYTES};
+
+/// Spool objects read at once when a window is rebuilt.
+const MAX_CONCURRENT_READS: usize = 8;
+
+/// A cached window unused this long is dropped (its final invocation went to
+/// another environment).
+const CACHE_IDLE: Duration = Duration::from_secs(1800);
+
+/// What this environment decoded of a window, in step with a state.
+pub(crate) struct Builder {
+    batcher: Batcher,
+    /// The spool objects fed, as the state lists them.
+    fed: Vec<String>,
+    quarantined: Vec<QuarantineEntry>,
+    used: Instant,
+}
+
+impl Builder {
+    fn new(thresholds: Thresholds) -> Self {
+        Builder {
+            batcher: Batcher::for_window(thresholds),
+            fed: Vec::new(),
+            quarantined: Vec::new(),
+            used: Instant::now(),
+        }
+    }
+}
+
+/// The windows this environment holds decoded (a cache: any may be missing).
+#[derive(Default)]
+pub(crate) struct WindowCache {
+    builders: HashMap<WindowId, Builder>,
+}
+
+impl WindowCache {
+    /// Takes the window's builder out if it holds exactly the spool objects
+    /// `spools` lists; one that does not is dropped.
+    fn take(&mut self, id: &WindowId, spools: &[String]) -> Option<Builder> {
+        let builder = self.builders.remove(id)?;
+        if builder.fed == spools {
+            Some(builder)
+        } else {
+            tracing::info!(
+                shard = id.shard,
+                window = id.start,
+                "cached window out of step with its state: it will be rebuilt from the spool"
+            );
+            None
+        }
+    }
+
+    fn put(&mut self, id: WindowId, mut builder: Builder) {
+        builder.used = Instant::now();
+        self.builders.insert(id, builder);
+    }
+
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.builders
+            .values()
+            .map(|b| b.batcher.buffered_bytes())
+            .sum()
+    }
+
+    /// Drops idle windows, then the least recently used ones until what is
+    /// held fits `budget` (`keep` stays).
+    fn evict(&mut self, budget: usize, keep: &WindowId) {
+        self.builders
+            .retain(|id, b| id == keep || b.used.elapsed() < CACHE_IDLE);
+        while self.buffered_bytes() > budget {
+            let oldest = self
+                .builders
+                .iter()
+                .filter(|(id, _)| *id != keep)
+                .min_by_key(|(_, b)| b.used)
+                .map(|(id, _)| id.clone());
+            match oldest {
+                Some(id) => {
+                    tracing::info!(shard = id.shard, window = id.start, "memory budget: dropping a cached window (it will be rebuilt from the spool)");
+                    self.builders.remove(&id);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+impl<S: Sink> Pipeline<S> {
+    /// One invocation of a tumbling window.
+    pub(crate) async fn handle_window(
+        &self,
+        records: &[KinesisRecord<'_>],
+        window: &WindowInfo,
+        deadline: Option<SystemTime>,
+    ) -> Result<Outcome, HandleError> {
+        let now_us = now_micros();
+        let sink = Bounded::new(&self.sink, deadline);
+        let mut stats = Stats {
+            records: records.len() as u64,
+            ..Stats::default()
+        };
+        let first = records.iter().find_map(|r| r.id.as_ref().ok());
+        let id = WindowId {
+            stream_arn: window
+                .stream_arn
+                .clone()
+                .or_else(|| first.map(|i| i.stream.to_string()))
+                .unwrap_or_default(),
+            shard: window
+                .shard_id
+                .clone()
+                .or_else(|| first.map(|i| i.shard.to_string()))
+                .unwrap_or_default(),
+            start: window.start.clone(),
+        };
+        let mut wstate = WindowState::from_lambda(window.state.as_deref())?;
+        let ending = window.is_final || window.terminated_early;
+
+        let mut guard = self.state.lock().await;
+        let state = &mut *guard;
+        let mut builder = state.windows.take(&id, &wstate.spools);
+
+        // Records the state already lists are a redelivery. Records without a
+        // sequence number cannot be placed in the window: quarantined now.
+        let mut fresh: Vec<KinesisRecord<'_>> = Vec::with_capacity(records.len());
+        let mut unplaced = Vec::new();
+        for record in records {
+            match &record.id {
+                Err(e) => unplaced.push(QuarantineEntry::new(record, e.clone(), now_us)),
+                Ok(rid) if wstate.holds(&rid.sequence) => stats.duplicates += 1,
+                Ok(_) => fresh.push(record.clone()),
+            }
+        }
+        // Out-of-order redeliveries are possible (Lambda developer guide): the
+        // spool is kept in sequence order, each record once.
+        fresh.sort_by(|a, b| sequence_cmp(seq(a), seq(b)));
+        fresh.dedup_by(|a, b| seq(a) == seq(b));
+        if !unplaced.is_empty() {
+            stats.quarantined += unplaced.len() as u64;
+            if !self.write_quarantine(&sink, &unplaced, now_us).await {
+                return Err(HandleError::NotDurable(
+                    "quarantine of records without a sequence number not written".into(),
+                ));
+            }
+        }
+
+        let mut redeliver_from = None;
+        if let Some(last) = fresh.last().map(|r| seq(r).to_string()) {
+            let spool = Spool::of(&id, &fresh, now_us);
+            let key = id.spool_key(&self.config.prefix, wstate.spools.len(), &last);
+            match sink
+                .put(&key, spool.to_bytes(), "application/x-snappy-framed")
+                .await
+            {
+                Ok(_) => {
+                    stats.spooled += fresh.len() as u64;
+                    tracing::debug!(key, records = fresh.len(), "spooled");
+                    // The first spool object of a window starts the cache.
+                    if builder.is_none() && wstate.spools.is_empty() {
+                        builder = Some(Builder::new(self.config.thresholds.clone()));
+                    }
+                    wstate.spools.push(last.clone());
+                    if let Some(mut b) = builder.take() {
+                        if self
+                            .feed(state, &sink, &mut b, &fresh, &last, now_us, &mut stats)
+                            .await
+                        {
+                            builder = Some(b);
+                        }
+                    }
+                }
+                Err(error) if ending => {
+                    return Err(HandleError::WindowNotWritten {
+                        window: describe(&id),
+                        reason: format!("spool not written: {error}"),
+                    });
+                }
+                Err(error) => {
+                    // The state stays as it was: Kinesis sends these records again.
+                    tracing::error!(key, %error, "spool not written: the batch will be redelivered");
+                    redeliver_from = fresh.first().map(|r| seq(r).to_string());
+                    stats.failed_files += 1;
+                }
+            }
+        }
+
+        let response = if ending {
+            if let Err((kept, reason)) = self
+                .finish(state, &sink, &id, &wstate, builder, &mut stats)
+                .await
+            {
+                if let Some(b) = kept {
+                    state.windows.put(id.clone(), b);
+                }
+                self.report(state, &stats, None);
+                return Err(HandleError::WindowNotWritten {
+                    window: describe(&id),
+                    reason,
+                });
+            }
+            stats.windows_written += 1;
+            // The window is done; Lambda starts the next one with a new state.
+            json!({"state": {}, "batchItemFailures": []})
+        } else {
+            if let Some(mut b) = builder {
+                self.write_closed(state, &sink, &mut b, &mut wstate, &mut stats)
+                    .await;
+                state.windows.put(id.clone(), b);
+            }
+            state
+                .windows
+                .evict(self.config.thresholds.max_buffered_bytes, &id);
+            let size = wstate.lambda_bytes();
+            if size > STATE_WARN_BYTES {
+                tracing::warn!(
+                    shard = id.shard,
+                    window = id.start,
+                    state_bytes = size,
+                    "window state is large (Lambda ends a window early above 1 MB): \
+                     raise BatchSize or MaximumBatchingWindowInSeconds, or shorten the window"
+                );
+            }
+            let failures: Vec<serde_json::Value> = redeliver_from
+                .iter()
+                .map(|s| json!({ "itemIdentifier": s }))
+                .collect();
+            json!({"state": wstate.to_lambda(), "batchItemFailures": failures})
+        };
+        self.report(state, &stats, None);
+        Ok(Outcome {
+            response,
+            stats,
+            redeliver_from,
+            is_flush: false,
+        })
+    }
+
+    /// Takes a spool object's records into `builder`. False when a DDL
+    /// record's schema change could not be registered: the builder is then
+    /// out of step and must be dropped (the final invocation rebuilds it).
+    #[allow(clippy::too_many_arguments)]
+    async fn feed<B: Sink>(
+        &self,
+        state: &mut State,
+        sink: &B,
+        builder: &mut Builder,
+        records: &[KinesisRecord<'_>],
+        last: &str,
+        ingested_us: i64,
+        stats: &mut Stats,
+    ) -> bool {
+        let mut scratch = Vec::new();
+        for record in records {
+            let Ok(rid) = &record.id else { continue };
+            match self
+                .ingest(
+                    &mut builder.batcher,
+                    &mut state.schemas,
+                    sink,
+                    record,
+                    rid,
+                    &mut scratch,
+                    ingested_us,
+                    stats,
+                )
+                .await
+            {
+                Ingested::Row | Ingested::Task | Ingested::Control(Ok(())) => {}
+                Ingested::Bad(entry) => builder.quarantined.push(entry),
+                Ingested::Control(Err(error)) => {
+                    tracing::error!(%error, "control record not registered: the window will be rebuilt from its spool");
+                    return false;
+                }
+            }
+        }
+        builder.fed.push(last.to_string());
+        true
+    }
+
+    /// Writes the parts a threshold or DDL record closed, unless the state
+    /// says they are written; notes each one written in the state. A part
+    /// that fails stays in the builder (its rows are in the spool).
+    async fn write_closed<B: Sink>(
+        &self,
+        state: &mut State,
+        sink: &B,
+        builder: &mut Builder,
+        wstate: &mut WindowState,
+        stats: &mut Stats,
+    ) {
+        let closed = builder.batcher.take_closed();
+        let todo: Vec<_> = closed
+            .into_iter()
+            .filter(|p| !wstate.is_written(&p.digest()))
+            .map(|p| (p, DueReason::Window))
+            .collect();
+        if todo.is_empty() {
+            return;
+        }
+        let written = self.write_parts(state, sink, todo, stats).await;
+        wstate.written.extend(written.digests);
+        for part in written.failed {
+            builder.batcher.restore(part);
+        }
+    }
+
+    /// Writes everything of the window that is not written yet. On failure
+    /// the builder (if in step) is handed back to be kept.
+    async fn finish<B: Sink>(
+        &self,
+        state: &mut State,
+        sink: &B,
+        id: &WindowId,
+        wstate: &WindowState,
+        builder: Option<Builder>,
+        stats: &mut Stats,
+    ) -> Result<(), (Option<Builder>, String)> {
+        // Parts written from here on need no note in the state: the window
+        // ends with this invocation.
+        let mut notes = wstate.clone();
+        let mut b = match builder {
+            Some(b) => b,
+            None => self
+                .rebuild(state, sink, id, &mut notes, stats)
+                .await
+                .map_err(|reason| (None, reason))?,
+        };
+        self.write_closed(state, sink, &mut b, &mut notes, stats)
+            .await;
+        let rest: Vec<_> = b
+            .batcher
+            .take_all()
+            .into_iter()
+            .filter(|p| !notes.is_written(&p.digest()))
+            .map(|p| (p, DueReason::Window))
+            .collect();
+        let written = self.write_parts(state, sink, rest, stats).await;
+        let failed = written.failed.len();
+        for part in written.failed {
+            b.batcher.restore(part);
+        }
+        let now_us = now_micros();
+        let quarantined = self.write_quarantine(sink, &b.quarantined, now_us).await;
+        if quarantined {
+            stats.quarantined += b.quarantined.len() as u64;
+        }
+        self.save_schemas(state, sink, stats).await;
+        let unsaved = state.schemas.unsaved_records().len();
+        match (failed, quarantined, unsaved) {
+            (0, true, 0) => {
+                tracing::info!(
+                    shard = id.shard, window = id.start, spools = wstate.spools.len(),
+                    "window written"
+                );
+                Ok(())
+            }
+            _ => Err((
+                Some(b),
+                format!(
+                    "{failed} file(s) not written, quarantine {}, {unsaved} schema change(s) not stored",
+                    if quarantined { "written" } else { "not written" }
+                ),
+            )),
+        }
+    }
+
+    /// Reads the window's spool objects (several at once, fed in order) into
+    /// a new builder, writing parts as they close.
+    async fn rebuild<B: Sink>(
+        &self,
+        state: &mut State,
+        sink: &B,
+        id: &WindowId,
+        notes: &mut WindowState,
+        stats: &mut Stats,
+    ) -> Result<Builder, String> {
+        let mut builder = Builder::new(self.config.thresholds.clone());
+        let keys: Vec<(String, String)> = notes
+            .spools
+            .iter()
+            .enumerate()
+            .map(|(i, last)| (id.spool_key(&self.config.prefix, i, last), last.clone()))
+            .collect();
+        if !keys.is_empty() {
+            tracing::info!(
+                shard = id.shard,
+                window = id.start,
+                spools = keys.len(),
+                "rebuilding the window from its spool"
+            );
+        }
+        let mut reads = futures_util::stream::iter(keys)
+            .map(|(key, last)| async move {
+                let got = sink.get(&key).await;
+                (key, last, got)
+            })
+            .buffered(MAX_CONCURRENT_READS);
+        while let Some((key, last, got)) = reads.next().await {
+            let bytes = match got {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => return Err(format!("spool object {key} is missing")),
+                Err(error) => return Err(format!("spool object not read: {error}")),
+            };
+            let spool = Spool::from_bytes(&key, &bytes).map_err(|e| e.to_string())?;
+            let records = spool.kinesis_records();
+            let spooled_at = spool.header.spooled_at_us;
+            if !self
+                .feed(
+                    state,
+                    sink,
+                    &mut builder,
+                    &records,
+                    &last,
+                    spooled_at,
+                    stats,
+                )
+                .await
+            {
+                return Err("a control record's schema change could not be stored".into());
+            }
+            self.write_closed(state, sink, &mut builder, notes, stats)
+                .await;
+        }
+        Ok(builder)
+    }
+}
+
+fn seq<'a>(record: &'a KinesisRecord<'_>) -> &'a str {
+    record.id.as_ref().map_or("", |id| id.sequence.as_str())
+}
+
+fn describe(id: &WindowId) -> String {
+    format!("{} {} {}", id.stream_arn, id.shard, id.start)
+}

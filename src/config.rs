@@ -94,6 +94,9 @@ pub struct Config {
     pub decimal_min_scale: u8,
     /// How often a container looks for schema versions other containers stored.
     pub schema_refresh: Duration,
+    /// `HEARTBEAT_STREAMS`: streams whose open shards get a heartbeat record
+    /// on every force flush (window mode), so quiet windows close.
+    pub heartbeat_streams: Vec<String>,
 }
 
 impl Config {
@@ -211,7 +214,10 @@ impl Config {
             86_400,
         )?;
 
+        let heartbeat_streams = parse_stream_arns(get("HEARTBEAT_STREAMS"))?;
+
         Ok(Config {
+            heartbeat_streams,
             column_types,
             decimal_min_scale,
             schema_refresh: Duration::from_secs(schema_refresh_secs),
@@ -240,6 +246,37 @@ impl Config {
             var: "S3_BUCKET_NAME",
             expected: "the name of the bucket the Parquet files are written to",
         })
+    }
+}
+
+/// `arn:aws:kinesis:REGION:ACCOUNT:stream/NAME[,...]`.
+fn parse_stream_arns(raw: Option<String>) -> Result<Vec<String>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    let arns: Vec<String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(String::from)
+        .collect();
+    let valid = |a: &str| {
+        let parts: Vec<&str> = a.splitn(6, ':').collect();
+        parts.len() == 6
+            && parts[0] == "arn"
+            && parts[2] == "kinesis"
+            && parts[5]
+                .strip_prefix("stream/")
+                .is_some_and(|n| !n.is_empty())
+    };
+    match arns.iter().find(|a| !valid(a)) {
+        Some(_) => Err(ConfigError::Invalid {
+            var: "HEARTBEAT_STREAMS",
+            value: raw,
+            expected:
+                "comma-separated Kinesis stream ARNs (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME)",
+        }),
+        None => Ok(arns),
     }
 }
 
@@ -430,6 +467,12 @@ mod tests {
             ("COLUMN_TYPES", "s.t.c=bigint", "JSON object"),
             ("DECIMAL_MIN_SCALE", "39", "0 to 38"),
             ("SCHEMA_REFRESH_SECONDS", "soon", "seconds"),
+            ("HEARTBEAT_STREAMS", "my-stream", "stream ARNs"),
+            (
+                "HEARTBEAT_STREAMS",
+                "arn:aws:sqs:us-east-1:1:q",
+                "stream ARNs",
+            ),
         ];
         for (var, value, accepted) in cases {
             let err = cfg(&[(var, value)]).unwrap_err().to_string();

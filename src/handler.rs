@@ -5,6 +5,7 @@
 //! the keys, and a [`Sink`] stores them.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::streams::KinesisEventResponse;
@@ -19,6 +20,7 @@ use crate::delivery::DeliveryLog;
 use crate::dms::{self, Message, TableControl};
 use crate::encode;
 use crate::event::{self, Event, EventError, KinesisRecord};
+use crate::heartbeat::{self, Heartbeat};
 use crate::layout::{self, Hour, RecordId};
 use crate::metrics;
 use crate::quarantine::{self, QuarantineEntry};
@@ -77,6 +79,8 @@ pub struct Stats {
     pub spooled: u64,
     /// Tumbling windows whose files were all written.
     pub windows_written: u64,
+    /// Streams whose heartbeat could not be sent (a force flush).
+    pub heartbeat_failures: u64,
 }
 
 impl Stats {
@@ -96,6 +100,7 @@ impl Stats {
         self.inexact_integers += o.inexact_integers;
         self.spooled += o.spooled;
         self.windows_written += o.windows_written;
+        self.heartbeat_failures += o.heartbeat_failures;
     }
 }
 
@@ -118,6 +123,7 @@ pub struct Pipeline<S> {
     pub(crate) sink: S,
     pub(crate) state: Mutex<State>,
     emit_metrics: bool,
+    heartbeat: Option<Arc<dyn Heartbeat>>,
 }
 
 /// What a warm container keeps between invocations. Only `warm-lossy` mode
@@ -175,7 +181,15 @@ impl<S: Sink> Pipeline<S> {
                 windows: WindowCache::default(),
             }),
             emit_metrics: true,
+            heartbeat: None,
         }
+    }
+
+    /// Sends heartbeats to `HEARTBEAT_STREAMS` on every force flush (window
+    /// mode); see `heartbeat`.
+    pub fn with_heartbeat(mut self, heartbeat: Arc<dyn Heartbeat>) -> Self {
+        self.heartbeat = Some(heartbeat);
+        self
     }
 
     /// Turns the per-invocation metric lines on stdout off (for `replay`,
@@ -197,6 +211,10 @@ impl<S: Sink> Pipeline<S> {
 
     pub fn sink(&self) -> &S {
         &self.sink
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// Handles one invocation payload (JSON text). `deadline` is the
@@ -222,9 +240,46 @@ impl<S: Sink> Pipeline<S> {
             },
             Event::ForceFlush { source } => {
                 tracing::info!(source, "force flush requested");
-                Ok(self.flush_all(deadline).await)
+                let mut outcome = self.flush_all(deadline).await;
+                if self.config.flush_mode == FlushMode::Window {
+                    let (sent, failed) = self.send_heartbeats(deadline).await;
+                    outcome.response["heartbeats"] = sent.into();
+                    outcome.stats.heartbeat_failures = failed;
+                }
+                Ok(outcome)
             }
         }
+    }
+
+    /// One heartbeat into every open shard of each `HEARTBEAT_STREAMS`
+    /// stream. Returns the shards reached and the streams that failed.
+    async fn send_heartbeats(&self, deadline: Option<SystemTime>) -> (u64, u64) {
+        let Some(hb) = &self.heartbeat else {
+            return (0, 0);
+        };
+        let record = heartbeat::record(chrono::Utc::now());
+        let (mut sent, mut failed) = (0, 0);
+        for arn in &self.config.heartbeat_streams {
+            let left = time_left(deadline).saturating_sub(crate::sink::DEADLINE_MARGIN);
+            match tokio::time::timeout(left, hb.beat(arn, &record)).await {
+                Ok(Ok(n)) => {
+                    tracing::info!(stream = arn, shards = n, "heartbeat sent");
+                    sent += n as u64;
+                }
+                Ok(Err(error)) => {
+                    tracing::error!(stream = arn, error, "heartbeat not sent: quiet shards' windows stay open until a record arrives");
+                    failed += 1;
+                }
+                Err(_) => {
+                    tracing::error!(
+                        stream = arn,
+                        "heartbeat timed out before the invocation deadline"
+                    );
+                    failed += 1;
+                }
+            }
+        }
+        (sent, failed)
     }
 
     /// Writes every buffer now (force flush, shutdown, end of a replay).
@@ -280,8 +335,24 @@ impl<S: Sink> Pipeline<S> {
         let mut deferred_from: Option<&RecordId> = None;
         let mut control_failed: Vec<RecordId> = Vec::new();
         let mut scratch = Vec::new();
+        // A redelivered batch may come out of order (Lambda developer guide):
+        // lanes remember the highest sequence number, so take records in order.
+        let mut ordered: Vec<&KinesisRecord<'_>> = records.iter().collect();
+        let seq = |r: &KinesisRecord<'_>| r.id.as_ref().map(|id| id.sequence.clone()).ok();
+        if !ordered.windows(2).all(|w| match (seq(w[0]), seq(w[1])) {
+            (Some(a), Some(b)) => event::sequence_cmp(&a, &b).is_le(),
+            _ => true,
+        }) {
+            ordered.sort_by(|a, b| match (&a.id, &b.id) {
+                (Ok(a), Ok(b)) => event::sequence_cmp(&a.sequence, &b.sequence),
+                (Ok(_), Err(_)) => std::cmp::Ordering::Less,
+                (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
+                (Err(_), Err(_)) => std::cmp::Ordering::Equal,
+            });
+        }
+        let records = ordered;
 
-        for (i, record) in records.iter().enumerate() {
+        for (i, &record) in records.iter().enumerate() {
             if i % 64 == 0 && time_left(deadline) < self.config.time_reserve {
                 // Out of time: what was not looked at is sent again by Kinesis.
                 stats.deferred = (records.len() - i) as u64;
@@ -433,7 +504,7 @@ impl<S: Sink> Pipeline<S> {
     }
 
     /// base64 → bytes → DMS message. The message borrows from `scratch`.
-    fn decode<'a>(
+    pub(crate) fn decode<'a>(
         &self,
         record: &KinesisRecord<'_>,
         scratch: &'a mut Vec<u8>,

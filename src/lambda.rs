@@ -15,8 +15,12 @@ pub enum InvokeError {
     Handle(#[from] HandleError),
     /// A force flush could not write everything. The rows stay buffered; the
     /// error makes the failure visible in Lambda's Errors metric.
-    #[error("force flush incomplete: {files} file(s) with {rows} row(s) not written; rows stay buffered and are retried")]
-    FlushIncomplete { files: u64, rows: u64 },
+    #[error("force flush incomplete: {files} file(s) with {rows} row(s) not written (they stay buffered and are retried), {heartbeats} stream(s) without a heartbeat")]
+    FlushIncomplete {
+        files: u64,
+        rows: u64,
+        heartbeats: u64,
+    },
 }
 
 pub async fn invoke<S: Sink>(
@@ -25,10 +29,12 @@ pub async fn invoke<S: Sink>(
 ) -> Result<Value, InvokeError> {
     let deadline = deadline_of(event.context.deadline);
     let outcome = pipeline.handle(event.payload.get(), deadline).await?;
-    if outcome.is_flush && outcome.stats.failed_files > 0 {
+    if outcome.is_flush && (outcome.stats.failed_files > 0 || outcome.stats.heartbeat_failures > 0)
+    {
         return Err(InvokeError::FlushIncomplete {
             files: outcome.stats.failed_files,
             rows: outcome.stats.failed_rows,
+            heartbeats: outcome.stats.heartbeat_failures,
         });
     }
     Ok(outcome.response)

@@ -13,6 +13,7 @@ pub mod dms;
 pub mod encode;
 pub mod event;
 pub mod handler;
+pub mod heartbeat;
 pub mod json;
 pub mod lambda;
 pub mod layout;

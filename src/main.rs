@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use cdc_batcher::config::Config;
 use cdc_batcher::handler::Pipeline;
+use cdc_batcher::heartbeat::KinesisHeartbeat;
 use cdc_batcher::sink::S3Sink;
 use cdc_batcher::{ddl, lambda, logging, replay};
 use lambda_runtime::{service_fn, LambdaEvent};
@@ -24,7 +25,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env()?;
     let bucket = config.require_bucket()?.to_string();
     let sink = S3Sink::from_env(&bucket, &config.s3).await;
-    let pipeline = Arc::new(Pipeline::new(config, sink));
+    let mut pipeline = Pipeline::new(config, sink);
+    if !pipeline.config().heartbeat_streams.is_empty() {
+        pipeline = pipeline.with_heartbeat(Arc::new(KinesisHeartbeat::from_env().await));
+    }
+    let pipeline = Arc::new(pipeline);
     let startup_ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::info!(bucket, startup_ms, "cdc-batcher ready");
 

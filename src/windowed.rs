@@ -27,8 +27,10 @@ use serde_json::json;
 
 use crate::batcher::{Batcher, DueReason};
 use crate::config::Thresholds;
+use crate::dms::Message;
 use crate::event::{sequence_cmp, KinesisRecord, WindowInfo};
 use crate::handler::{now_micros, HandleError, Ingested, Outcome, Pipeline, State, Stats};
+use crate::heartbeat;
 use crate::quarantine::QuarantineEntry;
 use crate::sink::{Bounded, Sink};
 use crate::window::{Spool, WindowId, WindowState, STATE_WARN_BYTES};
@@ -161,6 +163,8 @@ impl<S: Sink> Pipeline<S> {
             match &record.id {
                 Err(e) => unplaced.push(QuarantineEntry::new(record, e.clone(), now_us)),
                 Ok(rid) if wstate.holds(&rid.sequence) => stats.duplicates += 1,
+                // A heartbeat has done its work by arriving: nothing to keep.
+                Ok(_) if self.is_heartbeat(record) => stats.control_records += 1,
                 Ok(_) => fresh.push(record.clone()),
             }
         }
@@ -266,6 +270,17 @@ impl<S: Sink> Pipeline<S> {
             redeliver_from,
             is_flush: false,
         })
+    }
+
+    fn is_heartbeat(&self, record: &KinesisRecord<'_>) -> bool {
+        if record.partition_key.as_deref() != Some(heartbeat::PARTITION_KEY) {
+            return false;
+        }
+        let mut scratch = Vec::new();
+        matches!(
+            self.decode(record, &mut scratch),
+            Ok(Message::TaskControl { operation }) if heartbeat::is_heartbeat(&operation)
+        )
     }
 
     /// Takes a spool object's records into `builder`. False when a DDL

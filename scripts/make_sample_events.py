@@ -6,6 +6,7 @@ Kinesis events of one shard with increasing sequence numbers, plus the three
 force-flush shapes. Deterministic: a rerun gives byte-identical files.
 """
 import base64
+import hashlib
 import json
 import pathlib
 import sys
@@ -14,6 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
 OUT = ROOT / "events"
 SHARD = "shardId-000000000000"
+WINDOW_SHARD = "shardId-000000000001"
 STREAM = "arn:aws:kinesis:us-east-1:123456789012:stream/dms-cdc"
 BASE_SEQ = 49658813620978000100000000000000000000000000000000000000
 ARRIVAL = 1773450000.000
@@ -30,7 +32,7 @@ MALFORMED_GOOD = [191, 192]
 MALFORMED_BAD_LINES = [1, 7, 12]  # bad_messages.jsonl
 
 
-def record(seq: int, data_b64: str, partition_key: str, i: int) -> dict:
+def record(seq: int, data_b64: str, partition_key: str, i: int, shard: str = SHARD) -> dict:
     return {
         "kinesis": {
             "kinesisSchemaVersion": "1.0",
@@ -41,7 +43,7 @@ def record(seq: int, data_b64: str, partition_key: str, i: int) -> dict:
         },
         "eventSource": "aws:kinesis",
         "eventVersion": "1.0",
-        "eventID": f"{SHARD}:{seq}",
+        "eventID": f"{shard}:{seq}",
         "eventName": "aws:kinesis:record",
         "invokeIdentityArn": "arn:aws:iam::123456789012:role/cdc-batcher",
         "awsRegion": "us-east-1",
@@ -62,12 +64,13 @@ def main() -> int:
     bad = (CORPUS / "bad_messages.jsonl").read_bytes().split(b"\n")
     counter = 0
 
-    def next_record(payload: bytes | None, raw_data: str | None = None) -> dict:
+    def next_record(payload: bytes | None, raw_data: str | None = None,
+                    shard: str = SHARD) -> dict:
         nonlocal counter
         counter += 1
         seq = BASE_SEQ + counter * 1_000_003
         data = raw_data if raw_data is not None else base64.b64encode(payload).decode()
-        return record(seq, data, partition_key(payload or b""), counter)
+        return record(seq, data, partition_key(payload or b""), counter, shard)
 
     OUT.mkdir(exist_ok=True)
     for name, picks in SAMPLES.items():
@@ -79,6 +82,26 @@ def main() -> int:
         recs.append(next_record(bad[n - 1]))
     recs.append(next_record(lines[MALFORMED_GOOD[1] - 1]))
     write("kinesis-3-malformed.json", {"Records": recs})
+
+    # One tumbling window of another shard, invocation by invocation, with the
+    # state each invocation returns (FLUSH_MODE=window, default thresholds: no
+    # file is written before the final invocation), then a window that Lambda
+    # ended early.
+    w1 = ("2026-03-14T01:00:00Z", "2026-03-14T01:02:00Z")
+    w2 = ("2026-03-14T01:02:00Z", "2026-03-14T01:04:00Z")
+    first = [next_record(lines[n - 1], shard=WINDOW_SHARD) for n in SAMPLES["kinesis-1-load.json"]]
+    middle = [next_record(lines[n - 1], shard=WINDOW_SHARD) for n in SAMPLES["kinesis-2-cdc.json"]]
+    spools = []
+    write("window-1-first.json", window_event(first, w1, spools))
+    spools.append(first[-1]["kinesis"]["sequenceNumber"])
+    write("window-2-middle.json", window_event(middle, w1, spools))
+    spools.append(middle[-1]["kinesis"]["sequenceNumber"])
+    written = closed_by_ddl(first + middle)
+    write("window-3-final.json", window_event([], w1, spools, final=True, written=written))
+    early = [next_record(lines[MALFORMED_GOOD[0] - 1], shard=WINDOW_SHARD),
+             next_record(None, raw_data="{not base64!}", shard=WINDOW_SHARD),
+             next_record(lines[MALFORMED_GOOD[1] - 1], shard=WINDOW_SHARD)]
+    write("window-4-terminated-early.json", window_event(early, w2, [], early=True))
 
     write("force-flush.json", {"force_flush": True})
     write("eventbridge-scheduled.json", {
@@ -94,6 +117,49 @@ def main() -> int:
         "resources": ["arn:aws:scheduler:us-east-1:123456789012:schedule/default/cdc-batcher-flush"],
         "detail": "{}"})
     return 0
+
+
+def closed_by_ddl(records: list) -> list:
+    """Digests of the parts a DDL record closed (and the function wrote) in a window.
+
+    An independent restatement of the function's cut for this sample: a table's rows
+    go to one part per hour; a DDL record for the table closes its parts; closed parts
+    are written in table order, then in the order they were opened. A part's digest is
+    the first 8 bytes of SHA-256 over stream, shard and sequence number of each row,
+    each followed by a NUL byte. `tests/handler_local.rs` checks it against the function.
+    """
+    open_parts = {}  # table -> {hour: [records]}
+    closed = {}  # table -> [parts]
+    for r in records:
+        msg = json.loads(base64.b64decode(r["kinesis"]["data"]))
+        meta = msg["metadata"]
+        table = (meta["schema-name"], meta["table-name"])
+        if meta["record-type"] == "control" and meta["schema-name"]:
+            closed.setdefault(table, []).extend(open_parts.pop(table, {}).values())
+        elif meta["record-type"] == "data":
+            hour = meta["timestamp"][:13]
+            open_parts.setdefault(table, {}).setdefault(hour, []).append(r)
+    digests = []
+    for table in sorted(closed):
+        for part in closed[table]:
+            h = hashlib.sha256()
+            for r in part:
+                for field in (STREAM, r["eventID"].split(":")[0], r["kinesis"]["sequenceNumber"]):
+                    h.update(field.encode() + b"\0")
+            digests.append(h.hexdigest()[:16])
+    return digests
+
+
+def window_event(records: list, window: tuple, spools: list, final: bool = False,
+                 early: bool = False, written: list | None = None) -> dict:
+    """A tumbling-window invocation; `spools` is what the window's state lists."""
+    state = {}
+    if spools:
+        inner = {"v": 1, "spools": spools, "written": written or []}
+        state = {"cdc-batcher": json.dumps(inner, separators=(",", ":"))}
+    return {"Records": records, "window": {"start": window[0], "end": window[1]},
+            "state": state, "shardId": WINDOW_SHARD, "eventSourceARN": STREAM,
+            "isFinalInvokeForWindow": final, "isWindowTerminatedEarly": early}
 
 
 def write(name: str, obj: dict) -> None:

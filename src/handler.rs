@@ -240,9 +240,14 @@ impl<S: Sink> Pipeline<S> {
             },
             Event::ForceFlush { source } => {
                 tracing::info!(source, "force flush requested");
+                // Heartbeats first: a slow or failing write must not keep
+                // quiet windows open.
+                let beats = match self.config.flush_mode {
+                    FlushMode::Window => Some(self.send_heartbeats(deadline).await),
+                    _ => None,
+                };
                 let mut outcome = self.flush_all(deadline).await;
-                if self.config.flush_mode == FlushMode::Window {
-                    let (sent, failed) = self.send_heartbeats(deadline).await;
+                if let Some((sent, failed)) = beats {
                     outcome.response["heartbeats"] = sent.into();
                     outcome.stats.heartbeat_failures = failed;
                 }
@@ -764,8 +769,9 @@ impl<S: Sink> Pipeline<S> {
                 (part, reason, key, len, outcome)
             })
             .collect();
+        // In flight together, reported in order (the state lists them so).
         let results: Vec<_> = futures_util::stream::iter(puts)
-            .buffer_unordered(MAX_CONCURRENT_UPLOADS)
+            .buffered(MAX_CONCURRENT_UPLOADS)
             .collect()
             .await;
         for (part, reason, key, len, outcome) in results {

@@ -273,7 +273,9 @@ impl SchemaCache {
     /// Stores every changed schema; what fails stays unsaved (and is logged).
     pub async fn save_all<S: Sink>(&mut self, sink: &S) -> u64 {
         let mut type_changes = 0;
-        let tables: Vec<TableName> = self.unsaved.keys().cloned().collect();
+        let mut tables: Vec<TableName> = self.unsaved.keys().cloned().collect();
+        // In table order: the same work in the same order in every environment.
+        tables.sort();
         for table in tables {
             match self.save(sink, &table).await {
                 Ok(n) => type_changes += n,

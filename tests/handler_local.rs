@@ -64,7 +64,7 @@ async fn invocation_mode_leaves_nothing_buffered() {
 #[tokio::test]
 async fn warm_mode_buffers_until_a_force_flush() {
     let dir = tempfile::tempdir().unwrap();
-    let p = pipeline(dir.path(), &[]);
+    let p = pipeline(dir.path(), &[("FLUSH_MODE", "warm-lossy")]);
     let out = p.handle(&first_event().to_string(), None).await.unwrap();
     let buffered = p.buffered_rows().await;
     assert!(buffered > 0);
@@ -139,4 +139,136 @@ print(" ".join(f"{k}:{v}" for k, v in sorted(rows.items())))
     );
     // Row 4 fits bigint, but container b learnt of a's widening first.
     assert_eq!(types, "1:int64 2:int64 3:double 4:double");
+}
+
+fn sample(name: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(repo().join("events").join(name)).unwrap()).unwrap()
+}
+
+fn parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                pending.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The sample window events chain: each invocation returns the state the next
+/// sample carries, and a final invocation in another environment (nothing in
+/// memory) writes the whole window from the spool, once.
+#[tokio::test]
+async fn the_sample_window_events_chain_and_the_final_works_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let first_env = pipeline(dir.path(), &[]);
+    let first = first_env
+        .handle(&sample("window-1-first.json").to_string(), None)
+        .await
+        .unwrap();
+    assert_eq!(first.response["batchItemFailures"], json!([]));
+    assert_eq!(first.stats.spooled, 12);
+    assert_eq!(
+        first.stats.files, 0,
+        "nothing is written before the window ends"
+    );
+    assert_eq!(
+        first.response["state"],
+        sample("window-2-middle.json")["state"]
+    );
+    let middle = first_env
+        .handle(&sample("window-2-middle.json").to_string(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        middle.response["state"],
+        sample("window-3-final.json")["state"]
+    );
+    // Its DDL records closed four parts (two tables, two hours each): they are
+    // complete, so they are written now, and the state says so.
+    assert_eq!(middle.stats.files, 4);
+    assert_eq!(parquet_files(dir.path()).len(), 4);
+
+    // The final invocation reaches an environment that saw none of it.
+    let other_env = pipeline(dir.path(), &[]);
+    let fin = other_env
+        .handle(&sample("window-3-final.json").to_string(), None)
+        .await
+        .unwrap();
+    assert_eq!(fin.response, json!({"state": {}, "batchItemFailures": []}));
+    assert_eq!(fin.stats.windows_written, 1);
+    let files = parquet_files(dir.path());
+    assert!(!files.is_empty());
+    let rows_in_window = first.stats.rows + middle.stats.rows;
+    assert_eq!(
+        middle.stats.rows_written + fin.stats.rows_written,
+        rows_in_window
+    );
+    assert_eq!(files.len(), 4 + fin.stats.files as usize);
+
+    // Lambda retries a final invocation until it succeeds: a retry (here in
+    // the first environment, whose cache is in step) writes the same files.
+    let again = first_env
+        .handle(&sample("window-3-final.json").to_string(), None)
+        .await
+        .unwrap();
+    assert_eq!(again.stats.rows_written, fin.stats.rows_written);
+    assert_eq!(
+        parquet_files(dir.path()),
+        files,
+        "the same keys, nothing new"
+    );
+
+    // A window Lambda ended early is written like a final one, bad records
+    // quarantined.
+    let early = other_env
+        .handle(&sample("window-4-terminated-early.json").to_string(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        early.response,
+        json!({"state": {}, "batchItemFailures": []})
+    );
+    assert_eq!(early.stats.rows_written, 2);
+    assert_eq!(early.stats.quarantined, 1);
+}
+
+/// A redelivered batch (records the state already lists) is not spooled
+/// again; a damaged state fails the invocation instead of starting over.
+#[tokio::test]
+async fn window_redeliveries_and_damaged_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = pipeline(dir.path(), &[]);
+    let mut replayed = sample("window-1-first.json");
+    replayed["state"] = sample("window-2-middle.json")["state"].clone();
+    let out = env.handle(&replayed.to_string(), None).await.unwrap();
+    assert_eq!(out.stats.duplicates, 12);
+    assert_eq!(out.stats.spooled, 0);
+    assert_eq!(out.response["state"], replayed["state"]);
+
+    let mut damaged = sample("window-2-middle.json");
+    damaged["state"] = json!({"cdc-batcher": "{\"v\": 1, \"spools\": 7}"});
+    let err = env.handle(&damaged.to_string(), None).await.unwrap_err();
+    assert!(err.to_string().contains("window state"), "{err}");
+}
+
+/// Invocation mode under an event source mapping that has tumbling windows:
+/// each batch is written as usual, and the response carries a state.
+#[tokio::test]
+async fn invocation_mode_answers_window_events_with_a_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = pipeline(dir.path(), &[("FLUSH_MODE", "invocation")]);
+    let out = env
+        .handle(&sample("window-1-first.json").to_string(), None)
+        .await
+        .unwrap();
+    assert_eq!(out.response, json!({"state": {}, "batchItemFailures": []}));
+    assert!(out.stats.files > 0);
 }

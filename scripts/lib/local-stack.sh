@@ -43,14 +43,41 @@ start_function() {
   # stopped together on exit.
   cd "$ROOT"
   setsid env S3_BUCKET_NAME="$BUCKET" AWS_ENDPOINT_URL_S3="$S3_ENDPOINT" S3_FORCE_PATH_STYLE=true \
+    AWS_ENDPOINT_URL_KINESIS="$S3_ENDPOINT" HEARTBEAT_STREAMS="${HEARTBEAT_STREAMS:-}" \
+    FLUSH_MODE="${FLUSH_MODE:-}" \
     AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 \
-    cargo lambda watch -A 127.0.0.1 -P "$LAMBDA_PORT" >"$STATE/function.log" 2>&1 &
+    cargo lambda watch -A 127.0.0.1 -P "$LAMBDA_PORT" >>"$STATE/function.log" 2>&1 &
+  FUNCTION_PGID=$!
   PIDS+=($!)
   wait_port "$LAMBDA_PORT" 900 "cargo lambda watch"
 }
 
+# The function process itself (not the watcher), as cargo lambda runs it.
+function_pid() {
+  pgrep -f "$ROOT/target/debug/cdc-batcher$" || pgrep -f "target/debug/cdc-batcher$"
+}
+
+# A Kinesis stream on the moto server (same port) for the heartbeats.
+create_stream() { # name shards
+  python - "$S3_ENDPOINT" "$1" "$2" <<'PY'
+import sys, boto3
+k = boto3.client("kinesis", endpoint_url=sys.argv[1], aws_access_key_id="test",
+                 aws_secret_access_key="test", region_name="us-east-1")
+k.create_stream(StreamName=sys.argv[2], ShardCount=int(sys.argv[3]))
+print(k.describe_stream_summary(StreamName=sys.argv[2])["StreamDescriptionSummary"]["StreamARN"])
+PY
+}
+
 invoke() { # event-file
   timeout 600 cargo lambda invoke -A 127.0.0.1 -P "$LAMBDA_PORT" --data-file "$1"
+}
+
+# Stops the emulator and the function (moto keeps running).
+stop_function() {
+  kill -- "-$FUNCTION_PGID" 2>/dev/null || true
+  pkill -f "$ROOT/target/debug/cdc-batcher" 2>/dev/null || true
+  local i
+  for i in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$LAMBDA_PORT") 2>/dev/null || return 0; sleep 0.1; done
 }
 
 stop_all() {

@@ -10,7 +10,8 @@ Given the Kinesis event files that went in, it checks that:
   * every malformed record is in the _errors/ quarantine exactly once, with the
     `data` string exactly as it was in the event;
   * every column chunk is Snappy-compressed, no timestamp is in nanoseconds;
-  * the only other objects are schema-registry versions _schemas/{schema}/{table}/vN.json.
+  * the only other objects are schema-registry versions _schemas/{schema}/{table}/vN.json
+    and window-mode spool objects _spool/{stream}/{shard}/{window}/{index}_{seq}.jsonl.sz.
 
 Values are compared by type (same_value): columns are typed (int64, decimal128, double,
 bool, date32, timestamp[us, UTC], binary, string), DMS sends JSON tokens, and a column the
@@ -42,6 +43,8 @@ META = ["_op", "_dms_timestamp", "_commit_timestamp", "_transaction_id", "_shard
         "_sequence_number", "_ingested_at", "_before_image"]
 SEQ_WIDTH = 64
 SCHEMA_OBJECT = re.compile(r"_schemas/[^/]+/[^/]+/v\d+\.json")
+# Window mode's spool: _spool/<stream>/<shard>/<window start>/<index>_<last seq>.jsonl.sz
+SPOOL_OBJECT = re.compile(r"_spool/[^/]+/[^/]+/[^/]+/\d{6}_\d+\.jsonl\.sz")
 
 
 class JsonFloat(float):
@@ -217,8 +220,9 @@ def main():
     parquet = [i.path for i in files if i.path.endswith(".parquet")]
     errors = [i.path for i in files if i.path.endswith(".jsonl") and "/_errors/" in i.path]
     schemas = [i.path for i in files if SCHEMA_OBJECT.fullmatch(i.path[len(root) + 1:])]
+    spools = [i.path for i in files if SPOOL_OBJECT.fullmatch(i.path[len(root) + 1:])]
     others = [i.path for i in files if i.path not in parquet and i.path not in errors
-              and i.path not in schemas]
+              and i.path not in schemas and i.path not in spools]
     if others:
         problems.append(f"unexpected objects: {others[:5]}")
     for path in schemas:  # the registry is read by the writer: each version must parse

@@ -816,12 +816,15 @@ impl<S: Sink> Pipeline<S> {
             failed_files = stats.failed_files,
             buffered_rows = batcher.buffered_rows(),
             buffered_bytes = batcher.buffered_bytes(),
+            cached_window_bytes = state.windows.buffered_bytes(),
+            spooled = stats.spooled,
             pending_quarantine_files = state.pending_quarantine.len(),
             redeliver_from = redeliver_from.map(|id| id.sequence.as_str()),
             "invocation done"
         );
         if self.emit_metrics {
-            metrics::emit(stats, batcher.buffered_bytes(), oldest_age_us);
+            let held = batcher.buffered_bytes() + state.windows.buffered_bytes();
+            metrics::emit(stats, held, oldest_age_us);
         }
     }
 }

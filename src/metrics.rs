@@ -30,6 +30,7 @@ pub fn document(
                     count("FlushFailures"), {"Name": "BufferedBytes", "Unit": "Bytes"},
                     {"Name": "OldestBufferedRowAge", "Unit": "Milliseconds"},
                     count("ColumnTypeChanges"), count("InexactIntegers"),
+                    count("SpooledRecords"), count("WindowsWritten"), count("HeartbeatFailures"),
                 ],
             }],
         },
@@ -46,6 +47,9 @@ pub fn document(
         "OldestBufferedRowAge": oldest_age_us / 1000,
         "ColumnTypeChanges": stats.column_type_changes,
         "InexactIntegers": stats.inexact_integers,
+        "SpooledRecords": stats.spooled,
+        "WindowsWritten": stats.windows_written,
+        "HeartbeatFailures": stats.heartbeat_failures,
     })
 }
 
@@ -70,7 +74,7 @@ mod tests {
         let declared = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .unwrap();
-        assert_eq!(declared.len(), 13);
+        assert_eq!(declared.len(), 16);
         for m in declared {
             let name = m["Name"].as_str().unwrap();
             assert!(doc[name].is_number(), "{name} has no value");

@@ -20,6 +20,7 @@
 //! it, and the next invocation rebuilds from the spool.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt as _;
@@ -31,6 +32,7 @@ use crate::dms::Message;
 use crate::event::{sequence_cmp, KinesisRecord, WindowInfo};
 use crate::handler::{now_micros, HandleError, Ingested, Outcome, Pipeline, State, Stats};
 use crate::heartbeat;
+use crate::layout::RecordId;
 use crate::quarantine::QuarantineEntry;
 use crate::sink::{Bounded, Sink};
 use crate::window::{Spool, WindowId, WindowState, STATE_WARN_BYTES};
@@ -159,13 +161,28 @@ impl<S: Sink> Pipeline<S> {
         // sequence number cannot be placed in the window: quarantined now.
         let mut fresh: Vec<KinesisRecord<'_>> = Vec::with_capacity(records.len());
         let mut unplaced = Vec::new();
+        // Every record is named by the window's stream and shard, as the spool
+        // names it: rows must have the same identity (and files the same keys)
+        // whether they are written from this cache or from the spool.
+        let (stream, shard): (Arc<str>, Arc<str>) = (
+            Arc::from(id.stream_arn.as_str()),
+            Arc::from(id.shard.as_str()),
+        );
         for record in records {
             match &record.id {
                 Err(e) => unplaced.push(QuarantineEntry::new(record, e.clone(), now_us)),
                 Ok(rid) if wstate.holds(&rid.sequence) => stats.duplicates += 1,
                 // A heartbeat has done its work by arriving: nothing to keep.
                 Ok(_) if self.is_heartbeat(record) => stats.control_records += 1,
-                Ok(_) => fresh.push(record.clone()),
+                Ok(rid) => {
+                    let mut record = record.clone();
+                    record.id = Ok(RecordId {
+                        stream: stream.clone(),
+                        shard: shard.clone(),
+                        sequence: rid.sequence.clone(),
+                    });
+                    fresh.push(record);
+                }
             }
         }
         // Out-of-order redeliveries are possible (Lambda developer guide): the

@@ -205,7 +205,7 @@ async fn corpus_survives(fault: Fault, mode: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_lose_nothing_warm() {
-    corpus_survives(Fault::ServerError, "warm").await;
+    corpus_survives(Fault::ServerError, "warm-lossy").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,7 +215,7 @@ async fn server_errors_lose_nothing_per_invocation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_connections_lose_nothing_warm() {
-    corpus_survives(Fault::Drop, "warm").await;
+    corpus_survives(Fault::Drop, "warm-lossy").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,4 +228,106 @@ async fn slow_replies_write_nothing_twice() {
     // Slower than the client's attempt timeout: the PUT lands after the
     // client gave up, and the retry must find it rather than duplicate it.
     corpus_survives(Fault::Slow(Duration::from_millis(1300)), "invocation").await;
+}
+
+/// Window mode against a real S3 server through the fault proxy: each corpus
+/// file is one shard's window, delivered as Lambda does (the returned state
+/// goes to the next invocation; a failed invocation is sent again with the
+/// state it had), ended by a final invocation retried until it succeeds.
+async fn windows_survive(fault: Fault) {
+    let moto = Moto::start();
+    create_bucket(&s3_client(&moto.endpoint())).await;
+    let proxy = FaultProxy::start(moto.port).await;
+    let sink = S3Sink::from_client(impatient_client(&proxy.endpoint()), BUCKET);
+    // Two environments: the final invocation goes to the one that saw nothing.
+    let cfg = config(&[("BATCH_MAX_RECORDS_THRESHOLD", "30")]);
+    let seen = Pipeline::new(cfg.clone(), sink.clone()).without_metrics();
+    let fresh = Pipeline::new(cfg, sink).without_metrics();
+    let events = corpus_set("mixed-bad");
+    let (mut retries, mut rebuilt) = (0, 0);
+    for (i, f) in events.iter().enumerate() {
+        let event = load(f);
+        let shard = event["Records"][0]["eventID"]
+            .as_str()
+            .unwrap()
+            .split(':')
+            .next()
+            .unwrap()
+            .to_string();
+        let window = serde_json::json!({"start": format!("2026-03-14T01:{i:02}:00Z"),
+            "end": format!("2026-03-14T01:{:02}:00Z", i + 2)});
+        let wrap = |records: &Value, state: &Value, last: bool| {
+            serde_json::json!({"Records": records, "window": window, "state": state,
+                "shardId": shard, "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/dms",
+                "isFinalInvokeForWindow": last, "isWindowTerminatedEarly": false})
+        };
+        let mut state = serde_json::json!({});
+        let mut pending = event.clone();
+        proxy.set_share(Some(fault), 2, 3);
+        for attempt in 0.. {
+            assert!(attempt < 40, "{}: the batch never got through", f.display());
+            if attempt == 4 {
+                proxy.set(None);
+            }
+            match seen
+                .handle(&wrap(&pending["Records"], &state, false).to_string(), None)
+                .await
+            {
+                Ok(out) => {
+                    state = out.response["state"].clone();
+                    match out.redeliver_from {
+                        Some(seq) => pending = records_from(&pending, &seq),
+                        None => break,
+                    }
+                }
+                Err(_) => {}
+            }
+            retries += 1;
+        }
+        proxy.set_share(Some(fault), 2, 3);
+        for attempt in 0.. {
+            assert!(
+                attempt < 40,
+                "{}: the final invocation never succeeded",
+                f.display()
+            );
+            if attempt == 8 {
+                proxy.set(None);
+            }
+            let env = if attempt % 2 == 0 { &fresh } else { &seen };
+            match env
+                .handle(
+                    &wrap(&serde_json::json!([]), &state, true).to_string(),
+                    None,
+                )
+                .await
+            {
+                Ok(out) => {
+                    assert_eq!(
+                        out.response,
+                        serde_json::json!({"state": {}, "batchItemFailures": []})
+                    );
+                    rebuilt += usize::from(attempt % 2 == 0);
+                    break;
+                }
+                Err(_) => retries += 1,
+            }
+        }
+    }
+    proxy.set(None);
+    assert!(proxy.faults_injected() > 0, "no fault was injected");
+    assert!(retries > 0, "faults never reached the function");
+    assert!(rebuilt > 0, "no final invocation read the spool");
+    let check = check_lake(
+        &s3_location(&moto.endpoint()),
+        &["--expect-rows", "213"],
+        &events,
+    );
+    assert!(check.ok, "{fault:?} window: {}", check.summary);
+    assert_eq!(check.summary["quarantined"], 15);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_lose_nothing_in_windows() {
+    windows_survive(Fault::ServerError).await;
 }

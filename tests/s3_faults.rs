@@ -269,18 +269,15 @@ async fn windows_survive(fault: Fault) {
             if attempt == 4 {
                 proxy.set(None);
             }
-            match seen
+            if let Ok(out) = seen
                 .handle(&wrap(&pending["Records"], &state, false).to_string(), None)
                 .await
             {
-                Ok(out) => {
-                    state = out.response["state"].clone();
-                    match out.redeliver_from {
-                        Some(seq) => pending = records_from(&pending, &seq),
-                        None => break,
-                    }
+                state = out.response["state"].clone();
+                match out.redeliver_from {
+                    Some(seq) => pending = records_from(&pending, &seq),
+                    None => break,
                 }
-                Err(_) => {}
             }
             retries += 1;
         }

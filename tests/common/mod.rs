@@ -206,10 +206,21 @@ pub fn replay(
     output: &str,
     events: &[PathBuf],
 ) -> (serde_json::Value, bool) {
+    replay_with(env, &[], output, events)
+}
+
+/// `replay` with more options (e.g. `--window 60`).
+pub fn replay_with(
+    env: &[(&str, String)],
+    options: &[&str],
+    output: &str,
+    events: &[PathBuf],
+) -> (serde_json::Value, bool) {
     let out = Command::new(env!("CARGO_BIN_EXE_cdc-batcher"))
         .arg("replay")
         .arg("--output")
         .arg(output)
+        .args(options)
         .args(events)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("LOG_LEVEL", "warn")

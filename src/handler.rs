@@ -28,8 +28,7 @@ use crate::registry::{RegistryError, SchemaCache};
 use crate::schema::log_changes;
 use crate::sink::{Bounded, PutOutcome, Sink};
 use crate::types::ColumnType;
-use crate::window::WindowError;
-use crate::windowed::WindowCache;
+use crate::window::{WindowCache, WindowError};
 
 /// Uploads in flight at once.
 pub const MAX_CONCURRENT_UPLOADS: usize = 16;

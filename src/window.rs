@@ -8,19 +8,24 @@
 //! (`isFinalInvokeForWindow`) that it retries until it succeeds (Lambda
 //! developer guide, "Implementing stateful Kinesis Data Streams processing in
 //! Lambda"). So the state, not an environment's memory, says what the window
-//! holds.
+//! holds. What an environment decoded of a window is only a cache of it
+//! (`WindowCache`), used while it is in step with the state.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::batcher::Batcher;
+use crate::config::Thresholds;
 use crate::event::{sequence_cmp, KinesisRecord};
 use crate::layout::RecordId;
+use crate::quarantine::QuarantineEntry;
 
 /// The member of Lambda's `state` map that holds ours. Lambda's state is a
 /// JSON object; string values are what every runtime's types accept.
@@ -331,6 +336,88 @@ impl Spool {
     }
 }
 
+/// A cached window unused this long is dropped (its final invocation went to
+/// another environment).
+const CACHE_IDLE: Duration = Duration::from_secs(1800);
+
+/// What this environment decoded of a window, in step with a state.
+pub(crate) struct Builder {
+    pub(crate) batcher: Batcher,
+    /// The spool objects fed, as the state lists them.
+    pub(crate) fed: Vec<String>,
+    pub(crate) quarantined: Vec<QuarantineEntry>,
+    used: Instant,
+}
+
+impl Builder {
+    pub(crate) fn new(thresholds: Thresholds) -> Self {
+        Builder {
+            batcher: Batcher::for_window(thresholds),
+            fed: Vec::new(),
+            quarantined: Vec::new(),
+            used: Instant::now(),
+        }
+    }
+}
+
+/// The windows this environment holds decoded (a cache: any may be missing).
+#[derive(Default)]
+pub(crate) struct WindowCache {
+    builders: HashMap<WindowId, Builder>,
+}
+
+impl WindowCache {
+    /// Takes the window's builder out if it holds exactly the spool objects
+    /// `spools` lists; one that does not is dropped.
+    pub(crate) fn take(&mut self, id: &WindowId, spools: &[String]) -> Option<Builder> {
+        let builder = self.builders.remove(id)?;
+        if builder.fed == spools {
+            Some(builder)
+        } else {
+            tracing::info!(
+                shard = id.shard,
+                window = id.start,
+                "cached window out of step with its state: it will be rebuilt from the spool"
+            );
+            None
+        }
+    }
+
+    pub(crate) fn put(&mut self, id: WindowId, mut builder: Builder) {
+        builder.used = Instant::now();
+        self.builders.insert(id, builder);
+    }
+
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.builders
+            .values()
+            .map(|b| b.batcher.buffered_bytes())
+            .sum()
+    }
+
+    /// Drops idle windows, then the least recently used ones until what is
+    /// held fits `budget` (`keep` stays).
+    pub(crate) fn evict(&mut self, budget: usize, keep: &WindowId) {
+        self.builders
+            .retain(|id, b| id == keep || b.used.elapsed() < CACHE_IDLE);
+        while self.buffered_bytes() > budget {
+            let oldest = self
+                .builders
+                .iter()
+                .filter(|(id, _)| *id != keep)
+                .min_by_key(|(_, b)| b.used)
+                .map(|(id, _)| id.clone());
+            match oldest {
+                Some(id) => {
+                    tracing::info!(shard = id.shard, window = id.start, "memory budget: dropping a cached window (it will be rebuilt from the spool)");
+                    self.builders.remove(&id);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,5 +539,30 @@ mod tests {
         assert!(Spool::from_bytes("k", &bytes[..bytes.len() / 2]).is_err());
         bytes.truncate(0);
         assert!(Spool::from_bytes("k", b"plain text").is_err());
+    }
+
+    #[test]
+    fn a_cached_window_is_used_only_in_step_with_the_state() {
+        let mut cache = WindowCache::default();
+        let mut b = Builder::new(Thresholds::unlimited());
+        b.fed = vec!["5".into(), "9".into()];
+        cache.put(window(), b);
+        assert!(
+            cache.take(&window(), &["5".into()]).is_none(),
+            "behind the state: dropped"
+        );
+        assert!(cache.take(&window(), &[]).is_none(), "gone");
+        let mut b = Builder::new(Thresholds::unlimited());
+        b.fed = vec!["5".into()];
+        cache.put(window(), b);
+        let other = WindowId {
+            shard: "shardId-000000000002".into(),
+            ..window()
+        };
+        assert!(
+            cache.take(&other, &["5".into()]).is_none(),
+            "another shard's window"
+        );
+        assert!(cache.take(&window(), &["5".into()]).is_some());
     }
 }

@@ -19,15 +19,13 @@
 //! environment for the length of an invocation, so a panic or an error drops
 //! it, and the next invocation rebuilds from the spool.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use futures_util::StreamExt as _;
 use serde_json::json;
 
-use crate::batcher::{Batcher, DueReason};
-use crate::config::Thresholds;
+use crate::batcher::DueReason;
 use crate::dms::Message;
 use crate::event::{sequence_cmp, KinesisRecord, WindowInfo};
 use crate::handler::{now_micros, HandleError, Ingested, Outcome, Pipeline, State, Stats};
@@ -35,92 +33,10 @@ use crate::heartbeat;
 use crate::layout::RecordId;
 use crate::quarantine::QuarantineEntry;
 use crate::sink::{Bounded, Sink};
-use crate::window::{Spool, WindowId, WindowState, STATE_WARN_BYTES};
+use crate::window::{Builder, Spool, WindowId, WindowState, STATE_WARN_BYTES};
 
 /// Spool objects read at once when a window is rebuilt.
 const MAX_CONCURRENT_READS: usize = 8;
-
-/// A cached window unused this long is dropped (its final invocation went to
-/// another environment).
-const CACHE_IDLE: Duration = Duration::from_secs(1800);
-
-/// What this environment decoded of a window, in step with a state.
-pub(crate) struct Builder {
-    batcher: Batcher,
-    /// The spool objects fed, as the state lists them.
-    fed: Vec<String>,
-    quarantined: Vec<QuarantineEntry>,
-    used: Instant,
-}
-
-impl Builder {
-    fn new(thresholds: Thresholds) -> Self {
-        Builder {
-            batcher: Batcher::for_window(thresholds),
-            fed: Vec::new(),
-            quarantined: Vec::new(),
-            used: Instant::now(),
-        }
-    }
-}
-
-/// The windows this environment holds decoded (a cache: any may be missing).
-#[derive(Default)]
-pub(crate) struct WindowCache {
-    builders: HashMap<WindowId, Builder>,
-}
-
-impl WindowCache {
-    /// Takes the window's builder out if it holds exactly the spool objects
-    /// `spools` lists; one that does not is dropped.
-    fn take(&mut self, id: &WindowId, spools: &[String]) -> Option<Builder> {
-        let builder = self.builders.remove(id)?;
-        if builder.fed == spools {
-            Some(builder)
-        } else {
-            tracing::info!(
-                shard = id.shard,
-                window = id.start,
-                "cached window out of step with its state: it will be rebuilt from the spool"
-            );
-            None
-        }
-    }
-
-    fn put(&mut self, id: WindowId, mut builder: Builder) {
-        builder.used = Instant::now();
-        self.builders.insert(id, builder);
-    }
-
-    pub(crate) fn buffered_bytes(&self) -> usize {
-        self.builders
-            .values()
-            .map(|b| b.batcher.buffered_bytes())
-            .sum()
-    }
-
-    /// Drops idle windows, then the least recently used ones until what is
-    /// held fits `budget` (`keep` stays).
-    fn evict(&mut self, budget: usize, keep: &WindowId) {
-        self.builders
-            .retain(|id, b| id == keep || b.used.elapsed() < CACHE_IDLE);
-        while self.buffered_bytes() > budget {
-            let oldest = self
-                .builders
-                .iter()
-                .filter(|(id, _)| *id != keep)
-                .min_by_key(|(_, b)| b.used)
-                .map(|(id, _)| id.clone());
-            match oldest {
-                Some(id) => {
-                    tracing::info!(shard = id.shard, window = id.start, "memory budget: dropping a cached window (it will be rebuilt from the spool)");
-                    self.builders.remove(&id);
-                }
-                None => break,
-            }
-        }
-    }
-}
 
 impl<S: Sink> Pipeline<S> {
     /// One invocation of a tumbling window.

@@ -342,17 +342,14 @@ impl<S: Sink> Pipeline<S> {
         // A redelivered batch may come out of order (Lambda developer guide):
         // lanes remember the highest sequence number, so take records in order.
         let mut ordered: Vec<&KinesisRecord<'_>> = records.iter().collect();
-        let seq = |r: &KinesisRecord<'_>| r.id.as_ref().map(|id| id.sequence.clone()).ok();
-        if !ordered.windows(2).all(|w| match (seq(w[0]), seq(w[1])) {
-            (Some(a), Some(b)) => event::sequence_cmp(&a, &b).is_le(),
-            _ => true,
-        }) {
-            ordered.sort_by(|a, b| match (&a.id, &b.id) {
-                (Ok(a), Ok(b)) => event::sequence_cmp(&a.sequence, &b.sequence),
-                (Ok(_), Err(_)) => std::cmp::Ordering::Less,
-                (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
-                (Err(_), Err(_)) => std::cmp::Ordering::Equal,
-            });
+        let by_sequence = |a: &&KinesisRecord<'_>, b: &&KinesisRecord<'_>| match (&a.id, &b.id) {
+            (Ok(a), Ok(b)) => event::sequence_cmp(&a.sequence, &b.sequence),
+            (Ok(_), Err(_)) => std::cmp::Ordering::Less,
+            (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
+            (Err(_), Err(_)) => std::cmp::Ordering::Equal,
+        };
+        if !ordered.is_sorted_by(|a, b| by_sequence(a, b).is_le()) {
+            ordered.sort_by(by_sequence);
         }
         let records = ordered;
 

@@ -272,3 +272,17 @@ async fn invocation_mode_answers_window_events_with_a_state() {
     assert_eq!(out.response, json!({"state": {}, "batchItemFailures": []}));
     assert!(out.stats.files > 0);
 }
+
+/// A retried batch may arrive out of order (Lambda developer guide): taken in
+/// sequence order, no record of a lane hides an earlier one.
+#[tokio::test]
+async fn a_batch_out_of_order_loses_no_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = pipeline(dir.path(), &[("FLUSH_MODE", "invocation")]);
+    let mut event = sample("kinesis-1-load.json");
+    event["Records"].as_array_mut().unwrap().reverse();
+    let out = env.handle(&event.to_string(), None).await.unwrap();
+    assert_eq!(out.stats.duplicates, 0);
+    assert_eq!(out.stats.rows, 9);
+    assert_eq!(out.stats.rows_written, 9);
+}

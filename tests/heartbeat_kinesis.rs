@@ -14,25 +14,13 @@ use cdc_batcher::config::Config;
 use cdc_batcher::handler::Pipeline;
 use cdc_batcher::heartbeat::{KinesisHeartbeat, PARTITION_KEY};
 use cdc_batcher::sink::LocalDirSink;
-use common::Moto;
+use common::{kinesis_client, Moto};
 use serde_json::json;
-
-fn kinesis(endpoint: &str) -> aws_sdk_kinesis::Client {
-    let conf = aws_sdk_kinesis::config::Builder::new()
-        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
-        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
-            "test", "test", None, None, "tests",
-        ))
-        .endpoint_url(endpoint)
-        .build();
-    aws_sdk_kinesis::Client::from_conf(conf)
-}
 
 #[tokio::test]
 async fn a_force_flush_puts_one_heartbeat_into_every_open_shard() {
     let moto = Moto::start();
-    let client = kinesis(&moto.endpoint());
+    let client = kinesis_client(&moto.endpoint());
     client
         .create_stream()
         .stream_name("dms-cdc")
@@ -116,7 +104,7 @@ async fn a_force_flush_puts_one_heartbeat_into_every_open_shard() {
 #[tokio::test]
 async fn a_heartbeat_that_cannot_be_sent_is_reported() {
     let moto = Moto::start();
-    let client = kinesis(&moto.endpoint());
+    let client = kinesis_client(&moto.endpoint());
     let dir = tempfile::tempdir().unwrap();
     let missing = "arn:aws:kinesis:us-east-1:123456789012:stream/missing";
     let vars: HashMap<&str, String> = HashMap::from([("HEARTBEAT_STREAMS", missing.to_string())]);

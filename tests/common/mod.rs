@@ -125,6 +125,19 @@ pub fn s3_client_with(
     aws_sdk_s3::Client::from_conf(conf)
 }
 
+/// A Kinesis client for the moto server at `endpoint`.
+pub fn kinesis_client(endpoint: &str) -> aws_sdk_kinesis::Client {
+    let conf = aws_sdk_kinesis::config::Builder::new()
+        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_kinesis::Client::from_conf(conf)
+}
+
 pub async fn create_bucket(client: &aws_sdk_s3::Client) {
     client
         .create_bucket()

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::json::{Fields, Key, MaybeFields};
-use crate::schema::column_name;
+use crate::schema::{column_name, lake_names};
 
 /// Why a record could not become a row. Each one sends the record to quarantine.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -101,6 +101,25 @@ pub enum Message<'a> {
     TableControl(TableControl),
     /// A task-level control record (empty schema, e.g. `awsdms_apply_exceptions`).
     TaskControl { operation: String },
+    /// A data record of one of DMS's own tables (`awsdms_status`,
+    /// `awsdms_history`, `awsdms_suspended_tables`, ...): not source data.
+    DmsTable { table: String },
+}
+
+/// DMS's own control tables: named `awsdms_*` (in the task's control schema,
+/// or with an empty `schema-name`). A data record with no schema but a table
+/// name is DMS's too.
+fn is_dms_table(schema: Option<&str>, table: Option<&str>) -> bool {
+    match (schema, table) {
+        (_, Some(t))
+            if t.get(..7)
+                .is_some_and(|p| p.eq_ignore_ascii_case("awsdms_")) =>
+        {
+            true
+        }
+        (None, Some(_)) => true,
+        _ => false,
+    }
 }
 
 /// A table-level control record.
@@ -225,8 +244,9 @@ pub fn decode<'a>(payload: &'a [u8], before_image_field: &str) -> Result<Message
 
     match record_type.as_ref() {
         "control" => {
+            let dms_own = is_dms_table(schema.as_deref(), table.as_deref());
             return Ok(match (schema, table) {
-                (Some(schema), Some(table)) => {
+                (Some(schema), Some(table)) if !dms_own => {
                     let (table_def, table_def_error) = match control.map(table_def) {
                         Some(Ok(def)) => (def, None),
                         Some(Err(e)) => (None, Some(e)),
@@ -248,7 +268,7 @@ pub fn decode<'a>(payload: &'a [u8], before_image_field: &str) -> Result<Message
                 _ => Message::TaskControl {
                     operation: operation.to_string(),
                 },
-            })
+            });
         }
         "data" => {}
         other => return Err(DecodeError::UnknownRecordType(other.to_string())),
@@ -261,6 +281,11 @@ pub fn decode<'a>(payload: &'a [u8], before_image_field: &str) -> Result<Message
         "delete" => Operation::Delete,
         other => return Err(DecodeError::UnknownOperation(other.to_string())),
     };
+    if is_dms_table(schema.as_deref(), table.as_deref()) {
+        return Ok(Message::DmsTable {
+            table: table.map(Cow::into_owned).unwrap_or_default(),
+        });
+    }
     let schema = schema.ok_or(DecodeError::MissingField("schema-name"))?;
     let table = table.ok_or(DecodeError::MissingField("table-name"))?;
     let timestamp = meta
@@ -278,16 +303,26 @@ pub fn decode<'a>(payload: &'a [u8], before_image_field: &str) -> Result<Message
 
     let data = data.ok_or(DecodeError::MissingData(operation))?;
     let mut columns = data.0.ok_or(DecodeError::DataNotObject)?;
-    for (name, _) in columns.0.iter_mut() {
-        if let Cow::Owned(lake) = column_name(name) {
-            *name = Cow::Owned(lake);
+    // The same key twice is malformed JSON; two keys that spell one lake
+    // name are not (see `lake_names`).
+    if let Some(dup) = first_duplicate(&columns.0) {
+        return Err(DecodeError::DuplicateColumn(dup.to_string()));
+    }
+    if columns
+        .0
+        .iter()
+        .any(|(k, _)| !matches!(column_name(k), Cow::Borrowed(_)))
+    {
+        let raw: Vec<&str> = columns.0.iter().map(|(k, _)| k.as_ref()).collect();
+        let lake: Vec<String> = lake_names(&raw).into_iter().map(Cow::into_owned).collect();
+        for ((name, _), lake) in columns.0.iter_mut().zip(lake) {
+            if *name != lake {
+                *name = Cow::Owned(lake);
+            }
         }
     }
     if let Some((name, _)) = columns.0.iter().find(|(k, _)| is_reserved(k)) {
         return Err(DecodeError::ReservedColumn(name.to_string()));
-    }
-    if let Some(dup) = first_duplicate(&columns.0) {
-        return Err(DecodeError::DuplicateColumn(dup.to_string()));
     }
     // Values are copied as raw tokens; the raw reader accepts `\u` escapes that
     // are not valid text (lone surrogates), which no Parquet writer would take.
@@ -404,7 +439,7 @@ fn table_def(control: &RawValue) -> Result<Option<TableDef>, String> {
 
 /// Metadata column names the function adds to every row; a data column may
 /// not use them.
-pub const METADATA_COLUMNS: [&str; 8] = [
+pub const METADATA_COLUMNS: [&str; 9] = [
     "_op",
     "_dms_timestamp",
     "_commit_timestamp",
@@ -413,6 +448,7 @@ pub const METADATA_COLUMNS: [&str; 8] = [
     "_sequence_number",
     "_ingested_at",
     "_before_image",
+    "_rescued",
 ];
 
 fn first_duplicate<'c>(columns: &'c [(Cow<'_, str>, &RawValue)]) -> Option<&'c str> {
@@ -694,16 +730,45 @@ mod tests {
     }
 
     #[test]
+    fn records_of_dms_own_tables_are_recognised() {
+        for (schema, table) in [
+            ("", "awsdms_status"),
+            ("dmsctl", "awsdms_history"),
+            ("", "x"),
+        ] {
+            let msg = format!(
+                r#"{{"data":{{"a":1}},"metadata":{{"timestamp":"2026-03-14T01:00:00Z",
+                "record-type":"data","operation":"insert","schema-name":"{schema}","table-name":"{table}"}}}}"#
+            );
+            assert!(
+                matches!(
+                    decode(msg.as_bytes(), "before-image"),
+                    Ok(Message::DmsTable { .. })
+                ),
+                "{schema}.{table}"
+            );
+        }
+        let msg = r#"{"control":{"table-def":{"columns":{"a":{"type":"INT32"}}}},"metadata":{
+            "timestamp":"2026-03-14T01:00:00Z","record-type":"control","operation":"create-table",
+            "schema-name":"dmsctl","table-name":"awsdms_suspended_tables"}}"#;
+        assert!(matches!(
+            decode(msg.as_bytes(), "before-image"),
+            Ok(Message::TaskControl { .. })
+        ));
+    }
+
+    #[test]
     fn column_names_become_athena_names() {
         let msg = r#"{"data":{"OrderID":1,"unit price":2},"metadata":{"timestamp":"2026-03-14T01:00:00Z",
             "record-type":"data","operation":"insert","schema-name":"s","table-name":"t"}}"#;
         let r = row(decode(msg.as_bytes(), "before-image").unwrap());
         let names: Vec<&str> = r.columns.iter().map(|(n, _)| n.as_ref()).collect();
         assert_eq!(names, ["orderid", "unit_price"]);
-        let clash = msg.replace("unit price", "orderId");
-        assert_eq!(
-            decode(clash.as_bytes(), "before-image").unwrap_err(),
-            DecodeError::DuplicateColumn("orderid".into())
-        );
+        // Two source names that spell one lake name stay two columns.
+        let clash = msg.replace("unit price", "orderid");
+        let r = row(decode(clash.as_bytes(), "before-image").unwrap());
+        let names: Vec<&str> = r.columns.iter().map(|(n, _)| n.as_ref()).collect();
+        assert_eq!(names[1], "orderid");
+        assert!(names[0].starts_with("orderid__"), "{names:?}");
     }
 }

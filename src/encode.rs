@@ -6,8 +6,9 @@
 //! exactly (integers, doubles, booleans, text) are decoded directly, the
 //! rest (decimals, dates, timestamps, hex binary, `t`/`f` booleans,
 //! scientific-notation BIGINTs) arrive as text and are converted exactly
-//! here. A value that does not fit its column widens the column for the
-//! whole file; the caller records the wider type.
+//! here. A value that does not fit its column never changes the column's
+//! type: the column is NULL in that row and the value's text is kept in the
+//! row's `_rescued` column, a JSON object `{"column": "text"}`.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use parquet::schema::types::ColumnPath;
 
 use crate::batcher::Part;
 use crate::row::{self, Kinds};
-use crate::types::{self, ColumnType, DecimalText, Misfit, DECIMAL_PRECISION};
+use crate::types::{self, ColumnType, DecimalText, DECIMAL_PRECISION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
@@ -42,29 +43,29 @@ pub enum EncodeError {
 /// Rows decoded per Arrow batch; bounds the decoder's working memory.
 const BATCH_ROWS: usize = 8192;
 
-/// A column whose type had to change for this file.
+/// Values of one column that did not fit its type (kept in `_rescued`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Widening {
+pub struct Rescued {
     pub column: String,
-    pub from: ColumnType,
-    pub to: ColumnType,
-    /// The first value that did not fit.
-    pub value: String,
+    pub ty: ColumnType,
+    pub values: u64,
 }
 
 /// A Parquet file and what writing it found out.
 #[derive(Debug)]
 pub struct Encoded {
     pub bytes: Vec<u8>,
-    /// The types the file was written with (after widening).
-    pub types: Vec<(String, ColumnType)>,
-    pub widened: Vec<Widening>,
+    /// Per column, how many values went to `_rescued` (never the values).
+    pub rescued: Vec<Rescued>,
     /// BIGINTs DMS sent in scientific notation: digits were lost upstream.
     pub inexact_integers: u64,
 }
 
+/// The per-row column holding values that did not fit their column's type.
+pub const RESCUED_COLUMN: &str = "_rescued";
+
 /// The metadata columns every file ends with.
-fn metadata_fields() -> [Field; 8] {
+fn metadata_fields() -> [Field; 9] {
     [
         Field::new("_op", DataType::Utf8, false),
         Field::new("_dms_timestamp", types::timestamp(), false),
@@ -74,6 +75,7 @@ fn metadata_fields() -> [Field; 8] {
         Field::new("_sequence_number", DataType::Utf8, false),
         Field::new("_ingested_at", types::timestamp(), false),
         Field::new("_before_image", DataType::Utf8, true),
+        Field::new(RESCUED_COLUMN, DataType::Utf8, true),
     ]
 }
 
@@ -144,57 +146,134 @@ fn decode_rows(part: &Part, schema: SchemaRef) -> Result<Vec<RecordBatch>, Encod
     Ok(batches)
 }
 
-/// Converts text to `ty` exactly; the first value that does not fit is
-/// returned instead. Counts scientific-notation integers.
-fn convert(text: &StringArray, ty: ColumnType, inexact: &mut u64) -> Result<ArrayRef, Misfit> {
-    fn each<T>(
-        a: &StringArray,
-        mut f: impl FnMut(&str) -> Option<T>,
-    ) -> Result<Vec<Option<T>>, Misfit> {
-        a.iter()
-            .map(|v| match v {
-                None => Ok(None),
-                Some(s) => f(s).map(Some).ok_or_else(|| Misfit {
-                    value: s.to_string(),
-                }),
-            })
-            .collect()
-    }
-    Ok(match ty {
+/// Parses each value of `text`; one that does not parse becomes NULL and
+/// its row (`first_row` + index) and text go to `rescued`.
+fn each<T>(
+    text: &StringArray,
+    first_row: usize,
+    rescued: &mut Vec<(usize, String)>,
+    mut parse: impl FnMut(&str) -> Option<T>,
+) -> Vec<Option<T>> {
+    text.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let s = v?;
+            let out = parse(s);
+            if out.is_none() {
+                rescued.push((first_row + i, s.to_string()));
+            }
+            out
+        })
+        .collect()
+}
+
+/// Converts text to `ty` exactly (see [`each`] for values that do not fit).
+/// Counts scientific-notation integers.
+fn convert(
+    text: &StringArray,
+    ty: ColumnType,
+    first_row: usize,
+    rescued: &mut Vec<(usize, String)>,
+    inexact: &mut u64,
+) -> ArrayRef {
+    match ty {
         ColumnType::String => Arc::new(text.clone()),
-        ColumnType::Boolean => Arc::new(BooleanArray::from(each(text, types::parse_bool)?)),
+        ColumnType::Boolean => Arc::new(BooleanArray::from(self::each(
+            text,
+            first_row,
+            rescued,
+            types::parse_bool,
+        ))),
         ColumnType::Int64 => {
             let mut scientific = 0;
-            let values = each(text, |s| {
+            let values = self::each(text, first_row, rescued, |s| {
                 let (v, sci) = types::parse_int64(s)?;
                 scientific += u64::from(sci);
                 Some(v)
-            })?;
+            });
             *inexact += scientific;
             Arc::new(Int64Array::from(values))
         }
-        ColumnType::Float64 => Arc::new(Float64Array::from(each(text, types::parse_float64)?)),
+        ColumnType::Float64 => Arc::new(Float64Array::from(self::each(
+            text,
+            first_row,
+            rescued,
+            types::parse_float64,
+        ))),
         ColumnType::Decimal { scale } => {
-            let values = each(text, |s| DecimalText::parse(s)?.unscaled(scale))?;
+            let values = self::each(text, first_row, rescued, |s| {
+                DecimalText::parse(s)?.unscaled(scale)
+            });
             let scale = i8::try_from(scale).unwrap_or(0);
+            // `unscaled` only returns values of at most 38 digits.
             Arc::new(
                 Decimal128Array::from(values)
                     .with_precision_and_scale(DECIMAL_PRECISION, scale)
-                    .map_err(|e| Misfit {
-                        value: e.to_string(),
-                    })?,
+                    .unwrap_or_else(|_| Decimal128Array::new_null(text.len())),
             )
         }
-        ColumnType::Date => Arc::new(Date32Array::from(each(text, types::parse_date)?)),
+        ColumnType::Date => Arc::new(Date32Array::from(self::each(
+            text,
+            first_row,
+            rescued,
+            types::parse_date,
+        ))),
         ColumnType::Timestamp => Arc::new(
-            TimestampMicrosecondArray::from(each(text, types::parse_timestamp)?)
-                .with_timezone("+00:00"),
+            TimestampMicrosecondArray::from(self::each(
+                text,
+                first_row,
+                rescued,
+                types::parse_timestamp,
+            ))
+            .with_timezone("+00:00"),
         ),
-        ColumnType::Binary => {
-            let values = each(text, types::parse_hex)?;
-            Arc::new(BinaryArray::from_iter(values))
+        ColumnType::LocalTimestamp => Arc::new(TimestampMicrosecondArray::from(self::each(
+            text,
+            first_row,
+            rescued,
+            types::parse_timestamp,
+        ))),
+        ColumnType::Binary => Arc::new(BinaryArray::from_iter(self::each(
+            text,
+            first_row,
+            rescued,
+            types::parse_hex,
+        ))),
+    }
+}
+
+/// The `_rescued` column: per row, a JSON object of the values that did not
+/// fit (column order), or NULL.
+fn rescued_json(
+    rows: usize,
+    mut rescued: Vec<(usize, usize, String)>,
+    types: &[(String, ColumnType)],
+) -> ArrayRef {
+    rescued.sort_unstable_by_key(|(row, column, _)| (*row, *column));
+    let mut out = StringBuilder::with_capacity(rows, 0);
+    let mut it = rescued.into_iter().peekable();
+    for row in 0..rows {
+        let mut object: Option<String> = None;
+        while let Some((_, column, text)) = it.next_if(|(r, _, _)| *r == row) {
+            let o = object.get_or_insert_with(|| "{".to_string());
+            if o.len() > 1 {
+                o.push(',');
+            }
+            let name = types.get(column).map_or("", |(n, _)| n.as_str());
+            // Serializing a string cannot fail.
+            o.push_str(&serde_json::to_string(name).unwrap_or_default());
+            o.push(':');
+            o.push_str(&serde_json::to_string(&text).unwrap_or_default());
         }
-    })
+        match object {
+            Some(mut o) => {
+                o.push('}');
+                out.append_value(o);
+            }
+            None => out.append_null(),
+        }
+    }
+    Arc::new(out.finish())
 }
 
 /// Encodes a part as one Snappy-compressed Parquet file whose data columns
@@ -212,45 +291,35 @@ pub fn to_parquet(part: &Part, types: &[(String, ColumnType)]) -> Result<Encoded
         .collect();
     let batches = decode_rows(part, Arc::new(Schema::new(fields)))?;
 
-    let mut final_types = types.to_vec();
-    let mut widened = Vec::new();
     let mut inexact_integers = 0;
+    let mut rescued_rows: Vec<(usize, usize, String)> = Vec::new(); // (row, column, text)
+    let mut rescued = Vec::new();
     // Converted columns, per batch.
     let mut columns: Vec<Vec<ArrayRef>> = batches.iter().map(|b| b.columns().to_vec()).collect();
-    for (i, ((name, ty), wire)) in final_types.iter_mut().zip(&wire).enumerate() {
+    for (i, ((name, ty), wire)) in types.iter().zip(&wire).enumerate() {
         if *wire != DataType::Utf8 || *ty == ColumnType::String {
             continue;
         }
-        'attempt: loop {
-            let mut inexact = 0;
-            let mut converted = Vec::with_capacity(batches.len());
-            for batch in &batches {
-                let text = batch.column(i).as_any().downcast_ref::<StringArray>();
-                let Some(text) = text else { break 'attempt };
-                match convert(text, *ty, &mut inexact) {
-                    Ok(array) => converted.push(array),
-                    Err(misfit) => {
-                        let to = ty.widen_for(&misfit.value);
-                        widened.push(Widening {
-                            column: name.clone(),
-                            from: *ty,
-                            to,
-                            value: misfit.value,
-                        });
-                        *ty = to;
-                        continue 'attempt;
-                    }
-                }
+        let mut misfits = Vec::new();
+        let mut first_row = 0;
+        for (cols, batch) in columns.iter_mut().zip(&batches) {
+            if let Some(text) = batch.column(i).as_any().downcast_ref::<StringArray>() {
+                cols[i] = convert(text, *ty, first_row, &mut misfits, &mut inexact_integers);
             }
-            for (cols, array) in columns.iter_mut().zip(converted) {
-                cols[i] = array;
-            }
-            inexact_integers += inexact;
-            break;
+            first_row += batch.num_rows();
+        }
+        if !misfits.is_empty() {
+            rescued.push(Rescued {
+                column: name.clone(),
+                ty: *ty,
+                values: misfits.len() as u64,
+            });
+            rescued_rows.extend(misfits.into_iter().map(|(row, text)| (row, i, text)));
         }
     }
+    let rescued_column = rescued_json(part.row_count(), rescued_rows, types);
 
-    let mut fields: Vec<Field> = final_types
+    let mut fields: Vec<Field> = types
         .iter()
         .map(|(name, ty)| Field::new(name, ty.arrow(), true))
         .collect();
@@ -271,7 +340,8 @@ pub fn to_parquet(part: &Part, types: &[(String, ColumnType)]) -> Result<Encoded
         .with_properties(props)
         .with_skip_arrow_metadata(true);
     let mut writer = ArrowWriter::try_new_with_options(&mut out, schema.clone(), options)?;
-    let metadata = metadata_arrays(part);
+    let mut metadata = metadata_arrays(part);
+    metadata.push(rescued_column);
     let mut offset = 0;
     for (mut cols, batch) in columns.into_iter().zip(&batches) {
         let rows = batch.num_rows();
@@ -288,8 +358,7 @@ pub fn to_parquet(part: &Part, types: &[(String, ColumnType)]) -> Result<Encoded
     writer.close()?;
     Ok(Encoded {
         bytes: out,
-        types: final_types,
-        widened,
+        rescued,
         inexact_integers,
     })
 }
@@ -375,7 +444,8 @@ mod tests {
             .unwrap()
             .as_primitive::<TimestampMicrosecondType>();
         assert_eq!(ts.value(0), 1_773_450_000_000_001);
-        assert!(encoded.widened.is_empty());
+        assert!(encoded.rescued.is_empty());
+        assert_eq!(b.column_by_name("_rescued").unwrap().null_count(), 2);
     }
 
     #[test]
@@ -396,8 +466,7 @@ mod tests {
             ("ratio", ColumnType::Float64),
         ]);
         let encoded = to_parquet(&part, &types).unwrap();
-        assert!(encoded.widened.is_empty(), "{:?}", encoded.widened);
-        assert_eq!(encoded.types, types);
+        assert!(encoded.rescued.is_empty(), "{:?}", encoded.rescued);
         assert_eq!(encoded.inexact_integers, 1);
         let b = read_back(&encoded.bytes);
         let amount = b.column(0).as_primitive::<Decimal128Type>();
@@ -427,34 +496,49 @@ mod tests {
     }
 
     #[test]
-    fn a_value_that_does_not_fit_widens_the_column() {
+    fn a_value_that_does_not_fit_is_rescued_and_the_type_stays() {
         let part = part_of(&[
-            r#"{"amount":"1.50","code":"12","n":1}"#,
-            r#"{"amount":"1.125","code":"n/a","n":9223372036854775808}"#,
+            r#"{"amount":"1.50","code":"12","n":1,"day":"2026-01-01","at":"2026-01-01T00:00:00Z"}"#,
+            r#"{"amount":"1.125","code":"n/a","n":9223372036854775808,"day":"0000-00-00",
+                "at":"2026-01-01T00:00:00.123456789Z","b":"0xF"}"#,
+            r#"{"amount":"2","code":"7","n":2,"b":"0x0f"}"#,
         ]);
         let types = typed(&[
             ("amount", ColumnType::Decimal { scale: 2 }),
             ("code", ColumnType::Int64),
             ("n", ColumnType::Int64),
+            ("day", ColumnType::Date),
+            ("at", ColumnType::LocalTimestamp),
+            ("b", ColumnType::Binary),
         ]);
         let encoded = to_parquet(&part, &types).unwrap();
-        assert_eq!(
-            encoded.types,
-            typed(&[
-                ("amount", ColumnType::Decimal { scale: 3 }),
-                ("code", ColumnType::String),
-                ("n", ColumnType::Decimal { scale: 0 }),
-            ])
-        );
-        assert_eq!(encoded.widened.len(), 3);
-        assert_eq!(encoded.widened[0].value, "1.125");
+        assert_eq!(encoded.rescued.len(), 6, "{:?}", encoded.rescued);
+        assert!(encoded.rescued.iter().all(|r| r.values == 1));
         let b = read_back(&encoded.bytes);
+        // Every column keeps its registered type.
+        assert_eq!(b.column(0).data_type(), &DataType::Decimal128(38, 2));
+        assert_eq!(b.column(1).data_type(), &DataType::Int64);
+        assert_eq!(b.column(3).data_type(), &DataType::Date32);
+        assert_eq!(
+            b.column(4).data_type(),
+            &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None)
+        );
         let amount = b.column(0).as_primitive::<Decimal128Type>();
-        assert_eq!((amount.value(0), amount.value(1)), (1_500, 1_125));
-        let code = b.column(1).as_string::<i32>();
-        assert_eq!((code.value(0), code.value(1)), ("12", "n/a"));
-        let n = b.column(2).as_primitive::<Decimal128Type>();
-        assert_eq!(n.value(1), 9_223_372_036_854_775_808);
+        assert_eq!((amount.value(0), amount.value(2)), (150, 200));
+        assert!(amount.is_null(1));
+        for c in 0..6 {
+            assert!(b.column(c).is_null(1), "column {c} row 1");
+        }
+        let rescued = b.column_by_name("_rescued").unwrap().as_string::<i32>();
+        assert!(rescued.is_null(0) && rescued.is_null(2));
+        let row: serde_json::Value = serde_json::from_str(rescued.value(1)).unwrap();
+        assert_eq!(
+            row,
+            serde_json::json!({"amount": "1.125", "code": "n/a", "n": "9223372036854775808",
+                "day": "0000-00-00", "at": "2026-01-01T00:00:00.123456789Z", "b": "0xF"})
+        );
+        // Keys in file column order.
+        assert!(rescued.value(1).starts_with(r#"{"amount":"#));
     }
 
     #[test]

@@ -74,6 +74,10 @@ pub struct Stats {
     pub column_type_changes: u64,
     /// BIGINTs DMS sent in scientific notation (digits lost upstream).
     pub inexact_integers: u64,
+    /// Values kept as text in `_rescued` (they did not fit their column).
+    pub rescued_values: u64,
+    /// Data records of DMS's own tables (`awsdms_*`), skipped.
+    pub dms_table_records: u64,
     /// Records written to a window's spool.
     pub spooled: u64,
     /// Tumbling windows whose files were all written.
@@ -97,6 +101,8 @@ impl Stats {
         self.failed_rows += o.failed_rows;
         self.column_type_changes += o.column_type_changes;
         self.inexact_integers += o.inexact_integers;
+        self.rescued_values += o.rescued_values;
+        self.dms_table_records += o.dms_table_records;
         self.spooled += o.spooled;
         self.windows_written += o.windows_written;
         self.heartbeat_failures += o.heartbeat_failures;
@@ -489,6 +495,11 @@ impl<S: Sink> Pipeline<S> {
                 stats.control_records += 1;
                 Ingested::Control(self.apply_control(schemas, sink, &control, id, stats).await)
             }
+            Ok(Message::DmsTable { table }) => {
+                tracing::debug!(table, "record of a DMS control table skipped");
+                stats.dms_table_records += 1;
+                Ingested::Task
+            }
             Ok(Message::TaskControl { operation }) => {
                 tracing::debug!(operation, "task-level control record skipped");
                 stats.control_records += 1;
@@ -593,15 +604,33 @@ impl<S: Sink> Pipeline<S> {
         let overrides = self.config.overrides_for(&control.table);
         let schema = schemas.get(sink, &control.table, overrides).await?;
         let before = schema.clone();
+        let mut unknown = Vec::new();
         if let Some(def) = &control.table_def {
-            let changes = schema.apply_table_def(def, overrides, self.config.decimal_min_scale);
-            stats.column_type_changes += log_changes(&control.table, &changes, "table-def");
+            let declared = schema.apply_table_def(def, overrides, self.config.decimal_min_scale);
+            stats.column_type_changes +=
+                log_changes(&control.table, &declared.changes, "table-def");
+            for (column, registered, now) in &declared.kept {
+                tracing::warn!(
+                    table = %control.table, column, %registered, declared = %now,
+                    "table-def declares another type: the registered type is kept so every \
+                     file reads with one table definition; values it cannot hold go to _rescued"
+                );
+            }
+            unknown = declared.unknown;
         }
         if let (true, Some(at)) = (dropped, control.timestamp_us) {
             schema.mark_dropped(at);
         }
         if *schema != before {
             schemas.mark_unsaved(&control.table, Some(id));
+        }
+        for (column, type_name) in unknown {
+            if schemas.first_report(&control.table, &column, &type_name) {
+                tracing::warn!(
+                    table = %control.table, column, dms_type = type_name,
+                    "table-def type name not known: the column's type is inferred from its values"
+                );
+            }
         }
         Ok(())
     }
@@ -617,7 +646,9 @@ impl<S: Sink> Pipeline<S> {
     }
 
     /// The types a part is written with, after registering its new columns
-    /// and storing the schema if that changed it.
+    /// and storing the schema if that changed it. Before inferring a column
+    /// this environment has not seen, the registry is read again: another
+    /// environment may have registered its declared type.
     async fn part_types<B: Sink>(
         &self,
         schemas: &mut SchemaCache,
@@ -626,19 +657,23 @@ impl<S: Sink> Pipeline<S> {
         stats: &mut Stats,
     ) -> Result<Vec<(String, ColumnType)>, RegistryError> {
         let overrides = self.config.overrides_for(&part.table);
-        let schema = schemas.get(sink, &part.table, overrides).await?;
-        let (types, changes) = schema.resolve(&part.kinds);
+        let mut schema = schemas.get(sink, &part.table, overrides).await?;
+        if schema.has_unregistered(&part.kinds) {
+            schema = schemas.get_fresh(sink, &part.table, overrides).await?;
+        }
+        let changes = schema.register_inferred(&part.kinds);
         log_changes(&part.table, &changes, "values");
         if !changes.is_empty() {
             schemas.mark_unsaved(&part.table, None);
         }
+        // Storing may merge a stored version whose declared types win.
         stats.column_type_changes += schemas.save(sink, &part.table).await?;
-        Ok(types)
+        let schema = schemas.get(sink, &part.table, overrides).await?;
+        Ok(schema.types_for(&part.kinds))
     }
 
-    /// Encodes a part with its table's registered types. A value that does
-    /// not fit widens its column: the registry learns the wider type before
-    /// the file is written, so no file has a type the registry does not.
+    /// Encodes a part with its table's registered types; values that do not
+    /// fit are rescued (counted and logged without the value).
     async fn encode_part<B: Sink>(
         &self,
         schemas: &mut SchemaCache,
@@ -646,50 +681,28 @@ impl<S: Sink> Pipeline<S> {
         part: &Part,
         stats: &mut Stats,
     ) -> Result<Result<Vec<u8>, encode::EncodeError>, RegistryError> {
-        let mut types = self.part_types(schemas, sink, part, stats).await?;
-        // Another container's wider types can arrive while storing ours: then
-        // encode again with them (rare; bounded).
-        for _ in 0..3 {
-            let encoded = match encode::to_parquet(part, &types) {
-                Ok(e) => e,
-                Err(e) => return Ok(Err(e)),
-            };
-            if encoded.inexact_integers > 0 {
-                tracing::warn!(
-                    table = %part.table, values = encoded.inexact_integers,
-                    "BIGINT values arrived in scientific notation: digits were lost before \
-                     DMS sent them (set UseLargeIntegerValue=true on the DMS endpoint)"
-                );
-            }
-            let overrides = self.config.overrides_for(&part.table);
-            let schema = schemas.get(sink, &part.table, overrides).await?;
-            let mut changes = Vec::new();
-            for w in &encoded.widened {
-                tracing::warn!(
-                    table = %part.table, column = w.column, from = %w.from, to = %w.to,
-                    value = truncate(&w.value, 80),
-                    "value does not fit its column: the column is widened from this file on"
-                );
-                changes.extend(schema.widen(&w.column, w.to));
-            }
-            if !changes.is_empty() {
-                stats.column_type_changes += changes.len() as u64;
-                schemas.mark_unsaved(&part.table, None);
-            }
-            stats.column_type_changes += schemas.save(sink, &part.table).await?;
-            let schema = schemas.get(sink, &part.table, overrides).await?;
-            let registered: Vec<(String, ColumnType)> = encoded
-                .types
-                .iter()
-                .map(|(name, ty)| (name.clone(), schema.type_of(name).unwrap_or(*ty)))
-                .collect();
-            if registered == encoded.types {
-                stats.inexact_integers += encoded.inexact_integers;
-                return Ok(Ok(encoded.bytes));
-            }
-            types = registered;
+        let types = self.part_types(schemas, sink, part, stats).await?;
+        let encoded = match encode::to_parquet(part, &types) {
+            Ok(e) => e,
+            Err(e) => return Ok(Err(e)),
+        };
+        if encoded.inexact_integers > 0 {
+            tracing::warn!(
+                table = %part.table, values = encoded.inexact_integers,
+                "BIGINT values arrived in scientific notation: digits were lost before \
+                 DMS sent them (set UseLargeIntegerValue=true on the DMS endpoint)"
+            );
         }
-        Err(RegistryError::Unsettled(part.table.clone()))
+        for r in &encoded.rescued {
+            tracing::warn!(
+                table = %part.table, column = r.column, r#type = %r.ty, values = r.values,
+                "values that do not fit their column's type were kept as text in _rescued \
+                 (the column is NULL in those rows)"
+            );
+            stats.rescued_values += r.values;
+        }
+        stats.inexact_integers += encoded.inexact_integers;
+        Ok(Ok(encoded.bytes))
     }
 
     /// The key a part is written under.
@@ -822,13 +835,6 @@ impl<S: Sink> Pipeline<S> {
             let held = batcher.buffered_bytes() + state.windows.buffered_bytes();
             metrics::emit(stats, held, oldest_age_us);
         }
-    }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
     }
 }
 

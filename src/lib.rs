@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod dms;
 pub mod encode;
 pub mod event;
+pub mod file_types;
 pub mod handler;
 pub mod heartbeat;
 pub mod json;

@@ -31,6 +31,7 @@ pub fn document(
                     {"Name": "OldestBufferedRowAge", "Unit": "Milliseconds"},
                     count("ColumnTypeChanges"), count("InexactIntegers"),
                     count("SpooledRecords"), count("WindowsWritten"), count("HeartbeatFailures"),
+                    count("RescuedValues"), count("DmsTableRecords"),
                 ],
             }],
         },
@@ -50,6 +51,8 @@ pub fn document(
         "SpooledRecords": stats.spooled,
         "WindowsWritten": stats.windows_written,
         "HeartbeatFailures": stats.heartbeat_failures,
+        "RescuedValues": stats.rescued_values,
+        "DmsTableRecords": stats.dms_table_records,
     })
 }
 
@@ -74,7 +77,7 @@ mod tests {
         let declared = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .unwrap();
-        assert_eq!(declared.len(), 16);
+        assert_eq!(declared.len(), 18);
         for m in declared {
             let name = m["Name"].as_str().unwrap();
             assert!(doc[name].is_number(), "{name} has no value");

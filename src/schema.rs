@@ -1,8 +1,12 @@
 //! A table's registered column types: what every file of the table is
-//! written with (pure). Types come, in this order, from the configured
-//! overrides, DMS's `table-def`, and the values; once registered they only
-//! widen. The registry is stored next to the data (see `registry`) so every
-//! container writes the same types.
+//! written with (pure). Types come, in this order of authority, from the
+//! configured overrides (`COLUMN_TYPES`), DMS's `table-def` (declared), and
+//! the values (inferred). A value never changes a registered type (the
+//! encoder rescues it instead); a declaration replaces an inferred type, an
+//! override replaces anything, and a declared type is never replaced by
+//! another declaration (the first one stays, see [`TableSchema::apply_table_def`]).
+//! The registry is stored next to the data (see `registry`) so every
+//! environment writes the same types.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -20,8 +24,20 @@ pub enum Origin {
     Override,
     TableDef,
     Inferred,
-    /// A value did not fit the earlier type.
+    /// A value did not fit the earlier type (registries written before
+    /// values stopped widening columns); ranks like `Inferred`.
     Widened,
+}
+
+impl Origin {
+    /// Authority: a higher rank replaces a lower one, never the reverse.
+    pub fn rank(self) -> u8 {
+        match self {
+            Origin::Override => 3,
+            Origin::TableDef => 2,
+            Origin::Inferred | Origin::Widened => 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +49,23 @@ pub struct ColumnSpec {
     /// The name DMS uses, when the lake name differs (see [`column_name`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_name: Option<String>,
+    /// What DMS declares now, when a later `table-def` declared another
+    /// type than the registered one (kept: see `apply_table_def`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared: Option<ColumnType>,
+}
+
+/// A registered type that was replaced: files written before it may hold
+/// the old type and need a rewrite (`cdc-batcher ddl --check` lists them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retype {
+    pub column: String,
+    pub from: ColumnType,
+    pub to: ColumnType,
+    /// What replaced it (`override` or `table-def`).
+    pub by: Origin,
+    /// The first version registered with the new type.
+    pub version: u64,
 }
 
 pub const FORMAT: u32 = 1;
@@ -53,6 +86,19 @@ pub struct TableSchema {
     pub dropped_at_us: Option<i64>,
     /// In the order columns were first registered (the files' column order).
     pub columns: Vec<ColumnSpec>,
+    /// Type replacements, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retyped: Vec<Retype>,
+}
+
+/// What a `table-def` did to a schema.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Declared {
+    pub changes: Vec<SchemaChange>,
+    /// (column, DMS type name) of types not known here: left to inference.
+    pub unknown: Vec<(String, String)>,
+    /// (column, registered, declared) where the declaration was not applied.
+    pub kept: Vec<(String, ColumnType, ColumnType)>,
 }
 
 /// One change to a column's registered type, for logs and metrics.
@@ -97,6 +143,7 @@ impl TableSchema {
             primary_key: Vec::new(),
             dropped_at_us: None,
             columns: Vec::new(),
+            retyped: Vec::new(),
         }
     }
 
@@ -124,6 +171,7 @@ impl TableSchema {
             ty,
             origin,
             source_name: source.filter(|s| *s != name).map(str::to_string),
+            declared: None,
         });
         SchemaChange {
             column: name.to_string(),
@@ -133,14 +181,32 @@ impl TableSchema {
         }
     }
 
+    /// Gives `name` the type `ty` (a replacement by a higher authority);
+    /// a different type is recorded in `retyped`.
     fn set(&mut self, name: &str, ty: ColumnType, origin: Origin) -> Option<SchemaChange> {
+        let version = self.version + 1;
         let spec = self.spec_mut(name)?;
+        spec.declared = None;
         if spec.ty == ty {
-            return None;
+            let changed = spec.origin != origin;
+            spec.origin = origin;
+            return changed.then(|| SchemaChange {
+                column: name.to_string(),
+                from: None,
+                to: ty,
+                origin,
+            });
         }
         let from = spec.ty;
         spec.ty = ty;
         spec.origin = origin;
+        self.retyped.push(Retype {
+            column: name.to_string(),
+            from,
+            to: ty,
+            by: origin,
+            version,
+        });
         Some(SchemaChange {
             column: name.to_string(),
             from: Some(from),
@@ -149,71 +215,83 @@ impl TableSchema {
         })
     }
 
-    /// Configured types win over `table-def` and inference. A column widened
-    /// by a value keeps its wider type (the override would not fit it).
+    /// Configured types win over everything.
     pub fn apply_overrides(&mut self, overrides: &TableOverrides) -> Vec<SchemaChange> {
         let mut changes = Vec::new();
         for (name, ty) in overrides {
-            match self.spec(name).map(|c| c.origin) {
+            match self.spec(name) {
                 None => changes.push(self.add(name, *ty, Origin::Override, None)),
-                Some(Origin::TableDef | Origin::Inferred) => {
-                    changes.extend(self.set(name, *ty, Origin::Override))
-                }
-                Some(Origin::Override | Origin::Widened) => {}
+                Some(spec) if spec.origin == Origin::Override && spec.ty == *ty => {}
+                Some(_) => changes.extend(self.set(name, *ty, Origin::Override)),
             }
         }
         changes
     }
 
-    /// Registers the types DMS declares. Never narrows: a declared type
-    /// joins the registered one.
+    /// Registers the types DMS declares. A declaration replaces an inferred
+    /// type; it never replaces an override or an earlier declaration: files
+    /// already hold that type, and one table definition must read them all.
+    /// A declared change the registered type cannot hold is noted in
+    /// `declared` (for `ddl`) and its values are rescued.
     pub fn apply_table_def(
         &mut self,
         def: &TableDef,
         overrides: &TableOverrides,
         min_scale: u8,
-    ) -> Vec<SchemaChange> {
-        let mut changes = Vec::new();
-        for col in &def.columns {
-            let name = column_name(&col.name);
+    ) -> Declared {
+        let mut out = Declared::default();
+        let names: Vec<&str> = def.columns.iter().map(|c| c.name.as_str()).collect();
+        for (col, name) in def.columns.iter().zip(lake_names(&names)) {
             if overrides.iter().any(|(n, _)| *n == name) {
                 continue;
             }
             let Some(declared) =
                 types::from_table_def(&col.type_name, col.precision, col.scale, min_scale)
             else {
+                out.unknown.push((name.into_owned(), col.type_name.clone()));
                 continue;
             };
-            match self.spec(&name) {
-                None => changes.push(self.add(&name, declared, Origin::TableDef, Some(&col.name))),
-                Some(spec) if spec.origin == Origin::Override => {}
-                Some(spec) => {
-                    let joined = spec.ty.join(declared);
-                    changes.extend(self.set(&name, joined, Origin::TableDef));
+            let Some(spec) = self.spec_mut(&name) else {
+                out.changes
+                    .push(self.add(&name, declared, Origin::TableDef, Some(&col.name)));
+                continue;
+            };
+            match spec.origin {
+                Origin::Override => {}
+                Origin::TableDef if spec.ty == declared => spec.declared = None,
+                Origin::TableDef => {
+                    if spec.declared != Some(declared) {
+                        out.kept.push((name.to_string(), spec.ty, declared));
+                    }
+                    spec.declared = Some(declared);
+                }
+                Origin::Inferred | Origin::Widened => {
+                    if spec.source_name.is_none() && col.name != name {
+                        spec.source_name = Some(col.name.clone());
+                    }
+                    out.changes
+                        .extend(self.set(&name, declared, Origin::TableDef));
                 }
             }
         }
         if !def.primary_key.is_empty() {
-            self.primary_key = def
-                .primary_key
-                .iter()
-                .map(|k| column_name(k).into_owned())
+            let names: Vec<&str> = def.primary_key.iter().map(String::as_str).collect();
+            self.primary_key = lake_names(&names)
+                .into_iter()
+                .map(Cow::into_owned)
                 .collect();
         }
-        changes
+        out
     }
 
     pub fn mark_dropped(&mut self, at_us: i64) {
         self.dropped_at_us = Some(self.dropped_at_us.map_or(at_us, |d| d.max(at_us)));
     }
 
-    /// The types of a part's columns, in registry order; columns not yet
-    /// registered are inferred from their values and registered. A column
-    /// that is NULL in every row and has no type yet is left out of the file.
-    pub fn resolve(
-        &mut self,
-        kinds: &ColumnKinds,
-    ) -> (Vec<(String, ColumnType)>, Vec<SchemaChange>) {
+    /// Registers the columns of `kinds` that have no type yet, inferred
+    /// from their values. A column that is NULL in every row and has no
+    /// type yet stays unregistered.
+    pub fn register_inferred(&mut self, kinds: &ColumnKinds) -> Vec<SchemaChange> {
         let mut changes = Vec::new();
         for (name, k) in kinds {
             if self.spec(name).is_none() {
@@ -222,26 +300,44 @@ impl TableSchema {
                 }
             }
         }
-        let types = self
-            .columns
+        changes
+    }
+
+    /// Columns of `kinds` that would be inferred (not registered yet).
+    pub fn has_unregistered(&self, kinds: &ColumnKinds) -> bool {
+        kinds
+            .iter()
+            .any(|(name, k)| self.spec(name).is_none() && infer(*k).is_some())
+    }
+
+    /// The registered types of `kinds`' columns, in registry order (the
+    /// file's column order).
+    pub fn types_for(&self, kinds: &ColumnKinds) -> Vec<(String, ColumnType)> {
+        self.columns
             .iter()
             .filter(|c| kinds.contains_key(&c.name))
             .map(|c| (c.name.clone(), c.ty))
-            .collect();
-        (types, changes)
+            .collect()
     }
 
-    /// A value did not fit `column`: it is `to` from now on.
-    pub fn widen(&mut self, column: &str, to: ColumnType) -> Option<SchemaChange> {
-        self.set(column, to, Origin::Widened)
+    /// `register_inferred`, then `types_for`.
+    pub fn resolve(
+        &mut self,
+        kinds: &ColumnKinds,
+    ) -> (Vec<(String, ColumnType)>, Vec<SchemaChange>) {
+        let changes = self.register_inferred(kinds);
+        (self.types_for(kinds), changes)
     }
 
-    /// Folds in another container's view of the table (a newer stored
-    /// version): the union of columns, each the join of both types.
-    pub fn merge(&mut self, other: &TableSchema) -> Vec<SchemaChange> {
+    /// Folds in a newer stored version (`stored`: what files may already
+    /// be written with). Per column the higher authority wins; between equal
+    /// ones the stored type wins. Column order is the stored order, then
+    /// columns only this view has.
+    pub fn merge(&mut self, stored: &TableSchema) -> Vec<SchemaChange> {
         let mut changes = Vec::new();
-        for theirs in &other.columns {
-            match self.spec(&theirs.name).map(|c| c.ty) {
+        let mut ours = std::mem::take(&mut self.columns);
+        for theirs in &stored.columns {
+            match ours.iter().position(|c| c.name == theirs.name) {
                 None => {
                     self.columns.push(theirs.clone());
                     changes.push(SchemaChange {
@@ -251,26 +347,50 @@ impl TableSchema {
                         origin: theirs.origin,
                     });
                 }
-                Some(ours) => {
-                    let joined = ours.join(theirs.ty);
-                    if joined != ours {
-                        let origin = if joined == theirs.ty {
-                            theirs.origin
-                        } else {
-                            Origin::Widened
-                        };
-                        changes.extend(self.set(&theirs.name, joined, origin));
+                Some(i) => {
+                    let mine = ours.remove(i);
+                    if mine.origin.rank() > theirs.origin.rank() && mine.ty != theirs.ty {
+                        // Ours replaces a weaker stored type: files have it.
+                        self.retyped.push(Retype {
+                            column: mine.name.clone(),
+                            from: theirs.ty,
+                            to: mine.ty,
+                            by: mine.origin,
+                            version: stored.version + 1,
+                        });
+                        self.columns.push(mine);
+                    } else if mine.origin.rank() > theirs.origin.rank() {
+                        self.columns.push(mine);
+                    } else {
+                        if mine.ty != theirs.ty {
+                            changes.push(SchemaChange {
+                                column: theirs.name.clone(),
+                                from: Some(mine.ty),
+                                to: theirs.ty,
+                                origin: theirs.origin,
+                            });
+                        }
+                        let mut spec = theirs.clone();
+                        spec.declared = spec.declared.or(mine.declared);
+                        self.columns.push(spec);
                     }
                 }
             }
         }
-        if self.primary_key.is_empty() {
-            self.primary_key = other.primary_key.clone();
+        self.columns.append(&mut ours);
+        for r in &stored.retyped {
+            if !self.retyped.contains(r) {
+                self.retyped.push(r.clone());
+            }
         }
-        if let Some(d) = other.dropped_at_us {
+        self.retyped.sort_by_key(|r| r.version);
+        if self.primary_key.is_empty() {
+            self.primary_key = stored.primary_key.clone();
+        }
+        if let Some(d) = stored.dropped_at_us {
             self.mark_dropped(d);
         }
-        self.version = self.version.max(other.version);
+        self.version = self.version.max(stored.version);
         changes
     }
 }
@@ -282,7 +402,11 @@ pub fn log_changes(table: &TableName, changes: &[SchemaChange], source: &str) ->
     for change in changes {
         if change.is_type_change() {
             type_changes += 1;
-            tracing::warn!(%table, change = %change, source, "column type changed: files from now on use the new type");
+            tracing::warn!(
+                %table, change = %change, source,
+                "column type replaced: files written before may hold the old type \
+                 (cdc-batcher ddl --check lists them)"
+            );
         } else {
             tracing::info!(%table, change = %change, source, "column registered");
         }
@@ -312,8 +436,11 @@ pub fn infer(kinds: Kinds) -> Option<ColumnType> {
 
 /// The column name Athena accepts: ASCII letters lower-cased, other ASCII
 /// characters outside `a-z`, `0-9`, `_` replaced by `_`, and non-ASCII ones
-/// spelled `_uXXXX` (so `名前` and `住所` stay two columns). Borrowed when
-/// unchanged.
+/// spelled `_uXXXX` (4 hex digits, the Basic Multilingual Plane) or
+/// `_vXXXXXX` (6 hex digits, beyond it), so the non-ASCII spelling is
+/// injective (`ὠ0` is `_u1f600`, `😀` is `_v01f600`). Borrowed when
+/// unchanged. Case folding and punctuation can still make two names one:
+/// see [`lake_names`].
 pub fn column_name(name: &str) -> Cow<'_, str> {
     let ok = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_';
     if !name.is_empty() && name.bytes().all(ok) {
@@ -329,11 +456,48 @@ pub fn column_name(name: &str) -> Cow<'_, str> {
             out.push(c);
         } else if c.is_ascii() {
             out.push('_');
-        } else {
+        } else if u32::from(c) <= 0xFFFF {
             let _ = std::fmt::Write::write_fmt(&mut out, format_args!("_u{:04x}", u32::from(c)));
+        } else {
+            let _ = std::fmt::Write::write_fmt(&mut out, format_args!("_v{:06x}", u32::from(c)));
         }
     }
     Cow::Owned(out)
+}
+
+/// The lake names of one row's (or one `table-def`'s) source column names.
+/// When two different source names spell the same lake name (`ID` and `id`,
+/// `a.b` and `a-b`), each one whose spelling had to change gets `__` and 8
+/// hex digits of a hash of its source name, so no value lands in another
+/// column and the row is not rejected.
+pub fn lake_names<'a>(names: &[&'a str]) -> Vec<Cow<'a, str>> {
+    let mut out: Vec<Cow<'a, str>> = names.iter().map(|n| column_name(n)).collect();
+    let mut seen = std::collections::HashMap::with_capacity(out.len());
+    let mut colliding = Vec::new();
+    for (i, lake) in out.iter().enumerate() {
+        if let Some(first) = seen.insert(lake.clone(), i) {
+            colliding.push(first);
+            colliding.push(i);
+        }
+    }
+    if colliding.is_empty() {
+        return out;
+    }
+    let collided: std::collections::HashSet<Cow<'a, str>> =
+        colliding.iter().map(|i| out[*i].clone()).collect();
+    for (i, lake) in out.iter_mut().enumerate() {
+        if collided.contains(lake) && matches!(lake, Cow::Owned(_)) {
+            *lake = Cow::Owned(format!("{lake}__{:08x}", fnv1a(names[i])));
+        }
+    }
+    out
+}
+
+/// FNV-1a (32 bit): stable across builds and platforms.
+fn fnv1a(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 #[cfg(test)]
@@ -404,45 +568,94 @@ mod tests {
     }
 
     #[test]
-    fn table_def_changes_never_narrow() {
+    fn a_declaration_replaces_an_inferred_type_but_not_a_declared_one() {
         let mut s = TableSchema::new(&table());
-        s.resolve(&kinds(&[("units", Kinds::STRING)]));
-        let changes = s.apply_table_def(&def(&[("units", "INT64", None, None)], &[]), &[], 6);
-        assert!(changes.is_empty());
-        assert_eq!(s.type_of("units"), Some(ColumnType::String));
-        s.resolve(&kinds(&[("n", Kinds::INT)]));
-        let changes = s.apply_table_def(&def(&[("n", "NUMERIC", Some(10), Some(2))], &[]), &[], 0);
-        assert_eq!(s.type_of("n"), Some(ColumnType::Decimal { scale: 2 }));
-        assert!(changes[0].is_type_change());
+        s.resolve(&kinds(&[("amount", Kinds::STRING), ("n", Kinds::INT)]));
+        let d = s.apply_table_def(
+            &def(
+                &[
+                    ("amount", "NUMERIC", Some(13), Some(2)),
+                    ("n", "INT64", None, None),
+                ],
+                &[],
+            ),
+            &[],
+            6,
+        );
+        assert_eq!(s.type_of("amount"), Some(ColumnType::Decimal { scale: 6 }));
+        assert_eq!(d.changes.len(), 2, "{:?}", d.changes);
+        assert!(d.changes[0].is_type_change());
+        assert!(!d.changes[1].is_type_change(), "same type, now declared");
+        assert_eq!(s.retyped.len(), 1);
+        assert_eq!(s.retyped[0].from, ColumnType::String);
+        // A later declaration of another type is noted, not applied.
+        let d = s.apply_table_def(&def(&[("n", "STRING", None, None)], &[]), &[], 6);
+        assert!(d.changes.is_empty());
+        assert_eq!(
+            d.kept,
+            [("n".to_string(), ColumnType::Int64, ColumnType::String)]
+        );
+        assert_eq!(s.type_of("n"), Some(ColumnType::Int64));
+        assert_eq!(s.spec("n").unwrap().declared, Some(ColumnType::String));
+        // Unknown names are reported, never silent.
+        let d = s.apply_table_def(&def(&[("g", "GEOMETRY", None, None)], &[]), &[], 6);
+        assert_eq!(d.unknown, [("g".to_string(), "GEOMETRY".to_string())]);
+        assert_eq!(s.type_of("g"), None);
     }
 
     #[test]
-    fn widened_columns_keep_their_type_against_overrides() {
+    fn overrides_replace_anything() {
         let mut s = TableSchema::new(&table());
-        let overrides = vec![("n".to_string(), ColumnType::Int64)];
-        s.apply_overrides(&overrides);
-        s.widen("n", ColumnType::String).unwrap();
-        assert!(s.apply_overrides(&overrides).is_empty());
+        s.apply_table_def(&def(&[("n", "INT64", None, None)], &[]), &[], 6);
+        let overrides = vec![("n".to_string(), ColumnType::String)];
+        let changes = s.apply_overrides(&overrides);
+        assert_eq!(changes.len(), 1);
         assert_eq!(s.type_of("n"), Some(ColumnType::String));
+        assert!(s.apply_overrides(&overrides).is_empty());
     }
 
     #[test]
-    fn merge_takes_the_union_and_the_join() {
+    fn merge_keeps_the_higher_authority_whatever_the_order() {
+        let declared = |version| {
+            let mut s = TableSchema::new(&table());
+            s.apply_table_def(
+                &def(&[("amount", "NUMERIC", Some(38), Some(6))], &["id"]),
+                &[],
+                0,
+            );
+            s.version = version;
+            s
+        };
+        let inferred = |version| {
+            let mut s = TableSchema::new(&table());
+            s.resolve(&kinds(&[("amount", Kinds::STRING), ("z", Kinds::BOOL)]));
+            s.version = version;
+            s
+        };
+        // A stale inferred view meets a stored declaration, and the reverse.
+        for (mut ours, stored) in [(inferred(1), declared(2)), (declared(1), inferred(2))] {
+            ours.merge(&stored);
+            assert_eq!(
+                ours.type_of("amount"),
+                Some(ColumnType::Decimal { scale: 6 })
+            );
+            assert!(ours.type_of("z").is_some());
+            assert_eq!(ours.version, 2);
+        }
+        // Equal authority: the stored type wins (files may hold it).
         let mut a = TableSchema::new(&table());
-        a.resolve(&kinds(&[("x", Kinds::INT), ("y", Kinds::BOOL)]));
-        a.version = 2;
+        a.resolve(&kinds(&[("x", Kinds::FLOAT)]));
         let mut b = TableSchema::new(&table());
-        b.resolve(&kinds(&[("x", Kinds::FLOAT), ("z", Kinds::STRING)]));
+        b.resolve(&kinds(&[("x", Kinds::INT), ("y", Kinds::BOOL)]));
         b.primary_key = vec!["x".into()];
         b.mark_dropped(5);
         b.version = 3;
         let changes = a.merge(&b);
         assert_eq!(changes.len(), 2);
-        assert_eq!(a.type_of("x"), Some(ColumnType::Float64));
-        assert_eq!(a.type_of("y"), Some(ColumnType::Boolean));
-        assert_eq!(a.type_of("z"), Some(ColumnType::String));
+        assert_eq!(a.type_of("x"), Some(ColumnType::Int64));
         assert_eq!((a.version, a.dropped_at_us), (3, Some(5)));
         assert_eq!(a.primary_key, ["x"]);
+        assert_eq!(a.columns[0].name, "x");
     }
 
     #[test]
@@ -493,5 +706,25 @@ mod tests {
         assert_eq!(column_name("名前"), "_u540d_u524d");
         assert_eq!(column_name("a.b-c"), "a_b_c");
         assert_eq!(column_name(""), "_");
+        // The non-ASCII spelling is injective.
+        assert_eq!(column_name("ὠ0"), "_u1f600");
+        assert_eq!(column_name("😀"), "_v01f600");
+    }
+
+    #[test]
+    fn colliding_names_stay_apart() {
+        let names = lake_names(&["id", "ID", "a.b", "a-b", "x"]);
+        assert_eq!(names[0], "id");
+        assert_eq!(names[4], "x");
+        assert!(
+            names[1].starts_with("id__") && names[1].len() == 12,
+            "{names:?}"
+        );
+        assert!(names[2].starts_with("a_b__"));
+        let unique: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), 5);
+        // Stable: the same source name gets the same lake name.
+        assert_eq!(lake_names(&["ID", "id"])[0], names[1]);
+        assert!(matches!(lake_names(&["a", "b"])[0], Cow::Borrowed("a")));
     }
 }

@@ -33,7 +33,7 @@ pub struct Lake {
 }
 
 /// The metadata columns, in file order, with their SQL types.
-const METADATA: [(&str, &str); 8] = [
+const METADATA: [(&str, &str); 9] = [
     ("_op", "string"),
     ("_dms_timestamp", "timestamp"),
     ("_commit_timestamp", "timestamp"),
@@ -42,6 +42,7 @@ const METADATA: [(&str, &str); 8] = [
     ("_sequence_number", "string"),
     ("_ingested_at", "timestamp"),
     ("_before_image", "string"),
+    ("_rescued", "string"),
 ];
 
 /// `schema__table`: the SQL name of a lake table.
@@ -53,20 +54,56 @@ pub fn table_name(schema: &TableSchema) -> String {
     )
 }
 
-/// Every statement for one table, `;`-terminated.
-pub fn table_sql(schema: &TableSchema, lake: &Lake, dialect: Dialect) -> String {
-    match dialect {
-        Dialect::Athena => format!(
-            "{}\n\n{}",
-            athena_table(schema, lake),
-            latest_view(schema, lake, dialect)
-        ),
-        Dialect::DuckDb => format!(
-            "{}\n\n{}",
-            duckdb_table(schema, lake),
-            latest_view(schema, lake, dialect)
-        ),
+/// Every statement for one table, `;`-terminated. `has_files`: whether the
+/// table has a data file yet (DuckDB's `read_parquet` fails on none).
+pub fn table_sql(schema: &TableSchema, lake: &Lake, dialect: Dialect, has_files: bool) -> String {
+    let table = match (dialect, has_files) {
+        (Dialect::Athena, _) => athena_table(schema, lake),
+        (Dialect::DuckDb, true) => duckdb_table(schema, lake),
+        (Dialect::DuckDb, false) => duckdb_empty_table(schema),
+    };
+    format!("{table}\n\n{}", latest_view(schema, lake, dialect))
+}
+
+/// DuckDB's name for a lake type.
+fn duckdb_type(ty: ColumnType) -> String {
+    match ty {
+        ColumnType::Boolean => "BOOLEAN".into(),
+        ColumnType::Int64 => "BIGINT".into(),
+        ColumnType::Float64 => "DOUBLE".into(),
+        ColumnType::Decimal { scale } => format!("DECIMAL(38,{scale})"),
+        ColumnType::Date => "DATE".into(),
+        ColumnType::Timestamp => "TIMESTAMPTZ".into(),
+        ColumnType::LocalTimestamp => "TIMESTAMP".into(),
+        ColumnType::Binary => "BLOB".into(),
+        ColumnType::String => "VARCHAR".into(),
     }
+}
+
+/// A registered table with no file yet: an empty table of its registered
+/// columns, so the latest-state view (and queries) work until files come;
+/// run `ddl` again then.
+fn duckdb_empty_table(schema: &TableSchema) -> String {
+    let meta = |t: &str| match t {
+        "timestamp" => "TIMESTAMPTZ",
+        _ => "VARCHAR",
+    };
+    let columns: Vec<String> = schema
+        .columns
+        .iter()
+        .map(|c| format!("  \"{}\" {}", c.name, duckdb_type(c.ty)))
+        .chain(
+            METADATA
+                .iter()
+                .map(|(n, t)| format!("  \"{n}\" {}", meta(t))),
+        )
+        .collect();
+    format!(
+        "-- No data file yet: an empty table with the registered columns (run ddl again once\n\
+         -- files exist).\nCREATE OR REPLACE TABLE \"{}\" (\n{}\n);",
+        table_name(schema),
+        columns.join(",\n")
+    )
 }
 
 fn location(schema: &TableSchema, lake: &Lake) -> String {
@@ -91,7 +128,7 @@ fn athena_table(schema: &TableSchema, lake: &Lake) -> String {
     let columns: Vec<String> = schema
         .columns
         .iter()
-        .map(|c| format!("  `{}` {}", c.name, c.ty))
+        .map(|c| format!("  `{}` {}", c.name, c.ty.athena()))
         .chain(METADATA.iter().map(|(n, t)| format!("  `{n}` {t}")))
         .collect();
     sql.push_str(&columns.join(",\n"));
@@ -155,6 +192,13 @@ fn before_key(source: &str, ty: ColumnType, dialect: Dialect) -> String {
         (ColumnType::String, _) => text,
         (ColumnType::Timestamp, Dialect::Athena) => format!("from_iso8601_timestamp({text})"),
         (ColumnType::Timestamp, Dialect::DuckDb) => format!("CAST({text} AS TIMESTAMPTZ)"),
+        // Wall-clock digits: DMS's nominal `Z` dropped.
+        (ColumnType::LocalTimestamp, Dialect::Athena) => {
+            format!("CAST(replace(replace({text}, 'T', ' '), 'Z', '') AS timestamp)")
+        }
+        (ColumnType::LocalTimestamp, Dialect::DuckDb) => {
+            format!("CAST(replace({text}, 'Z', '') AS TIMESTAMP)")
+        }
         (ColumnType::Binary, Dialect::Athena) => format!("from_hex(substr({text}, 3))"),
         (ColumnType::Binary, Dialect::DuckDb) => format!("unhex(substr({text}, 3))"),
         (ColumnType::Boolean, _) => {
@@ -179,9 +223,16 @@ fn timestamp_literal(us: i64, dialect: Dialect) -> String {
 fn latest_view(schema: &TableSchema, lake: &Lake, dialect: Dialect) -> String {
     let name = table_name(schema);
     if schema.primary_key.is_empty() {
-        return format!(
-            "-- {name}: no primary key known (DMS sent no table-def with one), no latest-state view."
-        );
+        let declared = schema
+            .columns
+            .iter()
+            .any(|c| c.origin == crate::schema::Origin::TableDef);
+        let why = if declared {
+            "DMS's table-def for it lists no primary key"
+        } else {
+            "DMS sent no table-def for it (IncludeControlDetails=true on the endpoint sends one)"
+        };
+        return format!("-- {name}: no primary key known ({why}), so no latest-state view.");
     }
     let (source, view) = match dialect {
         Dialect::Athena => (
@@ -357,8 +408,33 @@ mod tests {
     }
 
     #[test]
-    fn no_key_no_view() {
+    fn no_key_no_view_and_the_comment_says_what_dms_sent() {
         let s = TableSchema::new(&table());
-        assert!(latest_view(&s, &lake(PartitionStyle::Plain), Dialect::Athena).starts_with("--"));
+        let sql = latest_view(&s, &lake(PartitionStyle::Plain), Dialect::Athena);
+        assert!(sql.contains("DMS sent no table-def"), "{sql}");
+        let mut s = schema();
+        s.primary_key.clear();
+        let sql = latest_view(&s, &lake(PartitionStyle::Plain), Dialect::Athena);
+        assert!(
+            sql.contains("table-def for it lists no primary key"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn a_table_without_files_is_an_empty_duckdb_table() {
+        let sql = table_sql(
+            &schema(),
+            &lake(PartitionStyle::Plain),
+            Dialect::DuckDb,
+            false,
+        );
+        assert!(
+            sql.contains("CREATE OR REPLACE TABLE \"sales__order_item\""),
+            "{sql}"
+        );
+        assert!(sql.contains("\"so_id\" BIGINT"), "{sql}");
+        assert!(sql.contains("\"_rescued\" VARCHAR"), "{sql}");
+        assert!(!sql.contains("read_parquet"));
     }
 }

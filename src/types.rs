@@ -1,10 +1,10 @@
 //! Column types of the lake and the exact conversion of DMS values into them
-//! (pure). A type is decided once per table column (see `schema`) and only
-//! ever widened; a value that does not fit its column widens the column
-//! instead of being rounded, truncated or dropped.
+//! (pure). A type is decided once per table column (see `schema`); a value
+//! that does not fit its column is never rounded, truncated or dropped: the
+//! encoder keeps its text in the row's `_rescued` column.
 //!
-//! Names are Athena's, so the registry, the overrides and the DDL all say
-//! the same thing.
+//! Names are Athena's (plus `timestamp_ntz`, which Athena also calls
+//! `timestamp`), so the registry, the overrides and the DDL say the same thing.
 
 use std::fmt;
 use std::str::FromStr;
@@ -29,8 +29,13 @@ pub enum ColumnType {
         scale: u8,
     },
     Date,
-    /// TIMESTAMP(MICROS, UTC).
+    /// An instant: TIMESTAMP(MICROS, isAdjustedToUTC = true).
     Timestamp,
+    /// Wall-clock time without a zone (MySQL DATETIME, PostgreSQL `timestamp`,
+    /// SQL Server `datetime2`, Oracle `DATE`): TIMESTAMP(MICROS,
+    /// isAdjustedToUTC = false). DMS appends a nominal `Z`; the digits are
+    /// kept as sent.
+    LocalTimestamp,
     Binary,
     String,
 }
@@ -46,38 +51,17 @@ impl ColumnType {
             }
             ColumnType::Date => DataType::Date32,
             ColumnType::Timestamp => timestamp(),
+            ColumnType::LocalTimestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             ColumnType::Binary => DataType::Binary,
             ColumnType::String => DataType::Utf8,
         }
     }
 
-    /// The narrowest type holding the values of both (merging two views of
-    /// one column, e.g. registries written by two containers).
-    pub fn join(self, other: ColumnType) -> ColumnType {
-        use ColumnType::*;
-        match (self, other) {
-            (a, b) if a == b => a,
-            (Int64, Float64) | (Float64, Int64) => Float64,
-            (Int64, Decimal { scale }) | (Decimal { scale }, Int64) => Decimal { scale },
-            (Decimal { scale: a }, Decimal { scale: b }) => Decimal { scale: a.max(b) },
-            _ => String,
-        }
-    }
-
-    /// The type a column of type `self` becomes when `value` (the JSON
-    /// token's text, strings unquoted) does not fit it. Always wider; ends at
-    /// STRING, which holds anything.
-    pub fn widen_for(self, value: &str) -> ColumnType {
-        let number = DecimalText::parse(value);
-        let wider = match (self, &number) {
-            (ColumnType::Decimal { scale }, Some(n)) => n.decimal_scale_with(scale),
-            (ColumnType::Int64, Some(n)) if n.is_integer() => n.decimal_scale_with(0),
-            (ColumnType::Int64, Some(_)) if is_json_number(value) => Some(ColumnType::Float64),
-            _ => None,
-        };
-        match wider {
-            Some(t) if t != self => t,
-            _ => ColumnType::String,
+    /// The type Athena declares for it (both timestamps are `timestamp`).
+    pub fn athena(self) -> String {
+        match self {
+            ColumnType::LocalTimestamp => "timestamp".to_string(),
+            t => t.to_string(),
         }
     }
 }
@@ -91,6 +75,7 @@ impl fmt::Display for ColumnType {
             ColumnType::Decimal { scale } => write!(f, "decimal({DECIMAL_PRECISION},{scale})"),
             ColumnType::Date => f.write_str("date"),
             ColumnType::Timestamp => f.write_str("timestamp"),
+            ColumnType::LocalTimestamp => f.write_str("timestamp_ntz"),
             ColumnType::Binary => f.write_str("binary"),
             ColumnType::String => f.write_str("string"),
         }
@@ -108,6 +93,7 @@ impl FromStr for ColumnType {
             "double" => ColumnType::Float64,
             "date" => ColumnType::Date,
             "timestamp" => ColumnType::Timestamp,
+            "timestamp_ntz" => ColumnType::LocalTimestamp,
             "binary" => ColumnType::Binary,
             "string" => ColumnType::String,
             _ => {
@@ -150,22 +136,31 @@ pub fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
 }
 
-/// The lake type of a DMS `table-def` column type, when DMS says enough.
-/// `min_scale` reserves decimal places so that a later `NUMERIC(13,2)` →
-/// `NUMERIC(16,4)` change does not change the file type.
+/// The lake type of a DMS `table-def` column type; `None` for a name not
+/// known here (the caller logs it and leaves the column to inference).
+///
+/// DMS spells types two ways: its data types (`INT1`..`INT8` in bytes,
+/// `REAL8`, `DATETIME`, ...; the tables each source's DMS chapter maps into)
+/// and, in Kinesis/Kafka `table-def`s, names like `INT32`, `DATE32`, `BOOL`,
+/// `TEXT`, `DOUBLE`. Both are accepted, case-insensitively, with any
+/// `(length)` suffix ignored. `min_scale` reserves decimal places so that a
+/// later `NUMERIC(13,2)` → `NUMERIC(16,4)` change keeps the file type.
 pub fn from_table_def(
     type_name: &str,
     precision: Option<u32>,
     scale: Option<u32>,
     min_scale: u8,
 ) -> Option<ColumnType> {
-    Some(match type_name.to_ascii_uppercase().as_str() {
-        // DMS spells widths both in bytes (INT1..INT8) and in bits (INT8..INT64);
-        // every signed width and UINT1..UINT4 fit INT64.
+    let name = type_name.trim().to_ascii_uppercase();
+    let base = name.split('(').next().unwrap_or("").trim();
+    Some(match base {
+        // Widths in bytes (INT1..INT8) or bits (INT8..INT64): every signed
+        // width fits INT64; UINT8 may be 8 bytes, so it gets a decimal.
         "INT1" | "INT2" | "INT4" | "INT8" | "INT16" | "INT32" | "INT64" | "UINT1" | "UINT2"
-        | "UINT4" => ColumnType::Int64,
-        "UINT8" => ColumnType::Decimal { scale: 0 },
-        "NUMERIC" | "DECIMAL" => match (precision, scale) {
+        | "UINT4" | "UINT16" | "UINT32" | "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT"
+        | "INTEGER" | "BIGINT" => ColumnType::Int64,
+        "UINT8" | "UINT64" => ColumnType::Decimal { scale: 0 },
+        "NUMERIC" | "DECIMAL" | "NUMBER" => match (precision, scale) {
             (Some(p), s) if (1..=u32::from(DECIMAL_PRECISION)).contains(&p) => {
                 let s = s.unwrap_or(0).min(p);
                 let integer_digits = p - s;
@@ -178,13 +173,22 @@ pub fn from_table_def(
             // Unbounded or wider than 38 digits: DMS itself sends these as strings.
             _ => ColumnType::String,
         },
-        "REAL4" | "REAL8" | "FLOAT" | "DOUBLE" => ColumnType::Float64,
-        "BOOLEAN" => ColumnType::Boolean,
-        "DATE" => ColumnType::Date,
-        "DATETIME" | "TIMESTAMP" => ColumnType::Timestamp,
-        "BYTES" | "BLOB" => ColumnType::Binary,
-        // TIME has no Athena type; JSON stays text.
-        "TIME" | "STRING" | "WSTRING" | "CLOB" | "NCLOB" => ColumnType::String,
+        "REAL4" | "REAL8" | "FLOAT" | "FLOAT4" | "FLOAT8" | "FLOAT32" | "FLOAT64" | "DOUBLE"
+        | "REAL" => ColumnType::Float64,
+        "BOOLEAN" | "BOOL" | "BIT" => ColumnType::Boolean,
+        "DATE" | "DATE32" | "DATE64" => ColumnType::Date,
+        // DMS sends both MySQL DATETIME (wall clock) and TIMESTAMP (UTC) as
+        // DATETIME with a nominal `Z`: the digits are kept, no zone is claimed.
+        "DATETIME" | "DATETIME2" | "SMALLDATETIME" | "TIMESTAMP" | "TIMESTAMP64" => {
+            ColumnType::LocalTimestamp
+        }
+        "TIMESTAMPTZ" | "DATETIMEOFFSET" => ColumnType::Timestamp,
+        "BYTES" | "BLOB" | "BINARY" | "VARBINARY" | "RAW" => ColumnType::Binary,
+        // TIME and INTERVAL have no Athena type; JSON, XML, UUID stay text.
+        "TIME" | "TIME32" | "TIME64" | "INTERVAL" | "STRING" | "WSTRING" | "CLOB" | "NCLOB"
+        | "TEXT" | "UTF8" | "VARCHAR" | "NVARCHAR" | "CHAR" | "NCHAR" | "JSON" | "XML" | "UUID" => {
+            ColumnType::String
+        }
         _ => return None,
     })
 }
@@ -262,14 +266,6 @@ impl DecimalText {
         (self.digits.len() as i64 + self.exp).max(0)
     }
 
-    /// DECIMAL(38, max(scale, own scale)) if the value fits it.
-    fn decimal_scale_with(&self, scale: u8) -> Option<ColumnType> {
-        let s = self.scale().max(i64::from(scale));
-        (self.integer_digits() + s <= i64::from(DECIMAL_PRECISION)).then(|| ColumnType::Decimal {
-            scale: u8::try_from(s).unwrap_or(0),
-        })
-    }
-
     /// The unscaled value at `scale`, if it has no more decimal places and at
     /// most 38 digits.
     pub fn unscaled(&self, scale: u8) -> Option<i128> {
@@ -300,12 +296,6 @@ impl DecimalText {
 
 fn is_json_number(text: &str) -> bool {
     matches!(text.as_bytes().first(), Some(b'-' | b'0'..=b'9'))
-}
-
-/// Why a value does not fit a column type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Misfit {
-    pub value: String,
 }
 
 /// An integer as sent: `42`, or a BIGINT DMS rendered in scientific notation
@@ -407,6 +397,7 @@ mod tests {
             ColumnType::Decimal { scale: 6 },
             ColumnType::Date,
             ColumnType::Timestamp,
+            ColumnType::LocalTimestamp,
             ColumnType::Binary,
             ColumnType::String,
         ] {
@@ -449,7 +440,8 @@ mod tests {
         );
         assert_eq!(t("NUMERIC", None, None), Some(ColumnType::String));
         assert_eq!(t("NUMERIC", Some(40), Some(2)), Some(ColumnType::String));
-        assert_eq!(t("TIMESTAMP", None, None), Some(ColumnType::Timestamp));
+        assert_eq!(t("TIMESTAMP", None, None), Some(ColumnType::LocalTimestamp));
+        assert_eq!(t("DATETIME", None, None), Some(ColumnType::LocalTimestamp));
         assert_eq!(t("TIME", None, None), Some(ColumnType::String));
         assert_eq!(t("BYTES", None, None), Some(ColumnType::Binary));
         assert_eq!(t("NCLOB", None, None), Some(ColumnType::String));
@@ -527,37 +519,50 @@ mod tests {
         assert_eq!(parse_bool("maybe"), None);
     }
 
+    /// Every type name of DMS's data-type table and of the Kinesis/Kafka
+    /// `table-def`s maps to a lake type; DMS's S3 target maps the same names
+    /// the same way (BYTES→BINARY, DATE→DATE32, DATETIME→TIMESTAMP, REAL8→DOUBLE...).
     #[test]
-    fn widening_goes_up_and_ends_at_string() {
+    fn every_dms_type_name_is_known() {
         use ColumnType::*;
+        let cases: &[(&str, ColumnType)] = &[
+            ("BOOLEAN", Boolean),
+            ("BOOL", Boolean),
+            ("BYTES", Binary),
+            ("BLOB", Binary),
+            ("DATE", Date),
+            ("DATE32", Date),
+            ("TIME", String),
+            ("DATETIME", LocalTimestamp),
+            ("TIMESTAMP", LocalTimestamp),
+            ("INT1", Int64),
+            ("INT2", Int64),
+            ("INT4", Int64),
+            ("INT8", Int64),
+            ("INT16", Int64),
+            ("INT32", Int64),
+            ("INT64", Int64),
+            ("UINT1", Int64),
+            ("UINT2", Int64),
+            ("UINT4", Int64),
+            ("UINT8", Decimal { scale: 0 }),
+            ("REAL4", Float64),
+            ("REAL8", Float64),
+            ("FLOAT", Float64),
+            ("DOUBLE", Float64),
+            ("STRING", String),
+            ("WSTRING", String),
+            ("wstring(255)", String),
+            ("TEXT", String),
+            ("CLOB", String),
+            ("NCLOB", String),
+        ];
+        for (name, ty) in cases {
+            assert_eq!(from_table_def(name, None, None, 0), Some(*ty), "{name}");
+        }
         assert_eq!(
-            Decimal { scale: 2 }.widen_for("1.125"),
-            Decimal { scale: 3 }
+            from_table_def("numeric", Some(10), Some(2), 0),
+            Some(Decimal { scale: 2 })
         );
-        assert_eq!(Decimal { scale: 2 }.widen_for("n/a"), String);
-        assert_eq!(Decimal { scale: 6 }.widen_for(&"9".repeat(36)), String);
-        assert_eq!(Int64.widen_for("9223372036854775808"), Decimal { scale: 0 });
-        assert_eq!(Int64.widen_for("1.5"), Float64);
-        assert_eq!(Int64.widen_for("x"), String);
-        assert_eq!(Float64.widen_for("9007199254740993"), String);
-        assert_eq!(
-            Timestamp.widen_for("2026-01-01T00:00:00.123456789Z"),
-            String
-        );
-        assert_eq!(Binary.widen_for("0xZZ"), String);
-        assert_eq!(Date.widen_for("0000-00-00"), String);
-    }
-
-    #[test]
-    fn join_is_the_narrowest_common_type() {
-        use ColumnType::*;
-        assert_eq!(Int64.join(Float64), Float64);
-        assert_eq!(
-            Decimal { scale: 2 }.join(Decimal { scale: 6 }),
-            Decimal { scale: 6 }
-        );
-        assert_eq!(Int64.join(Decimal { scale: 2 }), Decimal { scale: 2 });
-        assert_eq!(Date.join(Timestamp), String);
-        assert_eq!(Boolean.join(Boolean), Boolean);
     }
 }

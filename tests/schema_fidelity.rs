@@ -111,7 +111,7 @@ fn a_second_container_writes_the_types_the_first_registered() {
 }
 
 #[test]
-fn overrides_win_and_a_value_that_does_not_fit_widens_with_a_log_line() {
+fn overrides_win_and_values_that_do_not_fit_are_rescued_without_being_logged() {
     let dir = tempfile::tempdir().unwrap();
     let mut env = small_files();
     env.push((
@@ -119,44 +119,66 @@ fn overrides_win_and_a_value_that_does_not_fit_widens_with_a_log_line() {
         r#"{"sales.client.is_key_account":"boolean","sales.client.legal_name":"bigint"}"#
             .to_string(),
     ));
+    let events = basic_events();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-batcher"))
         .arg("replay")
         .arg("--output")
         .arg(dir.path())
-        .args(basic_events())
+        .args(&events)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("LOG_LEVEL", "warn")
+        .env("LOG_LEVEL", "trace")
         .output()
         .unwrap();
     assert!(out.status.success());
     let summary: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(summary["column_type_changes"], 1, "{summary}");
+    assert_eq!(summary["column_type_changes"], 0, "{summary}");
+    let rescued = summary["rescued_values"].as_u64().unwrap();
+    assert!(rescued > 0, "{summary}");
     assert!(
-        log.contains("value does not fit its column") && log.contains("legal_name"),
+        log.contains("kept as text in _rescued") && log.contains("legal_name"),
         "{log}"
     );
-    // Read back independently: one type per column across every file.
-    let types = python_stdout(
+    // The row checker compares each rescued text with the source value exactly
+    // (and the column's NULL); the schema checker finds one type per column,
+    // the registered one, in every file.
+    let lake = check_lake(
+        &[
+            "--dir".to_string(),
+            dir.path().to_str().unwrap().to_string(),
+        ],
+        &["--expect-rows", "213"],
+        &events,
+    );
+    assert!(lake.ok, "{}", lake.summary);
+    let check = check_schema(dir.path(), &[]);
+    assert!(check.ok, "{}", check.summary);
+    let names = python_stdout(
         r#"
 import sys, glob, json, pyarrow.parquet as pq
-seen = {}
+seen, texts = {}, []
 for f in glob.glob(sys.argv[1] + "/cdc-data/sales/client/**/*.parquet", recursive=True):
     t = pq.read_table(f)
     for c in ("is_key_account", "legal_name"):
         seen.setdefault(c, set()).add(str(t.schema.field(c).type))
-    flags = t.column("is_key_account").to_pylist()
-    assert all(v is None or isinstance(v, bool) for v in flags), flags
-    assert any(v is True for v in flags) or any(v is False for v in flags), flags
-print(json.dumps({k: sorted(v) for k, v in seen.items()}))
+    texts += [json.loads(r)["legal_name"] for r in t.column("_rescued").to_pylist() if r]
+print(json.dumps({"types": {k: sorted(v) for k, v in seen.items()}, "texts": texts}))
 "#,
         &[dir.path().to_str().unwrap()],
     );
+    let names: serde_json::Value = serde_json::from_str(&names).unwrap();
     assert_eq!(
-        types,
-        r#"{"is_key_account": ["bool"], "legal_name": ["string"]}"#
+        names["types"],
+        serde_json::json!({"is_key_account": ["bool"], "legal_name": ["int64"]})
     );
+    let texts = names["texts"].as_array().unwrap();
+    assert_eq!(texts.len() as u64, rescued);
+    // No rescued value appears in the log, at any level.
+    for t in texts {
+        let t = t.as_str().unwrap();
+        assert!(!log.contains(t), "the log holds the value {t:?}");
+    }
     let registry = std::fs::read_dir(dir.path().join("cdc-data/_schemas/sales/client"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -175,8 +197,8 @@ print(json.dumps({k: sorted(v) for k, v in seen.items()}))
     };
     assert_eq!(col("is_key_account")["type"], "boolean");
     assert_eq!(col("is_key_account")["origin"], "override");
-    assert_eq!(col("legal_name")["type"], "string");
-    assert_eq!(col("legal_name")["origin"], "widened");
+    assert_eq!(col("legal_name")["type"], "bigint");
+    assert_eq!(col("legal_name")["origin"], "override");
     assert_eq!(col("credit_limit")["type"], "decimal(38,6)");
 }
 

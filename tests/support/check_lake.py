@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 DATA_OPS = {"load", "insert", "update", "delete"}
 META = ["_op", "_dms_timestamp", "_commit_timestamp", "_transaction_id", "_shard_id",
-        "_sequence_number", "_ingested_at", "_before_image"]
+        "_sequence_number", "_ingested_at", "_before_image", "_rescued"]
 SEQ_WIDTH = 64
 SCHEMA_OBJECT = re.compile(r"_schemas/[^/]+/[^/]+/v\d+\.json")
 # Window mode's spool: _spool/<stream>/<shard>/<window start>/<index>_<last seq>.jsonl.sz
@@ -93,6 +93,11 @@ def to_decimal(v):
     return d if d.is_finite() else None
 
 
+# The texts the writer reads as booleans (src/types.rs parse_bool).
+BOOL_TEXT = {t: True for t in ("true", "t", "TRUE", "T", "True", "1", "y", "yes")}
+BOOL_TEXT.update({t: False for t in ("false", "f", "FALSE", "F", "False", "0", "n", "no")})
+
+
 def same_value(expected, got, numeric_text=False):
     """Does the lake value `got` (as pyarrow/DuckDB return it) equal the DMS JSON value?
 
@@ -102,6 +107,8 @@ def same_value(expected, got, numeric_text=False):
     if expected is None or got is None:
         return expected is None and got is None
     if isinstance(got, bool):                       # before int: True == 1 in Python
+        if isinstance(expected, str):               # PostgreSQL booleans arrive as "t"/"f"
+            return BOOL_TEXT.get(expected) is got
         return expected is got
     if isinstance(got, (int, decimal.Decimal)):     # int64 or decimal128: exact value
         d = to_decimal(expected)                    # "12345.50", 42, 2.71828182845905E+17
@@ -110,9 +117,11 @@ def same_value(expected, got, numeric_text=False):
         d = to_decimal(expected)
         return d is not None and (got == float(d) or math.isclose(got, float(d), rel_tol=1e-15))
     if isinstance(got, dt.datetime):                # timestamp: the very same instant
-        try:
-            return isinstance(expected, str) and got.tzinfo is not None \
-                and parse_ts(expected, exact=True) == got
+        try:                                        # timestamp_ntz: the same digits
+            if not isinstance(expected, str):
+                return False
+            want = parse_ts(expected, exact=True)
+            return want == got if got.tzinfo is not None else want.replace(tzinfo=None) == got
         except ValueError:
             return False
     if isinstance(got, dt.date):                    # date32 from "YYYY-MM-DD"
@@ -273,10 +282,23 @@ def main():
             hive = when.strftime("year=%Y/month=%m/day=%d/hour=%H/")
             if not (rel.startswith(want_dir + plain) or rel.startswith(want_dir + hive)):
                 problems.append(f"row {seq} is in {rel}, expected under {want_dir}{plain}")
+            rescued = loads(row["_rescued"]) if row.get("_rescued") else {}
             for col, val in data.items():
                 got = row.get(sanitize(col))  # absent column = NULL
+                if sanitize(col) in rescued:
+                    # A value its column's type cannot hold: NULL there, its text kept exactly.
+                    text = rescued[sanitize(col)]
+                    exact = val if isinstance(val, str) else \
+                        (val.text if isinstance(val, JsonFloat) else json.dumps(val))
+                    if got is not None or text != exact:
+                        problems.append(f"row {seq} column {col}: rescued {text!r} (column "
+                                        f"{got!r}) != {val!r}")
+                    continue
                 if not same_value(val, got):
                     problems.append(f"row {seq} column {col}: lake {got!r} != {val!r}")
+            for col in rescued:
+                if col not in {sanitize(c) for c in data}:
+                    problems.append(f"row {seq} _rescued names {col}, not in the record")
             data_cols = {sanitize(c) for c in data}
             for col in table.schema.names:
                 if not col.startswith("_") and col not in data_cols and row[col] is not None:

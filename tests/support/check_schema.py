@@ -16,6 +16,8 @@
   4. With --messages (the DMS .jsonl that fed the lake, optional): every data column's Arrow
      type is the one the newest control table-def that names it maps to (catches a writer
      that silently keeps everything as strings, which checks 1-3 would accept).
+  5. Every data column of every file has the type the table's newest schema-registry version
+     ({prefix}_schemas/{schema}/{table}/vN.json) registers for it.
 
 Usage:
   check_schema.py --dir DIR [--prefix cdc-data/] --expected expected_final_state.json
@@ -26,6 +28,7 @@ import argparse
 import decimal
 import json
 import os
+import re
 import sys
 
 import pyarrow as pa
@@ -41,7 +44,8 @@ UTC_NAMES = {"UTC", "+00:00", "Etc/UTC", "Z", "utc"}
 META_TYPES = {"_op": "string", "_transaction_id": "string", "_shard_id": "string",
               "_sequence_number": "string", "_before_image": "string",
               "_dms_timestamp": "timestamp[us, UTC]", "_commit_timestamp": "timestamp[us, UTC]",
-              "_ingested_at": "timestamp[us"}  # prefix: its time zone is not specified
+              "_ingested_at": "timestamp[us",  # prefix: its time zone is not specified
+              "_rescued": "string"}
 
 
 def short(v, n=100):
@@ -71,17 +75,57 @@ def arrow_name(t):
 
 
 def mapped_type(d):
-    """Arrow type the spec maps a DMS table-def column to."""
-    ty = d.get("type", "")
-    if ty in ("INT1", "INT2", "INT4", "INT8", "INT16", "INT32", "INT64", "UINT1", "UINT2", "UINT4"):
+    """Arrow type the spec (README "Column types") maps a DMS table-def column to."""
+    ty = d.get("type", "").upper().split("(")[0]
+    if ty in ("INT1", "INT2", "INT4", "INT8", "INT16", "INT32", "INT64", "UINT1", "UINT2", "UINT4",
+              "TINYINT", "SMALLINT", "MEDIUMINT", "INT", "INTEGER", "BIGINT", "UINT16", "UINT32"):
         return "int64"
-    if ty == "NUMERIC" and d.get("precision", 38) <= 38:
+    if ty in ("UINT8", "UINT64"):
+        return "decimal128(38, 0)"
+    if ty in ("NUMERIC", "DECIMAL", "NUMBER"):
+        p = d.get("precision")
+        if p is None or p > 38:
+            return "string"
+        s = min(d.get("scale", 0) or 0, p)
         # scale max(s, 6), but never so large that the integer digits no longer fit
-        s = min(max(d.get("scale", 0), 6), 38 - (d.get("precision", 38) - d.get("scale", 0)))
-        return f"decimal128(38, {s})"
-    return {"REAL4": "double", "REAL8": "double", "BOOLEAN": "bool", "DATE": "date32[day]",
-            "TIMESTAMP": "timestamp[us, UTC]", "DATETIME": "timestamp[us, UTC]",
-            "BYTES": "binary", "BLOB": "binary"}.get(ty, "string")
+        return f"decimal128(38, {min(max(s, 6), 38 - (p - s))})"
+    if ty in ("REAL4", "REAL8", "FLOAT", "FLOAT4", "FLOAT8", "FLOAT32", "FLOAT64", "DOUBLE", "REAL"):
+        return "double"
+    if ty in ("BOOLEAN", "BOOL", "BIT"):
+        return "bool"
+    if ty in ("DATE", "DATE32", "DATE64"):
+        return "date32[day]"
+    if ty in ("DATETIME", "DATETIME2", "SMALLDATETIME", "TIMESTAMP", "TIMESTAMP64"):
+        return "timestamp[us]"  # wall clock: isAdjustedToUTC = false
+    if ty in ("TIMESTAMPTZ", "DATETIMEOFFSET"):
+        return "timestamp[us, UTC]"
+    if ty in ("BYTES", "BLOB", "BINARY", "VARBINARY", "RAW"):
+        return "binary"
+    return "string"
+
+
+# Registry type names (src/types.rs) as Arrow types.
+REGISTRY_TYPES = {"boolean": "bool", "bigint": "int64", "double": "double", "date": "date32[day]",
+                  "timestamp": "timestamp[us, UTC]", "timestamp_ntz": "timestamp[us]",
+                  "binary": "binary", "string": "string"}
+
+
+def registry_arrow(name):
+    m = re.fullmatch(r"decimal\(38,\s*(\d+)\)", name)
+    return f"decimal128(38, {m.group(1)})" if m else REGISTRY_TYPES.get(name, f"? {name}")
+
+
+def registered(root, table):
+    """column -> Arrow type of the table's newest registry version (check 5), or None."""
+    schema, name = table.split(".", 1)
+    d = os.path.join(root, "_schemas", schema, name)
+    versions = sorted(f for f in os.listdir(d) if re.fullmatch(r"v\d+\.json", f)) \
+        if os.path.isdir(d) else []
+    if not versions:
+        return None
+    with open(os.path.join(d, versions[-1]), encoding="utf-8") as f:
+        reg = json.load(f)
+    return {c["name"]: registry_arrow(c["type"]) for c in reg["columns"]}
 
 
 def show_key(k):
@@ -97,8 +141,9 @@ def key_part(v):
 
 
 def scan_files(root, wanted, messages, problems, summary):
-    """Checks 1, 2 and 4 over every Parquet file under root."""
+    """Checks 1, 2, 4 and 5 over every Parquet file under root."""
     sigs = {}  # table -> column -> type signature -> [files]
+    registries = {}  # table -> registered column types
     for d, _dirs, names in os.walk(root):
         for name in sorted(n for n in names if n.endswith(".parquet")):
             path = os.path.join(d, name)
@@ -124,7 +169,16 @@ def scan_files(root, wanted, messages, problems, summary):
                 if (logical.get("precision") or col.precision or 0) > 38:
                     problems.append(f"{rel}: {col.path} is a decimal of precision > 38")
             aschema = pq.read_schema(path)
+            if table not in registries:
+                registries[table] = registered(root, table)
             for field in aschema:
+                reg = registries[table]
+                if reg is not None and field.name not in META_TYPES:
+                    if field.name not in reg:
+                        problems.append(f"{rel}: {field.name} is not in the registry")
+                    elif arrow_name(field.type) != reg[field.name]:
+                        problems.append(f"{rel}: {field.name} is {field.type}, "
+                                        f"registered {reg[field.name]}")
                 want = META_TYPES.get(field.name)
                 if want and not arrow_name(field.type).startswith(want):
                     problems.append(f"{rel}: {field.name} is {field.type}, expected {want}")

@@ -646,9 +646,11 @@ impl<S: Sink> Pipeline<S> {
     }
 
     /// The types a part is written with, after registering its new columns
-    /// and storing the schema if that changed it. Before inferring a column
-    /// this environment has not seen, the registry is read again: another
-    /// environment may have registered its declared type.
+    /// and storing the schema if that changed it. Before writing a column
+    /// whose type would only be inferred (new here, or registered from
+    /// values), the registry is read again: another environment may have
+    /// registered its declared type. Tables whose types are all declared
+    /// cost no extra read.
     async fn part_types<B: Sink>(
         &self,
         schemas: &mut SchemaCache,
@@ -658,7 +660,7 @@ impl<S: Sink> Pipeline<S> {
     ) -> Result<Vec<(String, ColumnType)>, RegistryError> {
         let overrides = self.config.overrides_for(&part.table);
         let mut schema = schemas.get(sink, &part.table, overrides).await?;
-        if schema.has_unregistered(&part.kinds) {
+        if schema.has_provisional(&part.kinds) {
             schema = schemas.get_fresh(sink, &part.table, overrides).await?;
         }
         let changes = schema.register_inferred(&part.kinds);

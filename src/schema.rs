@@ -303,11 +303,14 @@ impl TableSchema {
         changes
     }
 
-    /// Columns of `kinds` that would be inferred (not registered yet).
-    pub fn has_unregistered(&self, kinds: &ColumnKinds) -> bool {
-        kinds
-            .iter()
-            .any(|(name, k)| self.spec(name).is_none() && infer(*k).is_some())
+    /// Whether writing `kinds`' columns would use a type that is only
+    /// inferred (a column not registered yet, or registered from values):
+    /// another environment may have registered a declaration since.
+    pub fn has_provisional(&self, kinds: &ColumnKinds) -> bool {
+        kinds.iter().any(|(name, k)| match self.spec(name) {
+            None => infer(*k).is_some(),
+            Some(spec) => spec.origin.rank() == Origin::Inferred.rank(),
+        })
     }
 
     /// The registered types of `kinds`' columns, in registry order (the
@@ -351,6 +354,12 @@ impl TableSchema {
                     let mine = ours.remove(i);
                     if mine.origin.rank() > theirs.origin.rank() && mine.ty != theirs.ty {
                         // Ours replaces a weaker stored type: files have it.
+                        changes.push(SchemaChange {
+                            column: mine.name.clone(),
+                            from: Some(theirs.ty),
+                            to: mine.ty,
+                            origin: mine.origin,
+                        });
                         self.retyped.push(Retype {
                             column: mine.name.clone(),
                             from: theirs.ty,

@@ -311,14 +311,20 @@ pub fn parse_int64(text: &str) -> Option<(i64, bool)> {
 
 /// A double; integers beyond ±2^53 do not fit (f64 would change them).
 pub fn parse_float64(text: &str) -> Option<f64> {
-    if !is_json_number(text) && !matches!(text, "NaN" | "Infinity" | "-Infinity") {
-        return None;
+    match text {
+        "NaN" => return Some(f64::NAN),
+        "Infinity" => return Some(f64::INFINITY),
+        "-Infinity" => return Some(f64::NEG_INFINITY),
+        _ if !is_json_number(text) => return None,
+        _ => {}
     }
     if !text.contains(['.', 'e', 'E']) {
         let v: i128 = text.parse().ok()?;
         return (v.unsigned_abs() <= 1u128 << 53).then_some(v as f64);
     }
-    text.parse().ok()
+    let v: f64 = text.parse().ok()?;
+    // `1e400` parses as infinity: that is not the value sent.
+    v.is_finite().then_some(v)
 }
 
 pub fn parse_bool(text: &str) -> Option<bool> {
@@ -498,6 +504,8 @@ mod tests {
         assert_eq!(parse_float64("9007199254740993"), None);
         assert_eq!(parse_float64("1e-05"), Some(1e-5));
         assert_eq!(parse_float64("\"x\""), None);
+        assert_eq!(parse_float64("1e400"), None);
+        assert_eq!(parse_float64("-Infinity"), Some(f64::NEG_INFINITY));
     }
 
     #[test]

@@ -283,7 +283,7 @@ fn parse_stream_arns(raw: Option<String>) -> Result<Vec<String>, ConfigError> {
 const COLUMN_TYPES_EXPECTED: &str = concat!(
     "a JSON object mapping \"schema.table.column\" to a type, e.g. ",
     "{\"sales.client.is_key_account\": \"boolean\"}; types: boolean, bigint, double, ",
-    "decimal(38,S) with S in 0..=38, date, timestamp, binary or string"
+    "decimal(38,S) with S in 0..=38, date, timestamp, timestamp_ntz, binary or string"
 );
 
 /// `{"schema.table.column": "type", ...}`.

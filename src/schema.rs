@@ -735,5 +735,6 @@ mod tests {
         // Stable: the same source name gets the same lake name.
         assert_eq!(lake_names(&["ID", "id"])[0], names[1]);
         assert!(matches!(lake_names(&["a", "b"])[0], Cow::Borrowed("a")));
+        assert_eq!(lake_names(&["id", "ID"])[1], "id__56e8eb60");
     }
 }

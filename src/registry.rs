@@ -208,7 +208,7 @@ impl SchemaCache {
 
     /// The schema of `table`: loaded the first time (with `overrides`
     /// applied), merged with newer stored versions (another container's
-    /// widenings) once `refresh` has passed.
+    /// declarations and new columns) once `refresh` has passed.
     pub async fn get<S: Sink>(
         &mut self,
         sink: &S,

@@ -314,12 +314,13 @@ fn expected_rescues() -> Value {
 /// One fixture per source engine: every column's Parquet type is the one
 /// its DMS type name maps to, in every file (the schema checker's checks 1,
 /// 4 and 5); odd values are in `_rescued` exactly; DuckDB's `union_by_name`
-/// reads each table's files together with the registered types; DMS's own
-/// status table is skipped and counted.
+/// and Spark's `mergeSchema` read each table's files together with the
+/// registered types; DMS's own status table is skipped and counted.
 #[test]
 fn every_engine_is_typed_as_declared_and_odd_values_are_rescued_exactly() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let expected = expected_rescues();
+    let (mut lakes, mut kept) = (Vec::new(), Vec::new());
     for engine in ["mysql", "postgresql", "oracle", "sqlserver"] {
         let fixture = repo().join(format!("tests/fixtures/engines/{engine}.jsonl"));
         let messages: Vec<Value> = std::fs::read_to_string(&fixture)
@@ -399,7 +400,51 @@ print(json.dumps(out, sort_keys=True))
         assert_eq!(&got["rescued"], want, "{engine}");
         for (table, d) in got["duckdb"].as_object().unwrap() {
             assert_eq!(d["wrong"], json!({}), "{engine} {table}: {d}");
+            lakes.push(format!("{}/cdc-data/{table}", dir.path().display()));
         }
+        kept.push(dir); // read by Spark below
+    }
+    // Spark reads each table's files together too (`mergeSchema`), with the
+    // registered types (wall-clock timestamps as TIMESTAMP_NTZ).
+    let spark = python_stdout(
+        r#"
+import sys, os, glob, json
+from pyspark.sql import SparkSession
+spark = (SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
+         .config("spark.sql.session.timeZone", "UTC").getOrCreate())
+spark.sparkContext.setLogLevel("ERROR")
+out = {}
+for table in sys.argv[1:]:
+    df = (spark.read.option("mergeSchema", "true").option("recursiveFileLookup", "true")
+          .parquet(table))
+    schema_dir = table.replace("/cdc-data/", "/cdc-data/_schemas/")
+    reg = json.load(open(sorted(glob.glob(schema_dir + "/v*.json"))[-1]))["columns"]
+    # Spark's type names are the registry's (decimal(38,6), timestamp_ntz, ...).
+    reg = {c["name"]: c["type"] for c in reg}
+    files = len(glob.glob(table + "/**/*.parquet", recursive=True))
+    wrong = {f.name: [f.dataType.simpleString(), reg[f.name]] for f in df.schema.fields
+             if f.name in reg and f.dataType.simpleString() != reg[f.name]}
+    out[table.split("/cdc-data/")[1]] = {"wrong": wrong, "rows": df.count(), "files": files}
+spark.stop()
+print(json.dumps(out, sort_keys=True))
+"#,
+        &lakes.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let spark: Value = serde_json::from_str(spark.lines().last().unwrap()).unwrap();
+    let rows = |t: &str| spark[t]["rows"].as_u64().unwrap();
+    assert_eq!(
+        (
+            rows("shop/items"),
+            rows("public/orders"),
+            rows("HR/EMP"),
+            rows("dbo/Orders")
+        ),
+        (3, 3, 2, 2),
+        "{spark}"
+    );
+    for (table, t) in spark.as_object().unwrap() {
+        assert_eq!(t["wrong"], json!({}), "Spark, {table}: {t}");
+        assert!(t["files"].as_u64().unwrap() >= 2, "{table}: {t}");
     }
 }
 
@@ -451,4 +496,48 @@ print(con.sql('SELECT count(*) FROM "s__full"').fetchall())
     assert!(out.contains("('id', 'BIGINT'"), "{out}");
     assert!(out.contains("('at', 'TIMESTAMP'"), "{out}");
     assert!(out.ends_with("[(1,)]"), "{out}");
+}
+
+/// A `table-def` type name not known here is logged, once per table and
+/// column, with the name (never silently typed); the column is inferred.
+#[test]
+fn an_unknown_dms_type_name_is_logged_once_with_its_name() {
+    let fixture = repo().join("tests/fixtures/engines/mysql.jsonl");
+    let create: Value = serde_json::from_str(
+        std::fs::read_to_string(fixture)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut seq = 0;
+    let files: Vec<std::path::PathBuf> = (0..3)
+        .map(|i| {
+            let path = dir.path().join(format!("e{i}.json"));
+            std::fs::write(&path, event(0, &mut seq, std::slice::from_ref(&create))).unwrap();
+            path
+        })
+        .collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-batcher"))
+        .arg("replay")
+        .arg("--output")
+        .arg(dir.path().join("lake"))
+        .args(&files)
+        .env("LOG_LEVEL", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("table-def type name not known"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains("GEOMETRY") && lines[0].contains("shape"),
+        "{}",
+        lines[0]
+    );
 }

@@ -5,7 +5,10 @@ Given the Kinesis event files that went in, it checks that:
   * every DMS data record is in exactly one Parquet file, in its table's partition for
     the hour of its commit time (else DMS timestamp), with its data values and the
     metadata columns (_op, _dms_timestamp, _commit_timestamp, _transaction_id,
-    _shard_id, _sequence_number, _ingested_at, _before_image);
+    _shard_id, _sequence_number, _ingested_at, _before_image, _rescued); a value in
+    _rescued is NULL in its column and its text there is exactly the source value;
+  * every data column of every file has the type the table's newest schema-registry
+    version registers for it;
   * no other row is in the lake (control and malformed records make no rows);
   * every malformed record is in the _errors/ quarantine exactly once, with the
     `data` string exactly as it was in the event;
@@ -14,8 +17,8 @@ Given the Kinesis event files that went in, it checks that:
     and window-mode spool objects _spool/{stream}/{shard}/{window}/{index}_{seq}.jsonl.sz.
 
 Values are compared by type (same_value): columns are typed (int64, decimal128, double,
-bool, date32, timestamp[us, UTC], binary, string), DMS sends JSON tokens, and a column the
-writer had to widen holds the token's text. Columns are found by the sanitised JSON key; a
+bool, date32, timestamp[us, UTC] and timestamp[us] (wall clock: the same digits), binary,
+string), DMS sends JSON tokens. Columns are found by the sanitised JSON key; a
 column absent from a file is NULL. _sequence_number is zero-padded to 64 digits, so rows
 are keyed by (shard, int(sequence number)).
 
@@ -96,6 +99,26 @@ def to_decimal(v):
 # The texts the writer reads as booleans (src/types.rs parse_bool).
 BOOL_TEXT = {t: True for t in ("true", "t", "TRUE", "T", "True", "1", "y", "yes")}
 BOOL_TEXT.update({t: False for t in ("false", "f", "FALSE", "F", "False", "0", "n", "no")})
+
+
+# Registry type names (src/types.rs) as Arrow types.
+REGISTRY_TYPES = {"boolean": "bool", "bigint": "int64", "double": "double", "date": "date32[day]",
+                  "timestamp": "timestamp[us, UTC]", "timestamp_ntz": "timestamp[us]",
+                  "binary": "binary", "string": "string"}
+
+
+def registry_arrow(name):
+    m = re.fullmatch(r"decimal\(38,\s*(\d+)\)", name)
+    return f"decimal128(38, {m.group(1)})" if m else REGISTRY_TYPES.get(name, f"? {name}")
+
+
+def arrow_type(t):
+    """An Arrow type as text, UTC zones spelled one way."""
+    if str(t).startswith("timestamp[") and getattr(t, "tz", None):
+        return f"timestamp[{t.unit}, UTC]" if t.tz in ("UTC", "+00:00", "Etc/UTC") else str(t)
+    if str(t) in ("large_string", "string_view"):
+        return "string"
+    return str(t)
 
 
 def same_value(expected, got, numeric_text=False):
@@ -234,15 +257,27 @@ def main():
               and i.path not in schemas and i.path not in spools]
     if others:
         problems.append(f"unexpected objects: {others[:5]}")
+    registered = {}  # "schema/table" dir -> (version, {column: arrow type}) of the newest version
     for path in schemas:  # the registry is read by the writer: each version must parse
         with fs.open_input_stream(path) as f:
             try:
-                if not isinstance(json.loads(f.read().decode()), dict):
+                reg = json.loads(f.read().decode())
+                if not isinstance(reg, dict):
                     problems.append(f"{path}: schema version is not a JSON object")
+                    continue
             except ValueError as e:
                 problems.append(f"{path}: schema version is not JSON: {e}")
+                continue
+        table_dir = path[len(root) + 1:].split("/", 1)[1].rsplit("/", 1)[0]
+        version = int(path.rsplit("/v", 1)[1].split(".")[0])
+        if version >= registered.get(table_dir, (-1, None))[0]:
+            registered[table_dir] = (version, {c["name"]: registry_arrow(c["type"])
+                                               for c in reg.get("columns", [])},
+                                     {(r["column"], registry_arrow(r["from"]))
+                                      for r in reg.get("retyped", [])})
 
     seen = {}
+    needs_rewrite = set()
     for path in parquet:
         pf = pq.ParquetFile(path, filesystem=fs)
         for rg in range(pf.metadata.num_row_groups):
@@ -254,6 +289,19 @@ def main():
         for field in table.schema:
             if str(field.type).startswith("timestamp[ns"):
                 problems.append(f"{path}: {field.name} is a nanosecond timestamp")
+        rel_dir = "/".join(path[len(root) + 1:].split("/")[:2])
+        _, reg, retyped = registered.get(rel_dir, (0, None, set()))
+        for field in table.schema:  # every file has the registered types
+            if reg is not None and field.name not in META:
+                if field.name not in reg:
+                    problems.append(f"{path}: column {field.name} is not in the registry")
+                elif (field.name, arrow_type(field.type)) in retyped:
+                    # Written before a declaration replaced the inferred type: the registry
+                    # records it and `ddl --check` lists the file for a rewrite.
+                    needs_rewrite.add(path)
+                elif arrow_type(field.type) != reg[field.name]:
+                    problems.append(f"{path}: {field.name} is {field.type}, "
+                                    f"registered {reg[field.name]}")
         missing_meta = [m for m in META if m not in table.schema.names]
         if missing_meta:
             problems.append(f"{path}: metadata columns missing: {missing_meta}")
@@ -353,7 +401,7 @@ def main():
 
     print(json.dumps({"files": len(parquet), "rows": len(seen), "expected_rows": len(expected_rows),
                       "quarantined": len(quarantined), "expected_quarantined": len(expected_bad),
-                      "schema_objects": len(schemas),
+                      "schema_objects": len(schemas), "needs_rewrite": len(needs_rewrite),
                       "problems": problems[:50], "problem_count": len(problems)}))
     return 1 if problems else 0
 

@@ -17,9 +17,11 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 
-step "template: sam validate --lint, cfn-lint"
+step "template: sam validate --lint, cfn-lint, the IAM role as SAM renders it, checkov"
 sam validate --lint
 cfn-lint template.yaml
+python tests/template/check_template.py
+.venv-checkov/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact --quiet
 
 step "cargo test (unit, integration with moto + pyarrow)"
 cargo test

@@ -40,6 +40,18 @@ pub enum EncodeError {
     RowCount { decoded: usize, expected: usize },
 }
 
+impl EncodeError {
+    /// What failed, for a log line: the decoders' messages can quote a row
+    /// value, and no row value may reach the logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EncodeError::Arrow(_) => "the Arrow decoder rejected the buffered rows",
+            EncodeError::Parquet(_) => "the Parquet writer failed",
+            EncodeError::RowCount { .. } => "the decoder returned another number of rows",
+        }
+    }
+}
+
 /// Rows decoded per Arrow batch; bounds the decoder's working memory.
 const BATCH_ROWS: usize = 8192;
 

@@ -84,6 +84,9 @@ pub struct Stats {
     pub windows_written: u64,
     /// Streams whose heartbeat could not be sent (a force flush).
     pub heartbeat_failures: u64,
+    /// The stream (ARN) the batch came from: the metrics' `Stream` dimension.
+    #[serde(skip)]
+    pub stream: Option<Arc<str>>,
 }
 
 impl Stats {
@@ -106,6 +109,9 @@ impl Stats {
         self.spooled += o.spooled;
         self.windows_written += o.windows_written;
         self.heartbeat_failures += o.heartbeat_failures;
+        if self.stream.is_none() {
+            self.stream.clone_from(&o.stream);
+        }
     }
 }
 
@@ -334,6 +340,10 @@ impl<S: Sink> Pipeline<S> {
         let now_us = now_micros();
         let mut stats = Stats {
             records: records.len() as u64,
+            stream: records
+                .iter()
+                .find_map(|r| r.id.as_ref().ok())
+                .map(|id| id.stream.clone()),
             ..Stats::default()
         };
         let mut guard = self.state.lock().await;
@@ -761,7 +771,7 @@ impl<S: Sink> Pipeline<S> {
                         &part.ids,
                     );
                     tracing::error!(
-                        table = %part.table, key, rows = part.row_count(), %error,
+                        table = %part.table, key, rows = part.row_count(), error = error.kind(),
                         "rows could not be encoded as Parquet: writing them to the quarantine"
                     );
                     stats.quarantined += part.row_count() as u64;

@@ -17,12 +17,19 @@ pub fn document(
     now_ms: i64,
 ) -> serde_json::Value {
     let count = |name: &str| json!({"Name": name, "Unit": "Count"});
-    json!({
+    // Every metric once for the stack and, when the batch names its stream,
+    // once per stream (a second series; streams are few). No per-table series.
+    let stream = stats.stream.as_deref().map(stream_name);
+    let dimensions = match stream {
+        Some(_) => json!([[], ["Stream"]]),
+        None => json!([[]]),
+    };
+    let mut doc = json!({
         "_aws": {
             "Timestamp": now_ms,
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
-                "Dimensions": [[]],
+                "Dimensions": dimensions,
                 "Metrics": [
                     count("RecordsIn"), count("RowsIn"), count("DuplicateRecords"),
                     count("QuarantinedRecords"), count("DeferredRecords"), count("FilesWritten"),
@@ -53,7 +60,16 @@ pub fn document(
         "HeartbeatFailures": stats.heartbeat_failures,
         "RescuedValues": stats.rescued_values,
         "DmsTableRecords": stats.dms_table_records,
-    })
+    });
+    if let Some(name) = stream {
+        doc["Stream"] = json!(name);
+    }
+    doc
+}
+
+/// `dms-cdc` of `arn:aws:kinesis:REGION:ACCOUNT:stream/dms-cdc`.
+fn stream_name(arn: &str) -> &str {
+    arn.rsplit_once(":stream/").map_or(arn, |(_, name)| name)
 }
 
 /// Prints the EMF line. Plain stdout, not tracing: EMF must be the whole line.
@@ -85,5 +101,26 @@ mod tests {
         assert_eq!(doc["RecordsIn"], 3);
         assert_eq!(doc["FlushFailures"], 1);
         assert_eq!(doc["OldestBufferedRowAge"], 2);
+        // Without a stream (a force flush) only the stack-wide series.
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([[]])
+        );
+        assert!(doc.get("Stream").is_none());
+    }
+
+    #[test]
+    fn a_batch_is_also_counted_under_its_stream() {
+        let stats = Stats {
+            records: 2,
+            stream: Some("arn:aws:kinesis:us-east-1:123456789012:stream/dms-cdc".into()),
+            ..Stats::default()
+        };
+        let doc = document(&stats, 0, 0, 1);
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([[], ["Stream"]])
+        );
+        assert_eq!(doc["Stream"], "dms-cdc");
     }
 }

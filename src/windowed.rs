@@ -48,11 +48,16 @@ impl<S: Sink> Pipeline<S> {
     ) -> Result<Outcome, HandleError> {
         let now_us = now_micros();
         let sink = Bounded::new(&self.sink, deadline);
+        let first = records.iter().find_map(|r| r.id.as_ref().ok());
         let mut stats = Stats {
             records: records.len() as u64,
+            stream: window
+                .stream_arn
+                .as_deref()
+                .map(Arc::from)
+                .or_else(|| first.map(|i| i.stream.clone())),
             ..Stats::default()
         };
-        let first = records.iter().find_map(|r| r.id.as_ref().ok());
         let id = WindowId {
             stream_arn: window
                 .stream_arn

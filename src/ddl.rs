@@ -13,72 +13,61 @@ use crate::replay::Output;
 use crate::sink::Sink;
 use crate::sql::{self, Dialect, Lake};
 
-const USAGE: &str = "usage: cdc-batcher ddl --lake <DIR | s3://bucket/prefix/> \
-[--dialect athena|duckdb] [--database NAME] [--since YYYY-MM-DD] [--table schema.table] [--check]";
-
-#[derive(Debug, PartialEq, Eq)]
-struct Args {
-    lake: String,
-    dialect: Dialect,
+/// `cdc-batcher ddl`: the SQL that makes the lake queryable.
+#[derive(Debug, clap::Args)]
+#[command(
+    about = "Print the SQL (Athena or DuckDB) that makes the lake queryable, from its schema registry",
+    long_about = "Prints, for every table in the lake's schema registry, the table definition and a \
+        latest-state view, in Athena's or DuckDB's SQL. With --check, lists instead every file \
+        whose column types differ from the registered ones (one tab-separated line per column: \
+        key, column, file type, registered type, reason).\n\n\
+        Exit codes: 0 done, 1 no registry or it could not be read, 2 bad arguments or \
+        configuration, 3 --check found files that need a rewrite."
+)]
+pub struct DdlArgs {
+    /// The lake: a local directory, or s3://bucket/prefix/
+    #[arg(long, value_name = "DIR | s3://bucket/prefix/", value_parser = Output::parse)]
+    lake: Output,
+    #[arg(long, value_enum, default_value_t = DialectArg::Athena)]
+    dialect: DialectArg,
+    /// Athena database the tables and views go in (letters, digits and _)
+    #[arg(long, default_value = "cdc", value_parser = database_name)]
     database: String,
+    /// First day Athena's partition projection enumerates
+    #[arg(long, value_name = "YYYY-MM-DD", default_value = "2020-01-01", value_parser = day)]
     since: String,
+    /// Only this table
+    #[arg(long, value_name = "schema.table")]
     table: Option<String>,
+    /// List the files whose column types are not the registered ones, instead of the SQL
+    #[arg(long)]
     check: bool,
 }
 
-fn parse_args(args: &[String]) -> Result<Args, String> {
-    let mut lake = None;
-    let mut dialect = Dialect::Athena;
-    let mut database = "cdc".to_string();
-    let mut since = "2020-01-01".to_string();
-    let mut table = None;
-    let mut check = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{a} needs a value\n{USAGE}"))
-        };
-        match a.as_str() {
-            "--lake" => lake = Some(value()?),
-            "--dialect" => {
-                dialect = match value()?.as_str() {
-                    "athena" => Dialect::Athena,
-                    "duckdb" => Dialect::DuckDb,
-                    other => return Err(format!("--dialect {other}: use athena or duckdb")),
-                }
-            }
-            "--database" => database = value()?,
-            "--since" => since = value()?,
-            "--table" => table = Some(value()?),
-            "--check" => check = true,
-            "-h" | "--help" => return Err(USAGE.to_string()),
-            other => return Err(format!("unknown argument {other}\n{USAGE}")),
-        }
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DialectArg {
+    Athena,
+    Duckdb,
+}
+
+fn database_name(s: &str) -> Result<String, String> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        Ok(s.to_string())
+    } else {
+        Err("letters, digits and _ only".into())
     }
-    if chrono::NaiveDate::parse_from_str(&since, "%Y-%m-%d").is_err() {
-        return Err(format!("--since {since}: expected YYYY-MM-DD"));
-    }
-    let ok_name =
-        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if !ok_name(&database) {
-        return Err(format!("--database {database}: letters, digits and _ only"));
-    }
-    Ok(Args {
-        lake: lake.ok_or_else(|| format!("--lake is required\n{USAGE}"))?,
-        dialect,
-        database,
-        since,
-        table,
-        check,
-    })
+}
+
+fn day(s: &str) -> Result<String, String> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map(|_| s.to_string())
+        .map_err(|_| "expected YYYY-MM-DD".into())
 }
 
 /// Runs the command; returns the process exit code (2: bad arguments or
 /// configuration, 1: nothing to print or the registry could not be read,
 /// 3: `--check` found files that need a rewrite).
-pub async fn run(args: &[String]) -> i32 {
+pub async fn run(args: DdlArgs) -> i32 {
     match sql_for(args).await {
         Ok((out, needs_rewrite)) => {
             print!("{out}");
@@ -98,9 +87,12 @@ pub async fn run(args: &[String]) -> i32 {
     }
 }
 
-async fn sql_for(args: &[String]) -> Result<(String, usize), (i32, String)> {
-    let args = parse_args(args).map_err(|e| (2, e))?;
-    let output = Output::parse(&args.lake).map_err(|e| (2, format!("--lake {e}\n{USAGE}")))?;
+async fn sql_for(args: DdlArgs) -> Result<(String, usize), (i32, String)> {
+    let output = args.lake.clone();
+    let dialect = match args.dialect {
+        DialectArg::Athena => Dialect::Athena,
+        DialectArg::Duckdb => Dialect::DuckDb,
+    };
     let (config, sink) = output.open().await.map_err(|e| (2, e))?;
     let root = match &output {
         Output::S3 { bucket, .. } => format!("s3://{bucket}/"),
@@ -164,7 +156,7 @@ async fn sql_for(args: &[String]) -> Result<(String, usize), (i32, String)> {
         let _ = write!(
             out,
             "-- {table}\n{}\n\n",
-            sql::table_sql(schema, &lake, args.dialect, has_files)
+            sql::table_sql(schema, &lake, dialect, has_files)
         );
     }
     Ok((out, 0))
@@ -220,24 +212,32 @@ async fn check_files<S: Sink>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser as _;
 
-    fn args(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: DdlArgs,
+    }
+
+    fn parse(a: &[&str]) -> Result<DdlArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ddl").chain(a.iter().copied())).map(|c| c.args)
     }
 
     #[test]
     fn arguments() {
-        let a = parse_args(&args(&["--lake", "out", "--dialect", "duckdb"])).unwrap();
-        assert_eq!(a.dialect, Dialect::DuckDb);
+        let a = parse(&["--lake", "out", "--dialect", "duckdb"]).unwrap();
+        assert_eq!(a.dialect, DialectArg::Duckdb);
         assert_eq!(a.database, "cdc");
-        for bad in [
-            vec!["--dialect", "duckdb"],
-            vec!["--lake", "x", "--dialect", "mysql"],
-            vec!["--lake", "x", "--since", "yesterday"],
-            vec!["--lake", "x", "--database", "a-b"],
-            vec!["--lake"],
+        for (bad, names) in [
+            (vec!["--dialect", "duckdb"], "--lake"),
+            (vec!["--lake", "x", "--dialect", "mysql"], "--dialect"),
+            (vec!["--lake", "x", "--since", "yesterday"], "--since"),
+            (vec!["--lake", "x", "--database", "a-b"], "--database"),
+            (vec!["--lake"], "--lake"),
         ] {
-            assert!(parse_args(&args(&bad)).is_err(), "{bad:?}");
+            let err = parse(&bad).unwrap_err().to_string();
+            assert!(err.contains(names), "{bad:?}: {err}");
         }
     }
 }

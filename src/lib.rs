@@ -6,6 +6,7 @@
 //! `handler`, `lambda`, `replay`, `ddl`).
 
 pub mod batcher;
+pub mod cli;
 pub mod config;
 pub mod ddl;
 pub mod delivery;

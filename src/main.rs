@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
+use cdc_batcher::cli::{self, Cli};
 use cdc_batcher::config::Config;
 use cdc_batcher::handler::Pipeline;
 use cdc_batcher::heartbeat::KinesisHeartbeat;
 use cdc_batcher::sink::S3Sink;
-use cdc_batcher::{ddl, lambda, logging, replay};
+use cdc_batcher::{lambda, logging};
+use clap::Parser as _;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::value::RawValue;
 
@@ -15,11 +17,9 @@ use serde_json::value::RawValue;
 async fn main() -> Result<(), lambda_runtime::Error> {
     let started = std::time::Instant::now();
     logging::init()?;
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("replay") => std::process::exit(replay::run(&args[1..]).await),
-        Some("ddl") => std::process::exit(ddl::run(&args[1..]).await),
-        _ => {}
+    // Without arguments (how the Lambda runtime starts it) this is the function.
+    if let Some(command) = Cli::parse().command {
+        std::process::exit(cli::run(command).await);
     }
 
     let config = Config::from_env()?;

@@ -11,13 +11,6 @@ use crate::config::Config;
 use crate::handler::{Pipeline, Stats};
 use crate::sink::{AnySink, LocalDirSink, S3Sink, Sink};
 
-const USAGE: &str = "usage: cdc-batcher replay --output <DIR | s3://bucket/prefix/> [--window SECONDS] EVENT.json...
-
-  --window SECONDS  deliver the Kinesis events as Lambda does with TumblingWindowInSeconds:
-                    each shard's batches go into windows by their first record's arrival time,
-                    every invocation gets the state the previous one returned, and each window
-                    ends with a final invocation (FLUSH_MODE=window)";
-
 #[derive(Debug, Serialize)]
 struct Summary {
     output: String,
@@ -38,8 +31,8 @@ struct Summary {
 }
 
 /// A lake location given on the command line.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Output {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
     Dir(String),
     S3 {
         bucket: String,
@@ -47,55 +40,35 @@ pub(crate) enum Output {
     },
 }
 
-/// What the command line asks for.
-#[derive(Debug, PartialEq, Eq)]
-struct Args {
+/// `cdc-batcher replay`: the Lambda code path over event files.
+#[derive(Debug, clap::Args)]
+#[command(
+    about = "Run the function's code path over Kinesis event files, without the Lambda runtime",
+    long_about = "Runs the function's code path over Kinesis event files, without the Lambda \
+        runtime: each file is one invocation, in the order given, followed by a force flush. \
+        Reads the same environment variables as the function (except S3_BUCKET_NAME) and \
+        prints one JSON summary line to stdout; on a terminal, progress goes to stderr.\n\n\
+        Exit codes: 0 done, 1 a file could not be processed or a row could not be written, \
+        2 bad arguments or configuration."
+)]
+pub struct ReplayArgs {
+    /// Where to write: a local directory, or s3://bucket[/prefix/]
+    #[arg(short, long, value_name = "DIR | s3://bucket/prefix/", value_parser = Output::parse)]
     output: Output,
-    files: Vec<String>,
-    /// `--window`: tumbling windows of this many seconds.
+    /// Deliver the events as Lambda does with TumblingWindowInSeconds=SECONDS: each shard's
+    /// batches go into windows by their first record's arrival time, every invocation gets the
+    /// state the previous one returned, and each window ends with a final invocation
+    /// (FLUSH_MODE=window)
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=900))]
     window: Option<u64>,
-}
-
-fn parse_args(args: &[String]) -> Result<Args, String> {
-    let mut output = None;
-    let mut files = Vec::new();
-    let mut window = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--output" | "-o" => output = it.next().cloned(),
-            "--window" => {
-                let v = it.next().map(String::as_str).unwrap_or("");
-                window = match v.parse::<u64>() {
-                    Ok(n @ 1..=900) => Some(n),
-                    _ => {
-                        return Err(format!(
-                            "--window {v:?}: expected whole seconds from 1 to 900 (Lambda's TumblingWindowInSeconds)\n{USAGE}"
-                        ))
-                    }
-                };
-            }
-            s if s.starts_with("--output=") => output = Some(s["--output=".len()..].to_string()),
-            "-h" | "--help" => return Err(USAGE.to_string()),
-            s if s.starts_with('-') => return Err(format!("unknown option {s}\n{USAGE}")),
-            _ => files.push(a.clone()),
-        }
-    }
-    let output = output.ok_or_else(|| format!("--output is required\n{USAGE}"))?;
-    if files.is_empty() {
-        return Err(format!("no event files given\n{USAGE}"));
-    }
-    let output = Output::parse(&output).map_err(|e| format!("--output {e}\n{USAGE}"))?;
-    Ok(Args {
-        output,
-        files,
-        window,
-    })
+    /// Kinesis event JSON files (one invocation each)
+    #[arg(value_name = "EVENT.json", required = true)]
+    files: Vec<String>,
 }
 
 impl Output {
     /// `DIR` or `s3://bucket[/prefix]`.
-    pub(crate) fn parse(output: &str) -> Result<Output, String> {
+    pub fn parse(output: &str) -> Result<Output, String> {
         Ok(match output.strip_prefix("s3://") {
             Some(rest) => {
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -132,18 +105,12 @@ impl Output {
 }
 
 /// Runs the replay; returns the process exit code.
-pub async fn run(args: &[String]) -> i32 {
-    let Args {
+pub async fn run(args: ReplayArgs) -> i32 {
+    let ReplayArgs {
         output,
         files,
         window,
-    } = match parse_args(args) {
-        Ok(x) => x,
-        Err(msg) => {
-            eprintln!("{msg}");
-            return 2;
-        }
-    };
+    } = args;
     let (config, sink) = match output.open().await {
         Ok(x) => x,
         Err(e) => {
@@ -161,7 +128,9 @@ pub async fn run(args: &[String]) -> i32 {
     // through each payload again.
     let mut bytes = Vec::new();
     let mut windows = window.map(Windows::new);
+    let mut progress = Progress::new(files.len());
     for file in &files {
+        progress.show(&stats);
         bytes.clear();
         if let Err(e) = std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut bytes)) {
             errors.push(format!("{file}: {e}"));
@@ -199,6 +168,7 @@ pub async fn run(args: &[String]) -> i32 {
         }
         peak_buffered_bytes = peak_buffered_bytes.max(pipeline.buffered_bytes().await);
     }
+    progress.done(&stats);
     // The windows still open end as their shards move on.
     for payload in windows.map(Windows::finish).unwrap_or_default() {
         match pipeline.handle(&payload, None).await {
@@ -343,27 +313,89 @@ impl Windows {
     }
 }
 
+/// Progress on a terminal (stderr), nothing otherwise: files, records,
+/// rows, files written, the rate and the time left, redrawn at most twice a
+/// second.
+struct Progress {
+    total: usize,
+    done: usize,
+    started: Instant,
+    last: Option<Instant>,
+    on_terminal: bool,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        use std::io::IsTerminal as _;
+        Progress {
+            total,
+            done: 0,
+            started: Instant::now(),
+            last: None,
+            on_terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Called before each file.
+    fn show(&mut self, stats: &Stats) {
+        let now = Instant::now();
+        let due = self
+            .last
+            .is_none_or(|t| now.duration_since(t).as_millis() >= 500);
+        if self.on_terminal && due {
+            self.last = Some(now);
+            eprint!("\r{}", self.line(stats, now));
+        }
+        self.done += 1;
+    }
+
+    fn done(&mut self, stats: &Stats) {
+        if self.on_terminal {
+            self.done = self.total;
+            eprintln!("\r{}", self.line(stats, Instant::now()));
+        }
+    }
+
+    fn line(&self, stats: &Stats, now: Instant) -> String {
+        let elapsed = now.duration_since(self.started).as_secs_f64();
+        let rate = stats.records as f64 / elapsed.max(1e-3);
+        let left = match self.done {
+            0 => String::from("?"),
+            d => format!(
+                "{:.0}s",
+                elapsed / d as f64 * self.total.saturating_sub(d) as f64
+            ),
+        };
+        format!(
+            "{}/{} event files, {} records, {} rows, {} files written, {rate:.0} records/s, {left} left   ",
+            self.done, self.total, stats.records, stats.rows, stats.files
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn args(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ReplayArgs,
+    }
+
+    fn parse(a: &[&str]) -> Result<ReplayArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("replay").chain(a.iter().copied())).map(|c| c.args)
     }
 
     #[test]
     fn output_forms() {
-        let a = parse_args(&args(&["--output", "out", "a.json", "b.json"])).unwrap();
+        let a = parse(&["--output", "out", "a.json", "b.json"]).unwrap();
         assert_eq!(a.output, Output::Dir("out".into()));
         assert_eq!(a.files, ["a.json", "b.json"]);
         assert_eq!(a.window, None);
-        let a = parse_args(&args(&[
-            "--output=s3://lake/cdc/",
-            "--window",
-            "120",
-            "a.json",
-        ]))
-        .unwrap();
+        let a = parse(&["--output=s3://lake/cdc/", "--window", "120", "a.json"]).unwrap();
         assert_eq!(a.window, Some(120));
         assert_eq!(
             a.output,
@@ -372,7 +404,7 @@ mod tests {
                 prefix: Some("cdc/".into())
             }
         );
-        let a = parse_args(&args(&["a.json", "-o", "s3://lake"])).unwrap();
+        let a = parse(&["a.json", "-o", "s3://lake"]).unwrap();
         assert_eq!(
             a.output,
             Output::S3 {
@@ -414,16 +446,38 @@ mod tests {
     }
 
     #[test]
-    fn bad_arguments_say_how_to_call_it() {
-        for bad in [
-            vec!["a.json"],
-            vec!["--output", "x"],
-            vec!["--bogus", "--output", "x", "a"],
-            vec!["--window", "0", "--output", "x", "a"],
-            vec!["--window", "soon", "--output", "x", "a"],
+    fn progress_says_how_far_and_how_long() {
+        let mut p = Progress::new(4);
+        p.on_terminal = false;
+        let stats = Stats {
+            records: 100,
+            rows: 90,
+            files: 3,
+            ..Stats::default()
+        };
+        p.show(&stats);
+        p.show(&stats);
+        let line = p.line(&stats, p.started + std::time::Duration::from_secs(10));
+        assert!(
+            line.starts_with(
+                "2/4 event files, 100 records, 90 rows, 3 files written, 10 records/s, 10s left"
+            ),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn bad_arguments_name_the_argument() {
+        for (bad, names) in [
+            (vec!["a.json"], "--output"),
+            (vec!["--output", "x"], "EVENT.json"),
+            (vec!["--bogus", "--output", "x", "a"], "--bogus"),
+            (vec!["--window", "0", "--output", "x", "a"], "--window"),
+            (vec!["--window", "soon", "--output", "x", "a"], "--window"),
+            (vec!["--output", "s3://", "a"], "--output"),
         ] {
-            let err = parse_args(&args(&bad)).unwrap_err();
-            assert!(err.contains("usage: cdc-batcher replay"), "{err}");
+            let err = parse(&bad).unwrap_err().to_string();
+            assert!(err.contains(names), "{bad:?}: {err}");
         }
     }
 }

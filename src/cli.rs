@@ -1,7 +1,8 @@
 //! The command line: with no arguments the binary is the Lambda function
-//! (what the runtime starts); `replay` and `ddl` are tools for a workstation.
+//! (what the runtime starts); `replay`, `ddl` and `redrive` are tools for a
+//! workstation.
 
-use crate::{ddl, replay};
+use crate::{ddl, redrive, replay};
 
 #[derive(Debug, clap::Parser)]
 #[command(
@@ -23,6 +24,7 @@ pub struct Cli {
 pub enum Command {
     Replay(replay::ReplayArgs),
     Ddl(ddl::DdlArgs),
+    Redrive(redrive::RedriveArgs),
 }
 
 /// Runs a workstation command; returns the process exit code.
@@ -30,6 +32,7 @@ pub async fn run(command: Command) -> i32 {
     match command {
         Command::Replay(args) => replay::run(args).await,
         Command::Ddl(args) => ddl::run(args).await,
+        Command::Redrive(args) => redrive::run(args).await,
     }
 }
 

@@ -854,7 +854,7 @@ pub(crate) fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
-pub(crate) fn time_left(deadline: Option<SystemTime>) -> Duration {
+pub fn time_left(deadline: Option<SystemTime>) -> Duration {
     match deadline {
         Some(d) => d
             .duration_since(SystemTime::now())

@@ -7,6 +7,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::handler::{HandleError, Pipeline};
+use crate::redrive;
 use crate::sink::Sink;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,13 +22,43 @@ pub enum InvokeError {
         rows: u64,
         heartbeats: u64,
     },
+    #[error("redrive: no queue_url in the event and FAILURE_QUEUE_URL is not set")]
+    NoQueue,
+    /// Messages that could not be redriven stay in the queue.
+    #[error(
+        "redrive incomplete: {failed} message(s) not redriven (they stay in the queue): {report}"
+    )]
+    RedriveIncomplete { failed: usize, report: String },
 }
 
 pub async fn invoke<S: Sink>(
     pipeline: &Pipeline<S>,
+    redrive: &redrive::Clients,
     event: LambdaEvent<Box<RawValue>>,
 ) -> Result<Value, InvokeError> {
     let deadline = deadline_of(event.context.deadline);
+    if let Some(request) = redrive::request_of(event.payload.get()) {
+        let queue = request
+            .queue_url
+            .or_else(|| redrive.default_queue.clone())
+            .ok_or(InvokeError::NoQueue)?;
+        let max = request.max_messages.unwrap_or(100);
+        let report = redrive::redrive(pipeline, redrive, &queue, max, deadline).await;
+        tracing::info!(
+            messages = report.messages,
+            deleted = report.deleted,
+            expired = report.expired.len(),
+            failed = report.failed.len(),
+            "redrive done"
+        );
+        if !report.failed.is_empty() {
+            return Err(InvokeError::RedriveIncomplete {
+                failed: report.failed.len(),
+                report: serde_json::to_string(&report).unwrap_or_default(),
+            });
+        }
+        return Ok(serde_json::to_value(&report).unwrap_or(Value::Null));
+    }
     let outcome = pipeline.handle(event.payload.get(), deadline).await?;
     if outcome.is_flush && (outcome.stats.failed_files > 0 || outcome.stats.heartbeat_failures > 0)
     {
@@ -60,6 +91,8 @@ impl From<InvokeError> for lambda_runtime::Diagnostic {
             InvokeError::Handle(HandleError::WindowNotWritten { .. }) => "WindowNotWritten",
             InvokeError::Handle(HandleError::NotDurable(_)) => "NotDurable",
             InvokeError::FlushIncomplete { .. } => "FlushIncomplete",
+            InvokeError::NoQueue => "NoQueue",
+            InvokeError::RedriveIncomplete { .. } => "RedriveIncomplete",
         };
         lambda_runtime::Diagnostic {
             error_type: error_type.to_string(),

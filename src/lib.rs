@@ -22,6 +22,7 @@ pub mod layout;
 pub mod logging;
 pub mod metrics;
 pub mod quarantine;
+pub mod redrive;
 pub mod registry;
 pub mod replay;
 pub mod row;

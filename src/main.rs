@@ -8,7 +8,7 @@ use cdc_batcher::config::Config;
 use cdc_batcher::handler::Pipeline;
 use cdc_batcher::heartbeat::KinesisHeartbeat;
 use cdc_batcher::sink::S3Sink;
-use cdc_batcher::{lambda, logging};
+use cdc_batcher::{lambda, logging, redrive};
 use clap::Parser as _;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::value::RawValue;
@@ -42,9 +42,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     })
     .await;
 
+    let redrive = Arc::new(redrive::Clients::from_env().await);
     lambda_runtime::run(service_fn(|event: LambdaEvent<Box<RawValue>>| {
-        let pipeline = pipeline.clone();
-        async move { lambda::invoke(&pipeline, event).await }
+        let (pipeline, redrive) = (pipeline.clone(), redrive.clone());
+        async move { lambda::invoke(&pipeline, &redrive, event).await }
     }))
     .await
 }

@@ -34,7 +34,8 @@ EXPECTED_STATEMENTS = [
     {"Sid": "ListSchemaRegistry", "Effect": "Allow", "Action": "s3:ListBucket",
      "Resource": {"Fn::GetAtt": ["LakeBucket", "Arn"]},
      "Condition": {"StringLike": {"s3:prefix": {"Fn::Sub": "${S3Prefix}_schemas/*"}}}},
-    {"Sid": "ReportFailedBatches", "Effect": "Allow", "Action": "sqs:SendMessage",
+    {"Sid": "ReportAndRedriveFailedBatches", "Effect": "Allow",
+     "Action": ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage"],
      "Resource": {"Fn::GetAtt": ["FailureQueue", "Arn"]}},
 ]
 

@@ -1,0 +1,511 @@
+//! Redrive of failed batches. After `MaximumRetryAttempts` Lambda skips a
+//! batch and sends only its shard and sequence range to the on-failure
+//! destination (Lambda developer guide, "Retaining discarded batches for a
+//! Kinesis event source": `KinesisBatchInfo` with `shardId`,
+//! `startSequenceNumber`, `endSequenceNumber`, `streamArn`). The records are
+//! still in the stream until its retention ends: this reads each range back
+//! (`GetShardIterator` AT_SEQUENCE_NUMBER, `GetRecords`), runs the records
+//! through the same pipeline as Kinesis batches of at most 1,000 records
+//! (files are written before it goes on, under keys that depend only on the
+//! rows, so a second redrive of a range writes nothing new), and deletes a
+//! message only once all its records are durable. What has expired from the
+//! stream is reported by range, never skipped silently.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::handler::Pipeline;
+use crate::sink::Sink;
+
+/// Records per invocation of the pipeline: Lambda's largest Kinesis batch
+/// that the template configures.
+const CHUNK: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedriveError {
+    #[error("not a Lambda Kinesis failure record: {0}")]
+    NotAFailureRecord(String),
+    #[error("Kinesis {call} on {shard}: {message}")]
+    Kinesis {
+        call: &'static str,
+        shard: String,
+        message: String,
+    },
+    #[error("SQS {call}: {message}")]
+    Sqs { call: &'static str, message: String },
+}
+
+/// The part of Lambda's failure record that says which records failed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedBatch {
+    pub shard_id: String,
+    pub start_sequence_number: String,
+    pub end_sequence_number: String,
+    pub stream_arn: String,
+}
+
+/// Reads `KinesisBatchInfo` from a failure record's JSON.
+pub fn parse_failure(body: &str) -> Result<FailedBatch, RedriveError> {
+    #[derive(Deserialize)]
+    struct Record {
+        #[serde(rename = "KinesisBatchInfo")]
+        info: FailedBatch,
+    }
+    serde_json::from_str::<Record>(body)
+        .map(|r| r.info)
+        .map_err(|e| RedriveError::NotAFailureRecord(e.to_string()))
+}
+
+/// One record read back from the stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamRecord {
+    pub sequence: String,
+    pub partition_key: String,
+    pub data: Vec<u8>,
+    pub arrival_seconds: f64,
+}
+
+/// The Kinesis event Lambda sends for `records` of one shard (pure).
+pub fn event_json(stream_arn: &str, shard: &str, records: &[StreamRecord]) -> String {
+    let region = stream_arn.split(':').nth(3).unwrap_or("");
+    let records: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": r.partition_key,
+                    "sequenceNumber": r.sequence,
+                    "data": base64::engine::general_purpose::STANDARD.encode(&r.data),
+                    "approximateArrivalTimestamp": r.arrival_seconds,
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": format!("{shard}:{}", r.sequence),
+                "eventName": "aws:kinesis:record",
+                "eventSourceARN": stream_arn,
+                "awsRegion": region,
+            })
+        })
+        .collect();
+    serde_json::json!({ "Records": records }).to_string()
+}
+
+/// What reading a range found.
+#[derive(Debug, Default)]
+pub struct Range {
+    pub records: Vec<StreamRecord>,
+    /// The first sequence number still in the stream, when it is after the
+    /// range's start: the records before it have expired.
+    pub first_available: Option<String>,
+}
+
+/// Reads `[start, end]` of the batch's shard.
+pub async fn read_range(
+    client: &aws_sdk_kinesis::Client,
+    batch: &FailedBatch,
+) -> Result<Range, RedriveError> {
+    use aws_sdk_kinesis::types::ShardIteratorType;
+    let err = |call: &'static str, e: String| RedriveError::Kinesis {
+        call,
+        shard: batch.shard_id.clone(),
+        message: e,
+    };
+    let iterator = client
+        .get_shard_iterator()
+        .stream_arn(&batch.stream_arn)
+        .shard_id(&batch.shard_id)
+        .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+        .starting_sequence_number(&batch.start_sequence_number)
+        .send()
+        .await
+        .map_err(|e| {
+            err(
+                "GetShardIterator",
+                aws_sdk_kinesis::error::DisplayErrorContext(&e).to_string(),
+            )
+        })?;
+    let mut next = iterator.shard_iterator().map(str::to_string);
+    let mut range = Range::default();
+    let mut empty_reads = 0;
+    while let Some(it) = next.take() {
+        let page = client
+            .get_records()
+            .stream_arn(&batch.stream_arn)
+            .shard_iterator(it)
+            .limit(10_000)
+            .send()
+            .await
+            .map_err(|e| {
+                err(
+                    "GetRecords",
+                    aws_sdk_kinesis::error::DisplayErrorContext(&e).to_string(),
+                )
+            })?;
+        let mut past_end = false;
+        for r in page.records() {
+            let seq = r.sequence_number();
+            if crate::event::sequence_cmp(seq, &batch.end_sequence_number).is_gt() {
+                past_end = true;
+                break;
+            }
+            if range.records.is_empty()
+                && crate::event::sequence_cmp(seq, &batch.start_sequence_number).is_gt()
+            {
+                range.first_available = Some(seq.to_string());
+            }
+            range.records.push(StreamRecord {
+                sequence: seq.to_string(),
+                partition_key: r.partition_key().unwrap_or_default().to_string(),
+                data: r.data().as_ref().to_vec(),
+                arrival_seconds: r
+                    .approximate_arrival_timestamp()
+                    .map_or(0.0, |t| t.as_secs_f64()),
+            });
+        }
+        // An empty page at the shard's tip ends the range (a closed shard
+        // has no next iterator).
+        let at_tip = page.millis_behind_latest() == Some(0);
+        empty_reads = if page.records().is_empty() {
+            empty_reads + 1
+        } else {
+            0
+        };
+        if past_end || (page.records().is_empty() && (at_tip || empty_reads >= 5)) {
+            break;
+        }
+        next = page.next_shard_iterator().map(str::to_string);
+    }
+    Ok(range)
+}
+
+/// What a redrive did, for the command's output (no row values).
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub messages: usize,
+    pub redriven: Vec<Redriven>,
+    /// Ranges (or their beginnings) no longer in the stream.
+    pub expired: Vec<Expired>,
+    pub failed: Vec<Failed>,
+    pub deleted: usize,
+    pub records: u64,
+    pub rows_written: u64,
+    pub files: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Redriven {
+    pub shard: String,
+    pub start: String,
+    pub end: String,
+    pub records: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Expired {
+    pub stream: String,
+    pub shard: String,
+    pub start: String,
+    /// The first record still there (`null`: none of the range is left).
+    pub first_available: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Failed {
+    pub message_id: String,
+    pub error: String,
+}
+
+/// The AWS clients a redrive uses, and the queue it reads by default
+/// (`FAILURE_QUEUE_URL`, set by the template).
+pub struct Clients {
+    pub kinesis: aws_sdk_kinesis::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub default_queue: Option<String>,
+}
+
+impl Clients {
+    pub async fn from_env() -> Self {
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await;
+        Clients {
+            kinesis: aws_sdk_kinesis::Client::new(&shared),
+            sqs: aws_sdk_sqs::Client::new(&shared),
+            default_queue: std::env::var("FAILURE_QUEUE_URL")
+                .ok()
+                .filter(|q| !q.is_empty()),
+        }
+    }
+}
+
+/// A redrive asked for by an invocation: `{"redrive": {"queue_url": "...",
+/// "max_messages": 100}}` (both optional).
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct Request {
+    pub queue_url: Option<String>,
+    pub max_messages: Option<usize>,
+}
+
+/// The redrive request in an invocation payload, if it is one.
+pub fn request_of(payload: &str) -> Option<Request> {
+    #[derive(Deserialize)]
+    struct Payload {
+        redrive: Option<Request>,
+    }
+    serde_json::from_str::<Payload>(payload).ok()?.redrive
+}
+
+/// Time a message needs at least: reading a range and writing its files.
+const PER_MESSAGE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Redrives up to `max_messages` messages of `queue_url`.
+/// Inside Lambda, `deadline` stops it while a message still has time.
+pub async fn redrive<S: Sink>(
+    pipeline: &Pipeline<S>,
+    clients: &Clients,
+    queue_url: &str,
+    max_messages: usize,
+    deadline: Option<std::time::SystemTime>,
+) -> Report {
+    let mut report = Report::default();
+    let time_left = || crate::handler::time_left(deadline);
+    while report.messages < max_messages && time_left() > PER_MESSAGE {
+        let want = (max_messages - report.messages).min(10);
+        let received = clients
+            .sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(i32::try_from(want).unwrap_or(10))
+            // Long enough to read a range and write its files.
+            .visibility_timeout(300)
+            .send()
+            .await;
+        let messages = match received {
+            Ok(r) => r.messages.unwrap_or_default(),
+            Err(e) => {
+                report.failed.push(Failed {
+                    message_id: String::new(),
+                    error: RedriveError::Sqs {
+                        call: "ReceiveMessage",
+                        message: aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
+                    }
+                    .to_string(),
+                });
+                break;
+            }
+        };
+        if messages.is_empty() {
+            break;
+        }
+        for message in messages {
+            if time_left() <= PER_MESSAGE {
+                break; // not deleted: visible again after the timeout
+            }
+            report.messages += 1;
+            let id = message.message_id().unwrap_or_default().to_string();
+            match redrive_one(pipeline, clients, message.body().unwrap_or(""), &mut report).await {
+                Ok(()) => {
+                    let deleted = clients
+                        .sqs
+                        .delete_message()
+                        .queue_url(queue_url)
+                        .set_receipt_handle(message.receipt_handle)
+                        .send()
+                        .await;
+                    match deleted {
+                        Ok(_) => report.deleted += 1,
+                        Err(e) => report.failed.push(Failed {
+                            message_id: id,
+                            error: format!(
+                                "redriven, but DeleteMessage failed (a second redrive writes nothing new): {}",
+                                aws_sdk_sqs::error::DisplayErrorContext(&e)
+                            ),
+                        }),
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(message_id = id, error = %e, "failed batch not redriven: the message stays in the queue");
+                    report.failed.push(Failed {
+                        message_id: id,
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    report
+}
+
+/// Reads one failure message's range and writes its records.
+async fn redrive_one<S: Sink>(
+    pipeline: &Pipeline<S>,
+    clients: &Clients,
+    body: &str,
+    report: &mut Report,
+) -> Result<(), String> {
+    let batch = parse_failure(body).map_err(|e| e.to_string())?;
+    let range = read_range(&clients.kinesis, &batch)
+        .await
+        .map_err(|e| e.to_string())?;
+    if range.records.is_empty() || range.first_available.is_some() {
+        tracing::warn!(
+            shard = batch.shard_id,
+            start = batch.start_sequence_number,
+            first_available = range.first_available.as_deref(),
+            "records of a failed batch have expired from the stream"
+        );
+        report.expired.push(Expired {
+            stream: batch.stream_arn.clone(),
+            shard: batch.shard_id.clone(),
+            start: batch.start_sequence_number.clone(),
+            first_available: range.first_available.clone(),
+        });
+    }
+    for chunk in range.records.chunks(CHUNK) {
+        let event = event_json(&batch.stream_arn, &batch.shard_id, chunk);
+        let outcome = pipeline
+            .handle(&event, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        report.records += outcome.stats.records;
+        report.rows_written += outcome.stats.rows_written;
+        report.files += outcome.stats.files;
+        if let Some(from) = outcome.redeliver_from {
+            return Err(format!(
+                "records from {from} could not be written (see the log); try again"
+            ));
+        }
+    }
+    report.redriven.push(Redriven {
+        shard: batch.shard_id,
+        start: batch.start_sequence_number,
+        end: batch.end_sequence_number,
+        records: range.records.len(),
+    });
+    Ok(())
+}
+
+/// `cdc-batcher redrive`.
+#[derive(Debug, clap::Args)]
+#[command(
+    about = "Read failed batches back from the stream and write them (the failure queue's messages)",
+    long_about = "Takes the failure queue's messages (what Lambda sends after MaximumRetryAttempts: \
+        a shard and a sequence range), reads each range back from the stream, runs the records \
+        through the function's pipeline (the same keys: a second redrive writes nothing new), and \
+        deletes a message once its records are durable. Prints one JSON report: what was \
+        redriven, what had expired from the stream.\n\n\
+        Exit codes: 0 done, 1 a message could not be redriven (it stays in the queue), 2 bad \
+        arguments or configuration, 3 records had expired from the stream (reported by range)."
+)]
+pub struct RedriveArgs {
+    /// The failure queue's URL (stack output FailureQueueUrl)
+    #[arg(long, value_name = "URL")]
+    queue_url: String,
+    /// The lake: s3://bucket/prefix/ (or a local directory)
+    #[arg(long, value_name = "s3://bucket/prefix/", value_parser = crate::replay::Output::parse)]
+    output: crate::replay::Output,
+    /// Stop after this many messages
+    #[arg(long, default_value_t = 1000)]
+    max_messages: usize,
+}
+
+/// Runs the command; returns the process exit code.
+pub async fn run(args: RedriveArgs) -> i32 {
+    let (config, sink) = match args.output.open().await {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let pipeline = Pipeline::new(config, sink).without_metrics();
+    let clients = Clients::from_env().await;
+    let report = redrive(
+        &pipeline,
+        &clients,
+        &args.queue_url,
+        args.max_messages,
+        None,
+    )
+    .await;
+    match serde_json::to_string(&report) {
+        Ok(line) => println!("{line}"),
+        Err(e) => eprintln!("report could not be serialised: {e}"),
+    }
+    exit_code(&report)
+}
+
+/// 1 when a message failed, 3 when only expiry was found, else 0.
+pub fn exit_code(report: &Report) -> i32 {
+    if !report.failed.is_empty() {
+        1
+    } else if !report.expired.is_empty() {
+        3
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example failure record of the Lambda developer guide.
+    const FAILURE: &str = r#"{
+        "requestContext": {"requestId": "c9b8fa9f-5a7f-xmpl-af9c-0c604cde93a5",
+            "functionArn": "arn:aws:lambda:us-east-2:123456789012:function:myfunction",
+            "condition": "RetryAttemptsExhausted", "approximateInvokeCount": 1},
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST",
+            "functionError": "Unhandled"},
+        "version": "1.0", "timestamp": "2019-11-14T00:38:06.021Z",
+        "KinesisBatchInfo": {"shardId": "shardId-000000000001",
+            "startSequenceNumber": "49601189658422359378836298521827638475320189012309704722",
+            "endSequenceNumber": "49601189658422359378836298522902373528957594348623495186",
+            "approximateArrivalOfFirstRecord": "2019-11-14T00:38:04.835Z",
+            "approximateArrivalOfLastRecord": "2019-11-14T00:38:05.580Z",
+            "batchSize": 500, "streamArn": "arn:aws:kinesis:us-east-2:123456789012:stream/mystream"}
+    }"#;
+
+    #[test]
+    fn lambdas_failure_record_is_read() {
+        let b = parse_failure(FAILURE).unwrap();
+        assert_eq!(b.shard_id, "shardId-000000000001");
+        assert!(b
+            .start_sequence_number
+            .starts_with("4960118965842235937883629852182"));
+        assert!(b.stream_arn.ends_with(":stream/mystream"));
+        assert!(parse_failure(r#"{"Records": []}"#).is_err());
+    }
+
+    #[test]
+    fn a_redrive_invocation_is_recognised() {
+        assert_eq!(request_of(r#"{"redrive": {}}"#), Some(Request::default()));
+        let r = request_of(r#"{"redrive": {"queue_url": "q", "max_messages": 5}}"#).unwrap();
+        assert_eq!(
+            (r.queue_url.as_deref(), r.max_messages),
+            (Some("q"), Some(5))
+        );
+        assert_eq!(request_of(r#"{"force_flush": true}"#), None);
+        assert_eq!(request_of(r#"{"Records": []}"#), None);
+    }
+
+    #[test]
+    fn the_event_is_what_lambda_sends() {
+        let records = vec![StreamRecord {
+            sequence: "42".into(),
+            partition_key: "k".into(),
+            data: b"{}".to_vec(),
+            arrival_seconds: 1.5,
+        }];
+        let arn = "arn:aws:kinesis:us-east-2:123456789012:stream/s";
+        let event: serde_json::Value =
+            serde_json::from_str(&event_json(arn, "shardId-000000000001", &records)).unwrap();
+        let r = &event["Records"][0];
+        assert_eq!(r["eventID"], "shardId-000000000001:42");
+        assert_eq!(r["kinesis"]["data"], "e30=");
+        assert_eq!(r["eventSourceARN"], arn);
+        assert_eq!(r["awsRegion"], "us-east-2");
+    }
+}

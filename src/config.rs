@@ -97,6 +97,9 @@ pub struct Config {
     /// `HEARTBEAT_STREAMS`: streams whose open shards get a heartbeat record
     /// on every force flush (window mode), so quiet windows close.
     pub heartbeat_streams: Vec<String>,
+    /// `METRICS_PER_TABLE`: also emit files, rows and rescued values per
+    /// table (one more metric series per table: off by default).
+    pub metrics_per_table: bool,
 }
 
 impl Config {
@@ -215,9 +218,11 @@ impl Config {
         )?;
 
         let heartbeat_streams = parse_stream_arns(get("HEARTBEAT_STREAMS"))?;
+        let metrics_per_table = parse_bool("METRICS_PER_TABLE", get("METRICS_PER_TABLE"))?;
 
         Ok(Config {
             heartbeat_streams,
+            metrics_per_table,
             column_types,
             decimal_min_scale,
             schema_refresh: Duration::from_secs(schema_refresh_secs),
@@ -458,6 +463,7 @@ mod tests {
             // The old default is gone: its new name says what it loses.
             ("FLUSH_MODE", "warm", "`warm-lossy`"),
             ("S3_FORCE_PATH_STYLE", "maybe", "true or false"),
+            ("METRICS_PER_TABLE", "sometimes", "true or false"),
             ("S3_PREFIX", "/abs", "no leading"),
             ("S3_BUCKET_NAME", "Bad_Bucket", "bucket name"),
             ("MAX_BUFFERED_BYTES", "12", "1048576"),

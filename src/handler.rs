@@ -87,6 +87,17 @@ pub struct Stats {
     /// The stream (ARN) the batch came from: the metrics' `Stream` dimension.
     #[serde(skip)]
     pub stream: Option<Arc<str>>,
+    /// Per table (`schema.table`): what was written (`METRICS_PER_TABLE`).
+    #[serde(skip)]
+    pub tables: std::collections::BTreeMap<String, TableCounts>,
+}
+
+/// One table's share of an invocation's [`Stats`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TableCounts {
+    pub files: u64,
+    pub rows_written: u64,
+    pub rescued_values: u64,
 }
 
 impl Stats {
@@ -111,6 +122,12 @@ impl Stats {
         self.heartbeat_failures += o.heartbeat_failures;
         if self.stream.is_none() {
             self.stream.clone_from(&o.stream);
+        }
+        for (table, c) in &o.tables {
+            let mine = self.tables.entry(table.clone()).or_default();
+            mine.files += c.files;
+            mine.rows_written += c.rows_written;
+            mine.rescued_values += c.rescued_values;
         }
     }
 }
@@ -712,6 +729,11 @@ impl<S: Sink> Pipeline<S> {
                  (the column is NULL in those rows)"
             );
             stats.rescued_values += r.values;
+            stats
+                .tables
+                .entry(part.table.to_string())
+                .or_default()
+                .rescued_values += r.values;
         }
         stats.inexact_integers += encoded.inexact_integers;
         Ok(Ok(encoded.bytes))
@@ -805,6 +827,9 @@ impl<S: Sink> Pipeline<S> {
                     );
                     stats.files += 1;
                     stats.rows_written += part.row_count() as u64;
+                    let table = stats.tables.entry(part.table.to_string()).or_default();
+                    table.files += 1;
+                    table.rows_written += part.row_count() as u64;
                     stats.bytes_written += len;
                     written.digests.push(part.digest());
                     written.keys.push(key);
@@ -845,7 +870,7 @@ impl<S: Sink> Pipeline<S> {
         );
         if self.emit_metrics {
             let held = batcher.buffered_bytes() + state.windows.buffered_bytes();
-            metrics::emit(stats, held, oldest_age_us);
+            metrics::emit(stats, held, oldest_age_us, self.config.metrics_per_table);
         }
     }
 }

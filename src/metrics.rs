@@ -72,10 +72,44 @@ fn stream_name(arn: &str) -> &str {
     arn.rsplit_once(":stream/").map_or(arn, |(_, name)| name)
 }
 
-/// Prints the EMF line. Plain stdout, not tracing: EMF must be the whole line.
-pub fn emit(stats: &Stats, buffered_bytes: usize, oldest_age_us: i64) {
+/// One EMF document per table written (`METRICS_PER_TABLE`): files, rows
+/// and rescued values under the `Table` dimension (`schema.table`).
+pub fn table_documents(stats: &Stats, now_ms: i64) -> Vec<serde_json::Value> {
+    stats
+        .tables
+        .iter()
+        .map(|(table, c)| {
+            json!({
+                "_aws": {
+                    "Timestamp": now_ms,
+                    "CloudWatchMetrics": [{
+                        "Namespace": NAMESPACE,
+                        "Dimensions": [["Table"]],
+                        "Metrics": [
+                            {"Name": "FilesWritten", "Unit": "Count"},
+                            {"Name": "RowsWritten", "Unit": "Count"},
+                            {"Name": "RescuedValues", "Unit": "Count"},
+                        ],
+                    }],
+                },
+                "Table": table,
+                "FilesWritten": c.files,
+                "RowsWritten": c.rows_written,
+                "RescuedValues": c.rescued_values,
+            })
+        })
+        .collect()
+}
+
+/// Prints the EMF lines. Plain stdout, not tracing: EMF must be the whole line.
+pub fn emit(stats: &Stats, buffered_bytes: usize, oldest_age_us: i64, per_table: bool) {
     let now_ms = chrono::Utc::now().timestamp_millis();
     println!("{}", document(stats, buffered_bytes, oldest_age_us, now_ms));
+    if per_table {
+        for doc in table_documents(stats, now_ms) {
+            println!("{doc}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -107,6 +141,28 @@ mod tests {
             json!([[]])
         );
         assert!(doc.get("Stream").is_none());
+    }
+
+    #[test]
+    fn per_table_documents_carry_the_table_dimension() {
+        let mut stats = Stats::default();
+        stats.tables.insert(
+            "sales.client".into(),
+            crate::handler::TableCounts {
+                files: 2,
+                rows_written: 10,
+                rescued_values: 1,
+            },
+        );
+        let docs = table_documents(&stats, 1);
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0]["Table"], "sales.client");
+        assert_eq!(docs[0]["RowsWritten"], 10);
+        assert_eq!(
+            docs[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Table"]])
+        );
+        assert!(table_documents(&Stats::default(), 1).is_empty());
     }
 
     #[test]

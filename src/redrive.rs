@@ -269,8 +269,16 @@ pub async fn redrive<S: Sink>(
     max_messages: usize,
     deadline: Option<std::time::SystemTime>,
 ) -> Report {
+    use std::io::IsTerminal as _;
     let mut report = Report::default();
     let time_left = || crate::handler::time_left(deadline);
+    // Progress for a person at a terminal; nothing in Lambda or a pipe.
+    let on_terminal = std::io::stderr().is_terminal();
+    let show = |r: &Report| {
+        if on_terminal {
+            eprint!("\r{}   ", progress_line(r));
+        }
+    };
     while report.messages < max_messages && time_left() > PER_MESSAGE {
         let want = (max_messages - report.messages).min(10);
         let received = clients
@@ -333,9 +341,26 @@ pub async fn redrive<S: Sink>(
                     });
                 }
             }
+            show(&report);
         }
     }
+    if on_terminal && report.messages > 0 {
+        eprintln!();
+    }
     report
+}
+
+/// What a terminal shows while a redrive runs.
+fn progress_line(r: &Report) -> String {
+    format!(
+        "{} messages, {} records, {} rows written, {} files, {} expired, {} failed",
+        r.messages,
+        r.records,
+        r.rows_written,
+        r.files,
+        r.expired.len(),
+        r.failed.len()
+    )
 }
 
 /// Reads one failure message's range and writes its records.

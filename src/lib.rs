@@ -1,34 +1,56 @@
-//! cdc-batcher: AWS DMS change records from Kinesis, buffered per table in a
-//! warm Lambda container, written to S3 as Snappy-compressed Parquet.
+//! cdc-batcher: AWS DMS change records from a Kinesis Data Stream, written to
+//! S3 as typed, Snappy-compressed Parquet by an AWS Lambda function.
 //!
-//! The core (`dms`, `row`, `batcher`, `types`, `schema`, `encode`, `layout`,
-//! `quarantine`, `sql`) is pure; I/O lives at the edges (`sink`, `registry`,
-//! `handler`, `lambda`, `replay`, `ddl`).
+//! Three layers, one folder each:
+//! - `domain/`: the pure core, no I/O: DMS messages, rows, parts and windows,
+//!   column types and schemas, Parquet encoding, keys, SQL.
+//! - `edge/`: I/O behind narrow interfaces: the object store (`sink`), the
+//!   schema registry stored in it, Kinesis heartbeats.
+//! - `app/`: configuration and orchestration: an invocation (`handler`,
+//!   `windowed`), the Lambda adapter, metrics, and the command line
+//!   (`replay`, `ddl`, `redrive`).
+//!
+//! Every module is also reachable at the crate root (`cdc_batcher::dms`).
 
-pub mod batcher;
-pub mod cli;
-pub mod config;
-pub mod ddl;
-pub mod delivery;
-pub mod dms;
-pub mod encode;
-pub mod event;
-pub mod file_types;
-pub mod handler;
-pub mod heartbeat;
-pub mod json;
-pub mod lambda;
-pub mod layout;
-pub mod logging;
-pub mod metrics;
-pub mod quarantine;
-pub mod redrive;
-pub mod registry;
-pub mod replay;
-pub mod row;
-pub mod schema;
-pub mod sink;
-pub mod sql;
-pub mod types;
-pub mod window;
-pub mod windowed;
+pub mod domain {
+    pub mod batcher;
+    pub mod delivery;
+    pub mod dms;
+    pub mod encode;
+    pub mod event;
+    pub mod file_types;
+    pub mod json;
+    pub mod layout;
+    pub mod quarantine;
+    pub mod row;
+    pub mod schema;
+    pub mod sql;
+    pub mod types;
+    pub mod window;
+}
+
+pub mod edge {
+    pub mod heartbeat;
+    pub mod registry;
+    pub mod sink;
+}
+
+pub mod app {
+    pub mod cli;
+    pub mod config;
+    pub mod ddl;
+    pub mod handler;
+    pub mod lambda;
+    pub mod logging;
+    pub mod metrics;
+    pub mod redrive;
+    pub mod replay;
+    pub mod windowed;
+}
+
+pub use app::{cli, config, ddl, handler, lambda, logging, metrics, redrive, replay, windowed};
+pub use domain::{
+    batcher, delivery, dms, encode, event, file_types, json, layout, quarantine, row, schema, sql,
+    types, window,
+};
+pub use edge::{heartbeat, registry, sink};

@@ -104,7 +104,7 @@ def mapped_type(d):
     return "string"
 
 
-# Registry type names (src/types.rs) as Arrow types.
+# Registry type names (src/domain/types.rs) as Arrow types.
 REGISTRY_TYPES = {"boolean": "bool", "bigint": "int64", "double": "double", "date": "date32[day]",
                   "timestamp": "timestamp[us, UTC]", "timestamp_ntz": "timestamp[us]",
                   "binary": "binary", "string": "string"}

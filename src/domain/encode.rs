@@ -379,7 +379,7 @@ pub fn to_parquet(part: &Part, types: &[(String, ColumnType)]) -> Result<Encoded
 mod tests {
     use super::*;
     use crate::batcher::Batcher;
-    use crate::config::{FlushMode, Thresholds};
+    use crate::batcher::{FlushMode, Thresholds};
     use crate::dms::{decode, Message, TableName};
     use crate::layout::RecordId;
     use crate::schema::TableSchema;

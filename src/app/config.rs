@@ -29,52 +29,10 @@ pub enum ConfigError {
     },
 }
 
-/// When buffered rows are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlushMode {
-    /// Each invocation spools its records to S3 before it returns; a tumbling
-    /// window's final invocation writes the window's files (see `windowed`).
-    /// Events without window fields are handled as in `Invocation`.
-    Window,
-    /// Buffers live only in one container's memory across invocations:
-    /// acknowledged rows are lost when that container crashes
-    /// (`FLUSH_MODE=warm-lossy`).
-    Warm,
-    /// Every buffer is written before the invocation returns (no row is ever
-    /// checkpointed before it is durable).
-    Invocation,
-}
-
-/// The limits that decide when a table's buffer is written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Thresholds {
-    pub max_bytes: usize,
-    pub max_records: usize,
-    pub max_age: Duration,
-    /// Across all tables; crossing it writes the largest buffers first.
-    pub max_buffered_bytes: usize,
-}
-
-impl Thresholds {
-    /// No threshold is ever reached: rows stay buffered until taken
-    /// explicitly (tests, benchmarks, fuzzing).
-    pub fn unlimited() -> Self {
-        Thresholds {
-            max_bytes: usize::MAX,
-            max_records: usize::MAX,
-            max_age: Duration::MAX,
-            max_buffered_bytes: usize::MAX,
-        }
-    }
-}
-
-/// Where S3 output goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Settings {
-    pub bucket: Option<String>,
-    pub force_path_style: bool,
-    pub max_attempts: u32,
-}
+// The values configuration decides, defined where they are used (the pure
+// core and the S3 edge), and named here too.
+pub use crate::batcher::{FlushMode, Thresholds};
+pub use crate::sink::S3Settings;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {

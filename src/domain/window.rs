@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::batcher::Batcher;
-use crate::config::Thresholds;
+use crate::batcher::Thresholds;
 use crate::event::{sequence_cmp, KinesisRecord};
 use crate::layout::RecordId;
 use crate::quarantine::QuarantineEntry;

@@ -3,13 +3,52 @@
 //! buffered twice. Pure: time comes in as an argument, nothing here does I/O.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use hashbrown::Equivalent;
 
-use crate::config::{FlushMode, Thresholds};
 use crate::dms::{RowChange, TableName};
 use crate::layout::{Hour, RecordId};
 use crate::row::{append_row, ColumnKinds, MetaColumns};
+
+/// When buffered rows are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushMode {
+    /// Each invocation spools its records to S3 before it returns; a tumbling
+    /// window's final invocation writes the window's files (see `windowed`).
+    /// Events without window fields are handled as in `Invocation`.
+    Window,
+    /// Buffers live only in one container's memory across invocations:
+    /// acknowledged rows are lost when that container crashes
+    /// (`FLUSH_MODE=warm-lossy`).
+    Warm,
+    /// Every buffer is written before the invocation returns (no row is ever
+    /// checkpointed before it is durable).
+    Invocation,
+}
+
+/// The limits that decide when a table's buffer is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thresholds {
+    pub max_bytes: usize,
+    pub max_records: usize,
+    pub max_age: Duration,
+    /// Across all tables; crossing it writes the largest buffers first.
+    pub max_buffered_bytes: usize,
+}
+
+impl Thresholds {
+    /// No threshold is ever reached: rows stay buffered until taken
+    /// explicitly (tests, benchmarks, fuzzing).
+    pub fn unlimited() -> Self {
+        Thresholds {
+            max_bytes: usize::MAX,
+            max_records: usize::MAX,
+            max_age: Duration::MAX,
+            max_buffered_bytes: usize::MAX,
+        }
+    }
+}
 
 /// Rows of one table for one partition hour: the content of one file.
 #[derive(Debug)]

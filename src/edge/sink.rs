@@ -12,7 +12,13 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::primitives::ByteStream;
 
-use crate::config::S3Settings;
+/// Where S3 output goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Settings {
+    pub bucket: Option<String>,
+    pub force_path_style: bool,
+    pub max_attempts: u32,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {

@@ -14,30 +14,14 @@ use cdc_batcher::config::Config;
 use cdc_batcher::handler::Pipeline;
 use cdc_batcher::heartbeat::{KinesisHeartbeat, PARTITION_KEY};
 use cdc_batcher::sink::LocalDirSink;
-use common::{kinesis_client, Moto};
+use common::{create_stream, kinesis_client, Moto};
 use serde_json::json;
 
 #[tokio::test]
 async fn a_force_flush_puts_one_heartbeat_into_every_open_shard() {
     let moto = Moto::start();
     let client = kinesis_client(&moto.endpoint());
-    client
-        .create_stream()
-        .stream_name("dms-cdc")
-        .shard_count(3)
-        .send()
-        .await
-        .unwrap();
-    let arn = client
-        .describe_stream_summary()
-        .stream_name("dms-cdc")
-        .send()
-        .await
-        .unwrap()
-        .stream_description_summary()
-        .unwrap()
-        .stream_arn()
-        .to_string();
+    let arn = create_stream(&client, "dms-cdc", 3).await;
 
     let dir = tempfile::tempdir().unwrap();
     let vars: HashMap<&str, String> = HashMap::from([("HEARTBEAT_STREAMS", arn.clone())]);

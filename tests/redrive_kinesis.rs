@@ -23,6 +23,17 @@ fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::from_conf(conf)
 }
 
+async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
+    sqs.create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string()
+}
+
 /// Lambda's failure record for a range of one shard.
 fn failure(arn: &str, shard: &str, start: &str, end: &str) -> String {
     json!({
@@ -79,23 +90,7 @@ fn failed_batches_are_read_back_written_once_and_expiry_is_named() {
     let s3 = s3_client(&moto.endpoint());
     let (arn, shard, sequences, queue) = rt.block_on(async {
         create_bucket(&s3).await;
-        kinesis
-            .create_stream()
-            .stream_name("dms-cdc")
-            .shard_count(1)
-            .send()
-            .await
-            .unwrap();
-        let arn = kinesis
-            .describe_stream_summary()
-            .stream_name("dms-cdc")
-            .send()
-            .await
-            .unwrap()
-            .stream_description_summary()
-            .unwrap()
-            .stream_arn()
-            .to_string();
+        let arn = create_stream(&kinesis, "dms-cdc", 1).await;
         let mut shard = String::new();
         let mut sequences = Vec::new();
         for id in 1..=3 {
@@ -110,15 +105,7 @@ fn failed_batches_are_read_back_written_once_and_expiry_is_named() {
             shard = put.shard_id().to_string();
             sequences.push(put.sequence_number().to_string());
         }
-        let queue = sqs
-            .create_queue()
-            .queue_name("failures")
-            .send()
-            .await
-            .unwrap()
-            .queue_url()
-            .unwrap()
-            .to_string();
+        let queue = create_queue(&sqs, "failures").await;
         (arn, shard, sequences, queue)
     });
     let send = |body: String| {
@@ -208,14 +195,7 @@ async fn a_redrive_event_runs_inside_lambda() {
     let moto = Moto::start();
     let kinesis = kinesis_client(&moto.endpoint());
     let sqs = sqs_client(&moto.endpoint());
-    kinesis
-        .create_stream()
-        .stream_name("s")
-        .shard_count(1)
-        .send()
-        .await
-        .unwrap();
-    let arn = "arn:aws:kinesis:us-east-1:123456789012:stream/s";
+    let arn = &create_stream(&kinesis, "s", 1).await;
     let put = kinesis
         .put_record()
         .stream_arn(arn)
@@ -225,15 +205,7 @@ async fn a_redrive_event_runs_inside_lambda() {
         .await
         .unwrap();
     let (shard, seq) = (put.shard_id(), put.sequence_number());
-    let queue = sqs
-        .create_queue()
-        .queue_name("f")
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
+    let queue = create_queue(&sqs, "f").await;
     sqs.send_message()
         .queue_url(&queue)
         .message_body(failure(arn, shard, seq, seq))

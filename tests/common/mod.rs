@@ -138,6 +138,27 @@ pub fn kinesis_client(endpoint: &str) -> aws_sdk_kinesis::Client {
     aws_sdk_kinesis::Client::from_conf(conf)
 }
 
+/// Creates a Kinesis stream with `shards` shards; returns its ARN.
+pub async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) -> String {
+    client
+        .create_stream()
+        .stream_name(name)
+        .shard_count(shards)
+        .send()
+        .await
+        .expect("create stream");
+    client
+        .describe_stream_summary()
+        .stream_name(name)
+        .send()
+        .await
+        .expect("describe stream")
+        .stream_description_summary()
+        .expect("a stream summary")
+        .stream_arn()
+        .to_string()
+}
+
 pub async fn create_bucket(client: &aws_sdk_s3::Client) {
     client
         .create_bucket()

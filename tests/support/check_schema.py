@@ -37,7 +37,8 @@ import pyarrow.parquet as pq
 # Shared with the row-level checker so that both judge values the same way.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-from check_lake import JsonFloat, loads, same_value, sanitize, to_decimal  # noqa: E402
+from check_lake import (  # noqa: E402
+    JsonFloat, loads, registry_arrow, same_value, sanitize, to_decimal)
 
 RESERVED = ("_errors", "_schemas")
 UTC_NAMES = {"UTC", "+00:00", "Etc/UTC", "Z", "utc"}
@@ -102,17 +103,6 @@ def mapped_type(d):
     if ty in ("BYTES", "BLOB", "BINARY", "VARBINARY", "RAW"):
         return "binary"
     return "string"
-
-
-# Registry type names (src/domain/types.rs) as Arrow types.
-REGISTRY_TYPES = {"boolean": "bool", "bigint": "int64", "double": "double", "date": "date32[day]",
-                  "timestamp": "timestamp[us, UTC]", "timestamp_ntz": "timestamp[us]",
-                  "binary": "binary", "string": "string"}
-
-
-def registry_arrow(name):
-    m = re.fullmatch(r"decimal\(38,\s*(\d+)\)", name)
-    return f"decimal128(38, {m.group(1)})" if m else REGISTRY_TYPES.get(name, f"? {name}")
 
 
 def registered(root, table):

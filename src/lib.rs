@@ -5,7 +5,7 @@
 //! - `domain/`: the pure core, no I/O: DMS messages, rows, parts and windows,
 //!   column types and schemas, Parquet encoding, keys, SQL.
 //! - `edge/`: I/O behind narrow interfaces: the object store (`sink`), the
-//!   schema registry stored in it, Kinesis heartbeats.
+//!   schema registry stored in it, Kinesis heartbeats, the Glue Data Catalog.
 //! - `app/`: configuration and orchestration: an invocation (`handler`,
 //!   `windowed`), the Lambda adapter, metrics, and the command line
 //!   (`replay`, `ddl`, `redrive`).
@@ -14,6 +14,7 @@
 
 pub mod domain {
     pub mod batcher;
+    pub mod catalog;
     pub mod delivery;
     pub mod dms;
     pub mod encode;
@@ -30,12 +31,14 @@ pub mod domain {
 }
 
 pub mod edge {
+    pub mod glue;
     pub mod heartbeat;
     pub mod registry;
     pub mod sink;
 }
 
 pub mod app {
+    pub mod catalog_upkeep;
     pub mod cli;
     pub mod config;
     pub mod ddl;
@@ -50,7 +53,7 @@ pub mod app {
 
 pub use app::{cli, config, ddl, handler, lambda, logging, metrics, redrive, replay, windowed};
 pub use domain::{
-    batcher, delivery, dms, encode, event, file_types, json, layout, quarantine, row, schema, sql,
-    types, window,
+    batcher, catalog, delivery, dms, encode, event, file_types, json, layout, quarantine, row,
+    schema, sql, types, window,
 };
-pub use edge::{heartbeat, registry, sink};
+pub use edge::{glue, heartbeat, registry, sink};

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use cdc_batcher::cli::{self, Cli};
 use cdc_batcher::config::Config;
+use cdc_batcher::glue::GlueCatalog;
 use cdc_batcher::handler::Pipeline;
 use cdc_batcher::heartbeat::KinesisHeartbeat;
 use cdc_batcher::sink::S3Sink;
@@ -28,6 +29,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let mut pipeline = Pipeline::new(config, sink);
     if !pipeline.config().heartbeat_streams.is_empty() {
         pipeline = pipeline.with_heartbeat(Arc::new(KinesisHeartbeat::from_env().await));
+    }
+    if let Some(catalog) = &pipeline.config().catalog {
+        let glue = GlueCatalog::from_env(catalog.workgroup.clone()).await;
+        pipeline = pipeline.with_catalog(Arc::new(glue));
     }
     let pipeline = Arc::new(pipeline);
     let startup_ms = started.elapsed().as_secs_f64() * 1000.0;

@@ -32,6 +32,7 @@ pub enum ConfigError {
 // The values configuration decides, defined where they are used (the pure
 // core and the S3 edge), and named here too.
 pub use crate::batcher::{FlushMode, Thresholds};
+pub use crate::catalog::CatalogSettings;
 pub use crate::sink::S3Settings;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +59,9 @@ pub struct Config {
     /// `METRICS_PER_TABLE`: also emit files, rows and rescued values per
     /// table (one more metric series per table: off by default).
     pub metrics_per_table: bool,
+    /// `GLUE_DATABASE` (with `ATHENA_WORKGROUP`, `CATALOG_SINCE`): the Glue
+    /// Data Catalog the function keeps in step; none: catalog upkeep off.
+    pub catalog: Option<CatalogSettings>,
 }
 
 impl Config {
@@ -177,8 +181,10 @@ impl Config {
 
         let heartbeat_streams = parse_stream_arns(get("HEARTBEAT_STREAMS"))?;
         let metrics_per_table = parse_bool("METRICS_PER_TABLE", get("METRICS_PER_TABLE"))?;
+        let catalog = parse_catalog(&get)?;
 
         Ok(Config {
+            catalog,
             heartbeat_streams,
             metrics_per_table,
             column_types,
@@ -210,6 +216,64 @@ impl Config {
             expected: "the name of the bucket the Parquet files are written to",
         })
     }
+}
+
+/// Glue database and Athena workgroup names: what Athena accepts unquoted.
+fn catalog_name(var: &'static str, value: String) -> Result<String, ConfigError> {
+    let workgroup = var == "ATHENA_WORKGROUP";
+    let allowed = |b: u8| match b {
+        b'a'..=b'z' | b'0'..=b'9' | b'_' => true,
+        b'A'..=b'Z' | b'-' | b'.' => workgroup,
+        _ => false,
+    };
+    if !value.is_empty() && value.len() <= 128 && value.bytes().all(allowed) {
+        return Ok(value);
+    }
+    Err(ConfigError::Invalid {
+        var,
+        value,
+        expected: if workgroup {
+            "an Athena workgroup name (letters, digits, '_', '-' and '.', at most 128)"
+        } else {
+            "a Glue database name Athena can use (lower-case letters, digits and '_', at most 128)"
+        },
+    })
+}
+
+fn parse_catalog(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<CatalogSettings>, ConfigError> {
+    let workgroup = get("ATHENA_WORKGROUP")
+        .map(|w| catalog_name("ATHENA_WORKGROUP", w.trim().to_string()))
+        .transpose()?;
+    let since = match get("CATALOG_SINCE") {
+        None => "2020-01-01".to_string(),
+        Some(s) => match chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d") {
+            Ok(_) => s.trim().to_string(),
+            Err(_) => {
+                return Err(ConfigError::Invalid {
+                    var: "CATALOG_SINCE",
+                    value: s,
+                    expected: "a day, YYYY-MM-DD: the first one partition projection enumerates",
+                })
+            }
+        },
+    };
+    let Some(database) = get("GLUE_DATABASE") else {
+        if workgroup.is_some() {
+            return Err(ConfigError::Missing {
+                var: "GLUE_DATABASE",
+                expected: "the Glue database the tables go in (ATHENA_WORKGROUP is set, so \
+                           catalog upkeep is meant to be on)",
+            });
+        }
+        return Ok(None);
+    };
+    Ok(Some(CatalogSettings {
+        database: catalog_name("GLUE_DATABASE", database.trim().to_string())?,
+        workgroup,
+        since,
+    }))
 }
 
 /// `arn:aws:kinesis:REGION:ACCOUNT:stream/NAME[,...]`.
@@ -432,6 +496,9 @@ mod tests {
             ("DECIMAL_MIN_SCALE", "39", "0 to 38"),
             ("SCHEMA_REFRESH_SECONDS", "soon", "seconds"),
             ("HEARTBEAT_STREAMS", "my-stream", "stream ARNs"),
+            ("GLUE_DATABASE", "Sales-DB", "lower-case letters"),
+            ("ATHENA_WORKGROUP", "my group", "workgroup name"),
+            ("CATALOG_SINCE", "yesterday", "YYYY-MM-DD"),
             (
                 "HEARTBEAT_STREAMS",
                 "arn:aws:sqs:us-east-1:1:q",
@@ -465,6 +532,24 @@ mod tests {
         assert!(big.thresholds.max_buffered_bytes > 900 * MIB);
         let explicit = cfg(&[("MAX_BUFFERED_BYTES", "2097152")]).unwrap();
         assert_eq!(explicit.thresholds.max_buffered_bytes, 2 * MIB);
+    }
+
+    #[test]
+    fn catalog_upkeep_is_on_with_a_database() {
+        assert_eq!(cfg(&[]).unwrap().catalog, None);
+        let c = cfg(&[
+            ("GLUE_DATABASE", "cdc_lake"),
+            ("ATHENA_WORKGROUP", "cdc-Batcher.1"),
+        ])
+        .unwrap()
+        .catalog
+        .unwrap();
+        assert_eq!(c.database, "cdc_lake");
+        assert_eq!(c.workgroup.as_deref(), Some("cdc-Batcher.1"));
+        assert_eq!(c.since, "2020-01-01");
+        // A workgroup without a database is a half-made configuration.
+        let err = cfg(&[("ATHENA_WORKGROUP", "wg")]).unwrap_err().to_string();
+        assert!(err.contains("GLUE_DATABASE"), "{err}");
     }
 
     #[test]

@@ -21,8 +21,10 @@ use crate::sql::{self, Dialect, Lake};
         latest-state view, in Athena's or DuckDB's SQL. With --check, lists instead every file \
         whose column types differ from the registered ones (one tab-separated line per column: \
         key, column, file type, registered type, reason).\n\n\
-        Exit codes: 0 done, 1 no registry or it could not be read, 2 bad arguments or \
-        configuration, 3 --check found files that need a rewrite."
+        With --apply, creates or updates the tables (and, with --workgroup, the latest-state \
+        views) in the Glue Data Catalog, as the function does when GLUE_DATABASE is set.\n\n\
+        Exit codes: 0 done, 1 no registry, it could not be read, or --apply failed for a table, \
+        2 bad arguments or configuration, 3 --check found files that need a rewrite."
 )]
 pub struct DdlArgs {
     /// The lake: a local directory, or s3://bucket/prefix/
@@ -40,8 +42,15 @@ pub struct DdlArgs {
     #[arg(long, value_name = "schema.table")]
     table: Option<String>,
     /// List the files whose column types are not the registered ones, instead of the SQL
-    #[arg(long)]
+    #[arg(long, conflicts_with = "apply")]
     check: bool,
+    /// Create or update the tables in the Glue Data Catalog (database --database) instead of
+    /// printing SQL, as the function does (needs an s3:// lake); idempotent
+    #[arg(long)]
+    apply: bool,
+    /// With --apply: the Athena workgroup the latest-state views are created in (none: tables only)
+    #[arg(long, requires = "apply")]
+    workgroup: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -136,6 +145,25 @@ async fn sql_for(args: DdlArgs) -> Result<(String, usize), (i32, String)> {
         ));
     }
     let mut out = String::new();
+    if args.apply {
+        let Output::S3 { .. } = output else {
+            return Err((
+                2,
+                "--apply needs an s3:// lake: the catalog points at S3".into(),
+            ));
+        };
+        let failed = apply(&selected, &lake, args.workgroup, &mut out).await;
+        return match failed {
+            0 => Ok((out, 0)),
+            n => {
+                print!("{out}");
+                Err((
+                    1,
+                    format!("{n} table(s) not brought up to date in the catalog"),
+                ))
+            }
+        };
+    }
     if args.check {
         let mut files = 0;
         for schema in selected {
@@ -160,6 +188,42 @@ async fn sql_for(args: DdlArgs) -> Result<(String, usize), (i32, String)> {
         );
     }
     Ok((out, 0))
+}
+
+/// Brings every table's catalog entry to its registered version; appends a
+/// tab-separated line (table, table step, view step) per table. Returns how
+/// many failed.
+async fn apply(
+    schemas: &[&crate::schema::TableSchema],
+    lake: &Lake,
+    workgroup: Option<String>,
+    out: &mut String,
+) -> usize {
+    use crate::glue::Catalog as _;
+    let with_view = workgroup.is_some();
+    let glue = crate::glue::GlueCatalog::from_env(workgroup).await;
+    let mut failed = 0;
+    for schema in schemas {
+        let def = crate::catalog::definition(schema, lake, with_view);
+        match glue.sync(&def).await {
+            Ok(s) => {
+                let _ = writeln!(
+                    out,
+                    "{}\t{}.{}\tversion {}\ttable {:?}\tview {:?}",
+                    def.source, def.database, def.name, def.version, s.table, s.view
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                let _ = writeln!(
+                    out,
+                    "{}\t{}.{}\tfailed: {e}",
+                    def.source, def.database, def.name
+                );
+            }
+        }
+    }
+    failed
 }
 
 /// Appends a tab-separated line (key, column, file type, registered type,
@@ -235,6 +299,8 @@ mod tests {
             (vec!["--lake", "x", "--since", "yesterday"], "--since"),
             (vec!["--lake", "x", "--database", "a-b"], "--database"),
             (vec!["--lake"], "--lake"),
+            (vec!["--lake", "x", "--check", "--apply"], "--apply"),
+            (vec!["--lake", "x", "--workgroup", "wg"], "--apply"),
         ] {
             let err = parse(&bad).unwrap_err().to_string();
             assert!(err.contains(names), "{bad:?}: {err}");

@@ -20,6 +20,7 @@ use crate::delivery::DeliveryLog;
 use crate::dms::{self, Message, TableControl};
 use crate::encode;
 use crate::event::{self, Event, EventError, KinesisRecord};
+use crate::glue::Catalog;
 use crate::heartbeat::{self, Heartbeat};
 use crate::layout::{self, Hour, RecordId};
 use crate::metrics;
@@ -84,6 +85,11 @@ pub struct Stats {
     pub windows_written: u64,
     /// Streams whose heartbeat could not be sent (a force flush).
     pub heartbeat_failures: u64,
+    /// Glue tables and latest-state views created or replaced.
+    pub catalog_updates: u64,
+    /// Tables whose catalog entry could not be brought to their schema
+    /// version (tried again at the next invocation).
+    pub catalog_failures: u64,
     /// The stream (ARN) the batch came from: the metrics' `Stream` dimension.
     #[serde(skip)]
     pub stream: Option<Arc<str>>,
@@ -120,6 +126,8 @@ impl Stats {
         self.spooled += o.spooled;
         self.windows_written += o.windows_written;
         self.heartbeat_failures += o.heartbeat_failures;
+        self.catalog_updates += o.catalog_updates;
+        self.catalog_failures += o.catalog_failures;
         if self.stream.is_none() {
             self.stream.clone_from(&o.stream);
         }
@@ -152,11 +160,13 @@ pub struct Pipeline<S> {
     pub(crate) state: Mutex<State>,
     emit_metrics: bool,
     heartbeat: Option<Arc<dyn Heartbeat>>,
+    /// Keeps the Glue Data Catalog in step (`GLUE_DATABASE`).
+    pub(crate) catalog: Option<Arc<dyn Catalog>>,
 }
 
 /// What a warm container keeps between invocations. Only `warm-lossy` mode
 /// relies on it; otherwise it is a cache any environment may lack.
-pub(crate) struct State {
+pub struct State {
     pub(crate) batcher: Batcher,
     deliveries: DeliveryLog,
     /// Quarantine files whose write failed, retried at the next chance.
@@ -210,6 +220,7 @@ impl<S: Sink> Pipeline<S> {
             }),
             emit_metrics: true,
             heartbeat: None,
+            catalog: None,
         }
     }
 
@@ -217,6 +228,13 @@ impl<S: Sink> Pipeline<S> {
     /// mode); see `heartbeat`.
     pub fn with_heartbeat(mut self, heartbeat: Arc<dyn Heartbeat>) -> Self {
         self.heartbeat = Some(heartbeat);
+        self
+    }
+
+    /// Keeps the catalog in step with the registry at the end of every
+    /// invocation (when `GLUE_DATABASE` is set); see `catalog_upkeep`.
+    pub fn with_catalog(mut self, catalog: Arc<dyn Catalog>) -> Self {
+        self.catalog = Some(catalog);
         self
     }
 
@@ -335,6 +353,7 @@ impl<S: Sink> Pipeline<S> {
         for part in written.failed {
             state.batcher.restore(part);
         }
+        self.sync_catalog(state, deadline, &mut stats).await;
         self.report(state, &stats, None);
         Outcome {
             response: serde_json::json!({
@@ -482,6 +501,7 @@ impl<S: Sink> Pipeline<S> {
             // container already holds or wrote is recognised then.
             response.add_failure(from.sequence.clone());
         }
+        self.sync_catalog(state, deadline, &mut stats).await;
         self.report(state, &stats, redeliver_from.as_ref());
         Outcome {
             response: serde_json::to_value(&response).unwrap_or(Value::Null),

@@ -39,6 +39,7 @@ pub fn document(
                     count("ColumnTypeChanges"), count("InexactIntegers"),
                     count("SpooledRecords"), count("WindowsWritten"), count("HeartbeatFailures"),
                     count("RescuedValues"), count("DmsTableRecords"),
+                    count("CatalogUpdates"), count("CatalogFailures"),
                 ],
             }],
         },
@@ -60,6 +61,8 @@ pub fn document(
         "HeartbeatFailures": stats.heartbeat_failures,
         "RescuedValues": stats.rescued_values,
         "DmsTableRecords": stats.dms_table_records,
+        "CatalogUpdates": stats.catalog_updates,
+        "CatalogFailures": stats.catalog_failures,
     });
     if let Some(name) = stream {
         doc["Stream"] = json!(name);
@@ -127,7 +130,7 @@ mod tests {
         let declared = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .unwrap();
-        assert_eq!(declared.len(), 18);
+        assert_eq!(declared.len(), 20);
         for m in declared {
             let name = m["Name"].as_str().unwrap();
             assert!(doc[name].is_number(), "{name} has no value");

@@ -167,6 +167,7 @@ impl<S: Sink> Pipeline<S> {
                 if let Some(b) = kept {
                     state.windows.put(id.clone(), b);
                 }
+                self.sync_catalog(state, deadline, &mut stats).await;
                 self.report(state, &stats, None);
                 return Err(HandleError::WindowNotWritten {
                     window: describe(&id),
@@ -201,6 +202,7 @@ impl<S: Sink> Pipeline<S> {
                 .collect();
             json!({"state": wstate.to_lambda(), "batchItemFailures": failures})
         };
+        self.sync_catalog(state, deadline, &mut stats).await;
         self.report(state, &stats, None);
         Ok(Outcome {
             response,

@@ -106,7 +106,8 @@ fn duckdb_empty_table(schema: &TableSchema) -> String {
     )
 }
 
-fn location(schema: &TableSchema, lake: &Lake) -> String {
+/// Where a table's files are: `{root}{prefix}{schema}/{table}/`.
+pub fn location(schema: &TableSchema, lake: &Lake) -> String {
     let table = TableName {
         schema: schema.schema.clone(),
         table: schema.table.clone(),
@@ -133,37 +134,79 @@ fn athena_table(schema: &TableSchema, lake: &Lake) -> String {
         .collect();
     sql.push_str(&columns.join(",\n"));
     sql.push_str("\n)\n");
+    let partitions: Vec<String> = partition_columns(lake.style)
+        .iter()
+        .map(|(n, t)| format!("`{n}` {t}"))
+        .collect();
+    let properties: Vec<String> = table_properties(lake, &loc)
+        .iter()
+        .map(|(k, v)| format!("  '{}' = '{}'", quote(k), quote(v)))
+        .collect();
+    let _ = write!(
+        sql,
+        "PARTITIONED BY ({})\nSTORED AS PARQUET\nLOCATION '{}'\nTBLPROPERTIES (\n{}\n);",
+        partitions.join(", "),
+        quote(&loc),
+        properties.join(",\n")
+    );
+    sql
+}
+
+/// The metadata columns (name, SQL type), in file order.
+pub fn metadata_columns() -> &'static [(&'static str, &'static str)] {
+    &METADATA
+}
+
+/// A lake table's partition columns (name, SQL type): what partition
+/// projection fills in from the key layout of `style`.
+pub fn partition_columns(style: PartitionStyle) -> &'static [(&'static str, &'static str)] {
+    match style {
+        PartitionStyle::Plain => &[("dt", "string")],
+        PartitionStyle::Hive => &[
+            ("year", "int"),
+            ("month", "int"),
+            ("day", "int"),
+            ("hour", "int"),
+        ],
+    }
+}
+
+/// The table properties that make Athena read a lake table: Snappy Parquet
+/// and partition projection matching `layout::partition_dir` (no partitions
+/// to register, new hours are queryable at once). `loc`: the table's
+/// location, ending in `/`. The same list goes into the DDL and the Glue
+/// table, so the two cannot differ.
+pub fn table_properties(lake: &Lake, loc: &str) -> Vec<(String, String)> {
     let since = lake.since.replace('-', "/");
     let year = since.get(..4).unwrap_or("2020");
+    let mut p: Vec<(&str, String)> = vec![
+        ("parquet.compression", "SNAPPY".into()),
+        ("projection.enabled", "true".into()),
+    ];
     match lake.style {
-        PartitionStyle::Plain => {
-            let _ = write!(
-                sql,
-                "PARTITIONED BY (`dt` string)\nSTORED AS PARQUET\nLOCATION '{loc}'\nTBLPROPERTIES (\n  \
-                 'parquet.compression' = 'SNAPPY',\n  'projection.enabled' = 'true',\n  \
-                 'projection.dt.type' = 'date',\n  'projection.dt.format' = 'yyyy/MM/dd/HH',\n  \
-                 'projection.dt.range' = '{since}/00,NOW',\n  'projection.dt.interval' = '1',\n  \
-                 'projection.dt.interval.unit' = 'HOURS',\n  \
-                 'storage.location.template' = '{loc}${{dt}}/'\n);",
-                loc = quote(&loc),
-            );
-        }
-        PartitionStyle::Hive => {
-            let _ = write!(
-                sql,
-                "PARTITIONED BY (`year` int, `month` int, `day` int, `hour` int)\nSTORED AS PARQUET\n\
-                 LOCATION '{loc}'\nTBLPROPERTIES (\n  'parquet.compression' = 'SNAPPY',\n  \
-                 'projection.enabled' = 'true',\n  'projection.year.type' = 'integer',\n  \
-                 'projection.year.range' = '{year},2099',\n  'projection.month.type' = 'integer',\n  \
-                 'projection.month.range' = '1,12',\n  'projection.month.digits' = '2',\n  \
-                 'projection.day.type' = 'integer',\n  'projection.day.range' = '1,31',\n  \
-                 'projection.day.digits' = '2',\n  'projection.hour.type' = 'integer',\n  \
-                 'projection.hour.range' = '0,23',\n  'projection.hour.digits' = '2'\n);",
-                loc = quote(&loc),
-            );
-        }
+        PartitionStyle::Plain => p.extend([
+            ("projection.dt.type", "date".into()),
+            ("projection.dt.format", "yyyy/MM/dd/HH".into()),
+            ("projection.dt.range", format!("{since}/00,NOW")),
+            ("projection.dt.interval", "1".into()),
+            ("projection.dt.interval.unit", "HOURS".into()),
+            ("storage.location.template", format!("{loc}${{dt}}/")),
+        ]),
+        PartitionStyle::Hive => p.extend([
+            ("projection.year.type", "integer".into()),
+            ("projection.year.range", format!("{year},2099")),
+            ("projection.month.type", "integer".into()),
+            ("projection.month.range", "1,12".into()),
+            ("projection.month.digits", "2".into()),
+            ("projection.day.type", "integer".into()),
+            ("projection.day.range", "1,31".into()),
+            ("projection.day.digits", "2".into()),
+            ("projection.hour.type", "integer".into()),
+            ("projection.hour.range", "0,23".into()),
+            ("projection.hour.digits", "2".into()),
+        ]),
     }
-    sql
+    p.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 fn duckdb_table(schema: &TableSchema, lake: &Lake) -> String {
@@ -234,12 +277,38 @@ fn latest_view(schema: &TableSchema, lake: &Lake, dialect: Dialect) -> String {
         };
         return format!("-- {name}: no primary key known ({why}), so no latest-state view.");
     }
+    format!(
+        "-- Latest row per primary key ({}) in change order; deleted keys and keys a\n\
+         -- primary-key change moved away (seen in the before image) are left out.\n{}",
+        schema.primary_key.join(", "),
+        view_statement(schema, lake, dialect)
+    )
+}
+
+/// The latest-state view's name: `schema__table__latest`.
+pub fn view_name(schema: &TableSchema) -> String {
+    format!("{}__latest", table_name(schema))
+}
+
+/// `CREATE OR REPLACE VIEW` of the latest-state view, one statement without
+/// comments (what the function submits to Athena), or `None` for a table
+/// without a known primary key.
+pub fn latest_view_statement(
+    schema: &TableSchema,
+    lake: &Lake,
+    dialect: Dialect,
+) -> Option<String> {
+    (!schema.primary_key.is_empty()).then(|| view_statement(schema, lake, dialect))
+}
+
+fn view_statement(schema: &TableSchema, lake: &Lake, dialect: Dialect) -> String {
+    let name = table_name(schema);
     let (source, view) = match dialect {
         Dialect::Athena => (
             format!("\"{}\".\"{name}\"", lake.database),
-            format!("\"{}\".\"{name}__latest\"", lake.database),
+            format!("\"{}\".\"{}\"", lake.database, view_name(schema)),
         ),
-        Dialect::DuckDb => (format!("\"{name}\""), format!("\"{name}__latest\"")),
+        Dialect::DuckDb => (format!("\"{name}\""), format!("\"{}\"", view_name(schema))),
     };
     let keys: Vec<(String, String, ColumnType)> = schema
         .primary_key
@@ -294,9 +363,7 @@ fn latest_view(schema: &TableSchema, lake: &Lake, dialect: Dialect) -> String {
             .join(", "),
     };
     format!(
-        "-- Latest row per primary key ({pk}) in change order; deleted keys and keys a\n\
-         -- primary-key change moved away (seen in the before image) are left out.\n\
-         CREATE OR REPLACE VIEW {view} AS\n\
+        "CREATE OR REPLACE VIEW {view} AS\n\
          WITH changes AS (\n  SELECT * FROM {source}{dropped}\n),\n\
          keyed AS (\n  SELECT *, {as_row}, false AS \"_moved_away\" FROM changes\n  UNION ALL\n  \
          SELECT *, {as_before}, true AS \"_moved_away\" FROM changes\n  \
@@ -304,7 +371,6 @@ fn latest_view(schema: &TableSchema, lake: &Lake, dialect: Dialect) -> String {
          ranked AS (\n  SELECT *, row_number() OVER (PARTITION BY {keys} \
          ORDER BY \"_dms_timestamp\" DESC, \"_sequence_number\" DESC) AS \"_rank\" FROM keyed\n)\n\
          SELECT {output} FROM ranked\nWHERE \"_rank\" = 1 AND NOT \"_moved_away\" AND \"_op\" <> 'delete';",
-        pk = schema.primary_key.join(", "),
         as_row = as_row.join(", "),
         as_before = as_before.join(", "),
         present = present.join(" AND "),

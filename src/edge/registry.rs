@@ -172,6 +172,8 @@ pub struct SchemaCache {
     checked: HashMap<TableName, Instant>,
     /// (table, column, DMS type name) already logged as unknown.
     reported: std::collections::HashSet<(TableName, String, String)>,
+    /// The schema version each table's catalog entry was last brought to.
+    catalogued: HashMap<TableName, u64>,
 }
 
 impl SchemaCache {
@@ -184,6 +186,7 @@ impl SchemaCache {
             unsaved: HashMap::new(),
             checked: HashMap::new(),
             reported: std::collections::HashSet::new(),
+            catalogued: HashMap::new(),
         }
     }
 
@@ -259,6 +262,30 @@ impl SchemaCache {
             _ => {}
         }
         Ok(schema)
+    }
+
+    /// Stored schemas whose catalog entry this environment has not brought to
+    /// their version yet (every table once per environment, then once per
+    /// new version), in table order.
+    pub fn catalog_due(&self) -> Vec<&TableSchema> {
+        let mut due: Vec<&TableSchema> = self
+            .tables
+            .iter()
+            .filter(|(t, s)| {
+                s.version > 0
+                    && !self.unsaved.contains_key(*t)
+                    && self.catalogued.get(*t).is_none_or(|v| *v < s.version)
+            })
+            .map(|(_, s)| s)
+            .collect();
+        due.sort_by(|a, b| (&a.schema, &a.table).cmp(&(&b.schema, &b.table)));
+        due
+    }
+
+    /// `table`'s catalog entry is at `version` (or newer).
+    pub fn set_catalogued(&mut self, table: &TableName, version: u64) {
+        let v = self.catalogued.entry(table.clone()).or_default();
+        *v = (*v).max(version);
     }
 
     /// `table`'s schema changed (by the record `by`, if a record did it).

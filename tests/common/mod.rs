@@ -52,8 +52,24 @@ impl Moto {
     }
 
     pub fn start_on(port: u16) -> Moto {
-        let bin = tool("moto_server", "MOTO_SERVER");
-        let child = Command::new(&bin)
+        Moto::spawn(Command::new(tool("moto_server", "MOTO_SERVER")), port)
+    }
+
+    /// moto with Glue's `UpdateTable` `VersionId` check (moto lacks it):
+    /// `tests/support/moto_glue.py`.
+    pub fn start_with_glue_versions() -> Moto {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut command = Command::new(python());
+        command.arg(repo().join("tests/support/moto_glue.py"));
+        Moto::spawn(command, port)
+    }
+
+    fn spawn(mut command: Command, port: u16) -> Moto {
+        let bin = command.get_program().to_owned();
+        let child = command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -61,7 +77,7 @@ impl Moto {
             .unwrap_or_else(|e| {
                 panic!(
                     "cannot start {} ({e}): run scripts/setup.sh, or set MOTO_SERVER",
-                    bin.display()
+                    bin.to_string_lossy()
                 )
             });
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -166,6 +182,50 @@ pub async fn create_bucket(client: &aws_sdk_s3::Client) {
         .send()
         .await
         .expect("create bucket");
+}
+
+/// Glue and Athena clients for the moto server at `endpoint`.
+pub fn catalog_clients(endpoint: &str) -> (aws_sdk_glue::Client, aws_sdk_athena::Client) {
+    let creds = aws_sdk_glue::config::Credentials::new("test", "test", None, None, "tests");
+    let glue = aws_sdk_glue::config::Builder::new()
+        .behavior_version(aws_sdk_glue::config::BehaviorVersion::latest())
+        .region(aws_sdk_glue::config::Region::new("us-east-1"))
+        .credentials_provider(creds.clone())
+        .endpoint_url(endpoint)
+        .build();
+    let athena = aws_sdk_athena::config::Builder::new()
+        .behavior_version(aws_sdk_athena::config::BehaviorVersion::latest())
+        .region(aws_sdk_athena::config::Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .endpoint_url(endpoint)
+        .build();
+    (
+        aws_sdk_glue::Client::from_conf(glue),
+        aws_sdk_athena::Client::from_conf(athena),
+    )
+}
+
+/// Creates the Glue database `name` (the template does this in AWS).
+pub async fn create_database(glue: &aws_sdk_glue::Client, name: &str) {
+    let input = aws_sdk_glue::types::DatabaseInput::builder()
+        .name(name)
+        .build()
+        .expect("database input");
+    glue.create_database()
+        .database_input(input)
+        .send()
+        .await
+        .expect("create database");
+}
+
+/// Creates the Athena workgroup `name` (the template does this in AWS).
+pub async fn create_workgroup(athena: &aws_sdk_athena::Client, name: &str) {
+    athena
+        .create_work_group()
+        .name(name)
+        .send()
+        .await
+        .expect("create workgroup");
 }
 
 /// Environment for running the binary against `endpoint`.

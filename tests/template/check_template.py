@@ -37,6 +37,27 @@ EXPECTED_STATEMENTS = [
     {"Sid": "ReportAndRedriveFailedBatches", "Effect": "Allow",
      "Action": ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage"],
      "Resource": {"Fn::GetAtt": ["FailureQueue", "Arn"]}},
+    # Catalog upkeep (CatalogUpkeep=true): the one database, the one workgroup.
+    {"Fn::If": ["KeepCatalog", {
+        "Sid": "KeepTheCatalogDatabase", "Effect": "Allow",
+        "Action": ["glue:GetDatabase", "glue:GetTable", "glue:CreateTable", "glue:UpdateTable"],
+        "Resource": [
+            {"Fn::Sub": "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}:catalog"},
+            {"Fn::Sub": "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}:database/${GlueDatabaseName}"},
+            {"Fn::Sub": "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}:table/${GlueDatabaseName}/*"}]},
+        {"Ref": "AWS::NoValue"}]},
+    {"Fn::If": ["KeepCatalog", {
+        "Sid": "CreateViewsInItsWorkGroup", "Effect": "Allow",
+        "Action": ["athena:StartQueryExecution", "athena:GetQueryExecution"],
+        "Resource": {"Fn::Sub": "arn:${AWS::Partition}:athena:${AWS::Region}:${AWS::AccountId}:workgroup/${AthenaWorkGroup}"}},
+        {"Ref": "AWS::NoValue"}]},
+    {"Fn::If": ["KeepCatalog", {
+        "Sid": "AthenaResultsLocation", "Effect": "Allow",
+        "Action": ["s3:GetBucketLocation", "s3:GetObject", "s3:ListBucketMultipartUploads",
+                   "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"],
+        "Resource": [{"Fn::GetAtt": ["LakeBucket", "Arn"]},
+                     {"Fn::Sub": "${LakeBucket.Arn}/${S3Prefix}_athena/*"}]},
+        {"Ref": "AWS::NoValue"}]},
 ]
 
 
@@ -77,6 +98,13 @@ def main():
                         + json.dumps(statements, sort_keys=True)
                         + "\n  expected " + json.dumps(EXPECTED_STATEMENTS, sort_keys=True))
     fn = resources["CdcBatcherFunction"]["Properties"]
+    env = fn.get("Environment", {}).get("Variables", {})
+    for var, ref in (("GLUE_DATABASE", "CatalogDatabase"), ("ATHENA_WORKGROUP", "AthenaWorkGroup")):
+        if env.get(var) != {"Fn::If": ["KeepCatalog", {"Ref": ref}, ""]}:
+            problems.append(f"{var} is {env.get(var)}: catalog upkeep must follow CatalogUpkeep")
+    for name in ("CatalogDatabase", "AthenaWorkGroup"):
+        if resources.get(name, {}).get("Condition") != "KeepCatalog":
+            problems.append(f"{name} is not conditional on KeepCatalog")
     if fn.get("Role") != {"Fn::GetAtt": ["CdcBatcherRole", "Arn"]}:
         problems.append(f"the function's role is {fn.get('Role')}")
 

@@ -620,3 +620,50 @@ fn a_stale_update_loses_to_a_newer_one() {
     let g = rt.block_on(glue_table(&glue, "s__stale"));
     assert_eq!(g.params[VERSION_PARAM], "3");
 }
+
+/// Window mode, through `replay --window` with `GLUE_DATABASE` set (the
+/// function's own write path: spools, final invocations): once the replay is
+/// done, every registered table is in Glue at its newest version with its
+/// view, so `ddl --apply` finds nothing to do.
+#[test]
+fn window_mode_keeps_the_catalog_as_it_goes() {
+    let moto = Moto::start_with_glue_versions();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s3 = s3_client(&moto.endpoint());
+    let (glue, athena) = catalog_clients(&moto.endpoint());
+    rt.block_on(create_bucket(&s3));
+    rt.block_on(create_database(&glue, DB));
+    rt.block_on(create_workgroup(&athena, WORKGROUP));
+    let mut env = s3_env(&moto.endpoint());
+    env.push(("AWS_ENDPOINT_URL", moto.endpoint()));
+    env.push(("GLUE_DATABASE", DB.into()));
+    env.push(("ATHENA_WORKGROUP", WORKGROUP.into()));
+    let lake = format!("s3://{BUCKET}/cdc-data/");
+    let events = event_files(&corpus().join("events/three-shards"));
+    let (summary, ok) = replay_with(&env, &["--window", "60"], &lake, &events);
+    assert!(ok, "{summary}");
+    assert_eq!(summary["catalog_failures"], 0, "{summary}");
+    assert!(
+        summary["catalog_updates"].as_u64().unwrap() >= 5,
+        "{summary}"
+    );
+    let args = [
+        "--lake",
+        &lake,
+        "--apply",
+        "--database",
+        DB,
+        "--workgroup",
+        WORKGROUP,
+    ];
+    let (out, ok) = ddl(&env, &args);
+    assert!(ok, "{out}");
+    assert!(out.lines().count() >= 5, "{out}");
+    for line in out.lines() {
+        assert!(
+            line.contains("table Current")
+                && (line.contains("view Current") || line.contains("view None")),
+            "the replay left the catalog behind: {line}"
+        );
+    }
+}

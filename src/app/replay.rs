@@ -91,11 +91,22 @@ impl Output {
             Output::S3 { prefix, .. } => prefix.clone(),
             Output::Dir(_) => None,
         };
-        let config = Config::from_lookup(|name| match (name, &prefix_override) {
+        let mut config = Config::from_lookup(|name| match (name, &prefix_override) {
             ("S3_PREFIX", Some(p)) => Some(p.clone()),
             _ => std::env::var(name).ok(),
         })
         .map_err(|e| format!("configuration error: {e}"))?;
+        match self {
+            // The catalog's locations name the bucket written to.
+            Output::S3 { bucket, .. } => config.s3.bucket = Some(bucket.clone()),
+            Output::Dir(_) => {
+                if config.catalog.take().is_some() {
+                    eprintln!(
+                        "GLUE_DATABASE ignored: the catalog can only point at an s3:// output"
+                    );
+                }
+            }
+        }
         let sink = match self {
             Output::Dir(dir) => AnySink::Local(LocalDirSink::new(dir)),
             Output::S3 { bucket, .. } => AnySink::S3(S3Sink::from_env(bucket, &config.s3).await),
@@ -119,7 +130,13 @@ pub async fn run(args: ReplayArgs) -> i32 {
         }
     };
     let started = Instant::now();
-    let pipeline = Pipeline::new(config, sink).without_metrics();
+    let workgroup = config.catalog.as_ref().map(|c| c.workgroup.clone());
+    let mut pipeline = Pipeline::new(config, sink).without_metrics();
+    if let Some(workgroup) = workgroup {
+        // As the function does: the catalog follows the registry.
+        let glue = crate::glue::GlueCatalog::from_env(workgroup).await;
+        pipeline = pipeline.with_catalog(std::sync::Arc::new(glue));
+    }
     let mut stats = Stats::default();
     let mut errors = Vec::new();
     let mut redelivery_requests = 0;

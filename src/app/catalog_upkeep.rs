@@ -1,22 +1,33 @@
 //! Catalog upkeep at the end of an invocation: every table whose stored
 //! schema version this environment has not brought to the Glue Data Catalog
 //! yet gets its table (and view) definition synced, after the rows are
-//! written and within the invocation's time. A failure is logged and
-//! counted (`CatalogFailures`, alarmed) and never touches what the
-//! invocation reports to Kinesis: the table stays due and is tried again at
-//! the next invocation.
+//! written and within the invocation's time, several tables at once. A
+//! failure is logged and counted (`CatalogFailures`, alarmed) and never
+//! touches what the invocation reports to Kinesis: the table stays due and
+//! is tried again at the next invocation.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::catalog::{self, Step};
+use futures_util::StreamExt as _;
+
+use crate::catalog::{self, Step, TableDefinition};
 use crate::dms::TableName;
-use crate::glue::ViewStep;
+use crate::glue::{CatalogError, Synced, ViewStep};
 use crate::handler::{time_left, Pipeline, State, Stats};
+use crate::schema::TableSchema;
 use crate::sink::{Sink, DEADLINE_MARGIN};
 use crate::sql::Lake;
 
 /// At most this long per invocation on the catalog: rows come first.
 const BUDGET: Duration = Duration::from_secs(20);
+/// Tables synced at once (a cold environment meets every table of a window).
+const CONCURRENT: usize = 8;
+
+enum Outcome {
+    Synced(Synced),
+    Failed(CatalogError),
+    TimedOut,
+}
 
 impl<S: Sink> Pipeline<S> {
     /// Brings the catalog entries of the tables that are due to their
@@ -27,79 +38,132 @@ impl<S: Sink> Pipeline<S> {
         deadline: Option<SystemTime>,
         stats: &mut Stats,
     ) {
-        let (Some(upkeep), Some(settings)) = (&self.catalog, &self.config.catalog) else {
+        let (Some(_), Some(settings)) = (&self.catalog, &self.config.catalog) else {
             return;
         };
-        let due: Vec<_> = state.schemas.catalog_due().into_iter().cloned().collect();
+        let due: Vec<TableSchema> = state.schemas.catalog_due().into_iter().cloned().collect();
         if due.is_empty() {
             return;
         }
-        let lake = Lake {
+        let until =
+            Instant::now() + BUDGET.min(time_left(deadline).saturating_sub(DEADLINE_MARGIN));
+        let with_view = settings.workgroup.is_some();
+        let defs: Vec<TableDefinition> = due
+            .iter()
+            .map(|s| catalog::definition(s, &self.lake(), with_view))
+            .collect();
+        let mut again = Vec::new();
+        for (def, result) in self.sync_all(defs, until).await {
+            if let Some(rebuild_view) = self.note(state, &def, result, stats) {
+                again.push((def, rebuild_view));
+            }
+        }
+        // Another environment stored a newer schema: read it and sync that
+        // (rare; one table at a time).
+        for (old, rebuild_view) in again {
+            let table = table_of(&old);
+            let overrides = self.config.overrides_for(&table);
+            let fresh = match state.schemas.get_fresh(&self.sink, &table, overrides).await {
+                Ok(fresh) if fresh.version > old.version => fresh.clone(),
+                // Its environment brings the catalog to its version.
+                _ => {
+                    state.schemas.set_catalogued(&table, old.version);
+                    continue;
+                }
+            };
+            let mut def = catalog::definition(&fresh, &self.lake(), with_view);
+            def.rebuild_view = rebuild_view;
+            for (def, result) in self.sync_all(vec![def], until).await {
+                if self.note(state, &def, result, stats).is_some() {
+                    state.schemas.set_catalogued(&table, def.version);
+                }
+            }
+        }
+    }
+
+    fn lake(&self) -> Lake {
+        let settings = self.config.catalog.as_ref();
+        Lake {
             root: format!(
                 "s3://{}/",
                 self.config.s3.bucket.as_deref().unwrap_or_default()
             ),
             prefix: self.config.prefix.clone(),
             style: self.config.partition_style,
-            database: settings.database.clone(),
-            since: settings.since.clone(),
-        };
-        let until = std::time::Instant::now()
-            + BUDGET.min(time_left(deadline).saturating_sub(DEADLINE_MARGIN));
-        for mut schema in due {
-            let table = TableName {
-                schema: schema.schema.clone(),
-                table: schema.table.clone(),
-            };
-            // A second pass when a newer version turned up: build from it.
-            let mut rebuild_view = false;
-            for pass in 0..2 {
-                let left = until.saturating_duration_since(std::time::Instant::now());
-                if left < Duration::from_millis(500) {
-                    tracing::info!(%table, "catalog upkeep left for the next invocation: out of time");
-                    return;
-                }
-                let mut def = catalog::definition(&schema, &lake, settings.workgroup.is_some());
-                def.rebuild_view = rebuild_view;
-                let synced = match tokio::time::timeout(left, upkeep.sync(&def)).await {
-                    Ok(Ok(synced)) => synced,
-                    Ok(Err(error)) => {
-                        tracing::error!(%table, version = def.version, %error, "catalog not updated: retried at the next invocation");
-                        stats.catalog_failures += 1;
-                        break;
-                    }
-                    Err(_) => {
-                        tracing::error!(%table, version = def.version, "catalog update timed out: retried at the next invocation");
-                        stats.catalog_failures += 1;
-                        break;
-                    }
-                };
-                let table_changed = matches!(synced.table, Step::Create | Step::Update);
-                let view_changed = synced.view == ViewStep::Created;
-                stats.catalog_updates += u64::from(table_changed) + u64::from(view_changed);
-                if table_changed || view_changed {
-                    tracing::info!(%table, version = def.version, table_step = ?synced.table, view_step = ?synced.view, "catalog updated");
-                }
-                let newer =
-                    matches!(synced.table, Step::Newer(_)) || synced.view == ViewStep::Superseded;
-                if !newer {
-                    state.schemas.set_catalogued(&table, def.version);
-                    break;
-                }
-                // Another environment stored a newer schema: read it and sync that.
-                let overrides = self.config.overrides_for(&table);
-                match state.schemas.get_fresh(&self.sink, &table, overrides).await {
-                    Ok(fresh) if pass == 0 && fresh.version > schema.version => {
-                        rebuild_view = synced.view == ViewStep::Superseded;
-                        schema = fresh.clone();
-                    }
-                    _ => {
-                        // Its environment brings the catalog to its version.
-                        state.schemas.set_catalogued(&table, def.version);
-                        break;
-                    }
-                }
-            }
+            database: settings.map(|s| s.database.clone()).unwrap_or_default(),
+            since: settings.map(|s| s.since.clone()).unwrap_or_default(),
         }
+    }
+
+    /// Syncs `defs`, at most [`CONCURRENT`] at once, each bounded by `until`.
+    async fn sync_all(
+        &self,
+        defs: Vec<TableDefinition>,
+        until: Instant,
+    ) -> Vec<(TableDefinition, Outcome)> {
+        let Some(upkeep) = &self.catalog else {
+            return Vec::new();
+        };
+        futures_util::stream::iter(defs)
+            .map(|def| async move {
+                let left = until.saturating_duration_since(Instant::now());
+                let result = match tokio::time::timeout(left, upkeep.sync(&def)).await {
+                    Ok(Ok(synced)) => Outcome::Synced(synced),
+                    Ok(Err(error)) => Outcome::Failed(error),
+                    Err(_) => Outcome::TimedOut,
+                };
+                (def, result)
+            })
+            .buffer_unordered(CONCURRENT)
+            .collect()
+            .await
+    }
+
+    /// Counts and logs one table's outcome and records it as catalogued.
+    /// Returns `Some(rebuild_view)` when a newer schema version turned up.
+    fn note(
+        &self,
+        state: &mut State,
+        def: &TableDefinition,
+        result: Outcome,
+        stats: &mut Stats,
+    ) -> Option<bool> {
+        let table = def.source.as_str();
+        let synced = match result {
+            Outcome::Synced(s) => s,
+            Outcome::Failed(error) => {
+                tracing::error!(table, version = def.version, %error, "catalog not updated: retried at the next invocation");
+                stats.catalog_failures += 1;
+                return None;
+            }
+            Outcome::TimedOut => {
+                tracing::error!(
+                    table,
+                    version = def.version,
+                    "catalog update out of time: retried at the next invocation"
+                );
+                stats.catalog_failures += 1;
+                return None;
+            }
+        };
+        let table_changed = matches!(synced.table, Step::Create | Step::Update);
+        let view_changed = synced.view == ViewStep::Created;
+        stats.catalog_updates += u64::from(table_changed) + u64::from(view_changed);
+        if table_changed || view_changed {
+            tracing::info!(table, version = def.version, table_step = ?synced.table, view_step = ?synced.view, "catalog updated");
+        }
+        let superseded = synced.view == ViewStep::Superseded;
+        if matches!(synced.table, Step::Newer(_)) || superseded {
+            return Some(superseded);
+        }
+        state.schemas.set_catalogued(&table_of(def), def.version);
+        None
+    }
+}
+
+fn table_of(def: &TableDefinition) -> TableName {
+    TableName {
+        schema: def.schema.clone(),
+        table: def.table.clone(),
     }
 }

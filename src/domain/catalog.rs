@@ -42,6 +42,9 @@ pub struct Column {
 pub struct TableDefinition {
     /// `schema.table` at the source (for logs).
     pub source: String,
+    /// The source schema and table names.
+    pub schema: String,
+    pub table: String,
     pub database: String,
     pub name: String,
     pub description: String,
@@ -156,6 +159,8 @@ pub fn definition(schema: &TableSchema, lake: &Lake, with_view: bool) -> TableDe
     };
     TableDefinition {
         source,
+        schema: schema.schema.clone(),
+        table: schema.table.clone(),
         database: lake.database.clone(),
         name: sql::table_name(schema),
         description,

@@ -26,6 +26,13 @@ struct Summary {
     final_flush_seconds: f64,
     /// Invocations that asked Kinesis to redeliver (a real stream would).
     redelivery_requests: usize,
+    /// Window invocations that wrote a window's files (`--window`), and the
+    /// longest of them: what decides a window mode deployment's latency.
+    final_invocations: usize,
+    final_invocation_max_seconds: f64,
+    /// The other invocations: how many, and their mean duration.
+    batch_invocations: usize,
+    batch_invocation_mean_seconds: f64,
     errors: Vec<String>,
     seconds: f64,
 }
@@ -141,6 +148,7 @@ pub async fn run(args: ReplayArgs) -> i32 {
     let mut errors = Vec::new();
     let mut redelivery_requests = 0;
     let mut peak_buffered_bytes = 0;
+    let mut timing = Timing::default();
     // One buffer for every file: a fresh one per file page-faulted its way
     // through each payload again.
     let mut bytes = Vec::new();
@@ -169,7 +177,10 @@ pub async fn run(args: ReplayArgs) -> i32 {
             None => vec![(None, payload.to_string())],
         };
         for (lane, payload) in invocations {
-            match pipeline.handle(&payload, None).await {
+            let invoked = Instant::now();
+            let result = pipeline.handle(&payload, None).await;
+            timing.add(&result, invoked.elapsed().as_secs_f64());
+            match result {
                 Ok(outcome) => {
                     if let (Some(w), Some(lane)) = (windows.as_mut(), lane) {
                         w.returned(lane, &outcome.response);
@@ -188,7 +199,10 @@ pub async fn run(args: ReplayArgs) -> i32 {
     progress.done(&stats);
     // The windows still open end as their shards move on.
     for payload in windows.map(Windows::finish).unwrap_or_default() {
-        match pipeline.handle(&payload, None).await {
+        let invoked = Instant::now();
+        let result = pipeline.handle(&payload, None).await;
+        timing.add(&result, invoked.elapsed().as_secs_f64());
+        match result {
             Ok(outcome) => stats.add(&outcome.stats),
             Err(e) => errors.push(format!("final invocation: {e}")),
         }
@@ -213,6 +227,10 @@ pub async fn run(args: ReplayArgs) -> i32 {
         final_flush_bytes,
         final_flush_seconds,
         redelivery_requests,
+        final_invocations: timing.finals,
+        final_invocation_max_seconds: timing.final_max,
+        batch_invocations: timing.batches,
+        batch_invocation_mean_seconds: timing.batch_total / timing.batches.max(1) as f64,
         seconds: started.elapsed().as_secs_f64(),
         errors,
     };
@@ -221,6 +239,31 @@ pub async fn run(args: ReplayArgs) -> i32 {
         Err(e) => eprintln!("summary could not be serialised: {e}"),
     }
     i32::from(!summary.errors.is_empty())
+}
+
+/// How long invocations took: final window invocations apart.
+#[derive(Default)]
+struct Timing {
+    finals: usize,
+    final_max: f64,
+    batches: usize,
+    batch_total: f64,
+}
+
+impl Timing {
+    fn add(
+        &mut self,
+        result: &Result<crate::handler::Outcome, crate::handler::HandleError>,
+        seconds: f64,
+    ) {
+        if result.as_ref().is_ok_and(|o| o.stats.windows_written > 0) {
+            self.finals += 1;
+            self.final_max = self.final_max.max(seconds);
+        } else {
+            self.batches += 1;
+            self.batch_total += seconds;
+        }
+    }
 }
 
 /// Lambda's tumbling windows over replayed events: per stream and shard, the

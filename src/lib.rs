@@ -7,7 +7,7 @@
 //! - `edge/`: I/O behind narrow interfaces: the object store (`sink`), the
 //!   schema registry stored in it, Kinesis heartbeats, the Glue Data Catalog.
 //! - `app/`: configuration and orchestration: an invocation (`handler`,
-//!   `windowed`), the Lambda adapter, metrics, and the command line
+//!   `windowed`, `part_writer`), the Lambda adapter, metrics, and the command line
 //!   (`replay`, `ddl`, `redrive`).
 //!
 //! Every module is also reachable at the crate root (`cdc_batcher::dms`).
@@ -46,12 +46,15 @@ pub mod app {
     pub mod lambda;
     pub mod logging;
     pub mod metrics;
+    pub mod part_writer;
     pub mod redrive;
     pub mod replay;
     pub mod windowed;
 }
 
-pub use app::{cli, config, ddl, handler, lambda, logging, metrics, redrive, replay, windowed};
+pub use app::{
+    cli, config, ddl, handler, lambda, logging, metrics, part_writer, redrive, replay, windowed,
+};
 pub use domain::{
     batcher, catalog, delivery, dms, encode, event, file_types, json, layout, quarantine, row,
     schema, sql, types, window,

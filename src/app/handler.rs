@@ -9,16 +9,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::streams::KinesisEventResponse;
-use futures_util::StreamExt as _;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::batcher::{Batcher, DueReason, Part};
+use crate::batcher::{Batcher, DueReason};
 use crate::config::{Config, FlushMode};
 use crate::delivery::DeliveryLog;
-use crate::dms::{self, Message, TableControl};
-use crate::encode;
+use crate::dms::{self, Message, TableControl, TableName};
 use crate::event::{self, Event, EventError, KinesisRecord};
 use crate::glue::Catalog;
 use crate::heartbeat::{self, Heartbeat};
@@ -27,12 +25,8 @@ use crate::metrics;
 use crate::quarantine::{self, QuarantineEntry};
 use crate::registry::{RegistryError, SchemaCache};
 use crate::schema::log_changes;
-use crate::sink::{Bounded, PutOutcome, Sink};
-use crate::types::ColumnType;
+use crate::sink::{Bounded, Sink};
 use crate::window::{WindowCache, WindowError};
-
-/// Uploads in flight at once.
-pub const MAX_CONCURRENT_UPLOADS: usize = 16;
 
 /// Why an invocation failed as a whole (Lambda then retries it with the
 /// state it had).
@@ -180,22 +174,12 @@ pub struct State {
 /// What one record became.
 pub(crate) enum Ingested {
     Row,
-    /// A DDL record for a table; `Err` when its schema change could not be
-    /// registered (the record is not durable until it is).
-    Control(Result<(), RegistryError>),
+    /// A DDL record for a table: its buffer is closed; its schema change is
+    /// for [`Pipeline::apply_controls`] once the batch is decoded (the
+    /// record is not durable until that change is registered).
+    Control(TableControl),
     Task,
     Bad(QuarantineEntry),
-}
-
-/// What writing a list of parts did.
-#[derive(Default)]
-pub(crate) struct Written {
-    /// Keys of the parts that are now stored.
-    pub keys: Vec<String>,
-    /// Their digests (the last part of their names).
-    pub digests: Vec<String>,
-    /// Parts that could not be written, unchanged, for the caller to keep.
-    pub failed: Vec<Part>,
 }
 
 impl<S: Sink> Pipeline<S> {
@@ -390,6 +374,8 @@ impl<S: Sink> Pipeline<S> {
         let mut taken: Vec<&RecordId> = Vec::with_capacity(records.len());
         let mut deferred_from: Option<&RecordId> = None;
         let mut control_failed: Vec<RecordId> = Vec::new();
+        let mut controls: Vec<(TableControl, RecordId)> = Vec::new();
+        let mut control_lanes: Vec<&str> = Vec::new();
         let mut scratch = Vec::new();
         // A redelivered batch may come out of order (Lambda developer guide):
         // lanes remember the highest sequence number, so take records in order.
@@ -429,35 +415,39 @@ impl<S: Sink> Pipeline<S> {
                 taken.push(id);
                 continue;
             }
-            let State {
-                batcher, schemas, ..
-            } = state;
-            match self
-                .ingest(
-                    batcher,
-                    schemas,
-                    &sink,
-                    record,
-                    id,
-                    &mut scratch,
-                    now_us,
-                    &mut stats,
-                )
-                .await
-            {
+            match self.ingest(
+                &mut state.batcher,
+                record,
+                id,
+                &mut scratch,
+                now_us,
+                &mut stats,
+            ) {
                 Ingested::Row | Ingested::Task => {}
-                Ingested::Control(Err(error)) => {
-                    // Not recorded as delivered: the redelivery applies it again.
-                    tracing::error!(%error, "control record not applied: it will be redelivered");
-                    control_failed.push(id.clone());
+                Ingested::Control(control) => {
+                    // Recorded as delivered once its change is registered.
+                    controls.push((control, id.clone()));
+                    control_lanes.push(lane);
                     taken.push(id);
                     continue;
                 }
-                Ingested::Control(Ok(())) => {}
                 Ingested::Bad(entry) => quarantined.push(entry),
             }
             state.deliveries.record(id, lane);
             taken.push(id);
+        }
+        let applied = self
+            .apply_controls(&mut state.schemas, &sink, &controls, &mut stats)
+            .await;
+        for (((_, id), lane), result) in controls.iter().zip(control_lanes).zip(applied) {
+            match result {
+                Ok(()) => state.deliveries.record(id, lane),
+                Err(error) => {
+                    // Not recorded as delivered: the redelivery applies it again.
+                    tracing::error!(%error, "control record not applied: it will be redelivered");
+                    control_failed.push(id.clone());
+                }
+            }
         }
 
         stats.quarantined = quarantined.len() as u64;
@@ -516,11 +506,9 @@ impl<S: Sink> Pipeline<S> {
     /// bad record as a quarantine entry. `ingested_us` is the row's
     /// `_ingested_at`.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn ingest<B: Sink>(
+    pub(crate) fn ingest(
         &self,
         batcher: &mut Batcher,
-        schemas: &mut SchemaCache,
-        sink: &B,
         record: &KinesisRecord<'_>,
         id: &RecordId,
         scratch: &mut Vec<u8>,
@@ -540,7 +528,7 @@ impl<S: Sink> Pipeline<S> {
                 );
                 batcher.close_table(&control.table);
                 stats.control_records += 1;
-                Ingested::Control(self.apply_control(schemas, sink, &control, id, stats).await)
+                Ingested::Control(control)
             }
             Ok(Message::DmsTable { table }) => {
                 tracing::debug!(table, "record of a DMS control table skipped");
@@ -631,6 +619,43 @@ impl<S: Sink> Pipeline<S> {
         }
     }
 
+    /// Registers what each control record says about its table, in order,
+    /// after reading the registry for all their tables at once (a cold
+    /// environment meeting a `create-table` for each of 200 tables waits a
+    /// few round trips, not 200). One result per control record.
+    pub(crate) async fn apply_controls<B: Sink>(
+        &self,
+        schemas: &mut SchemaCache,
+        sink: &B,
+        controls: &[(TableControl, RecordId)],
+        stats: &mut Stats,
+    ) -> Vec<Result<(), RegistryError>> {
+        let mut tables: Vec<&TableName> = controls
+            .iter()
+            .filter(|(c, _)| changes_schema(c))
+            .map(|(c, _)| &c.table)
+            .collect();
+        tables.sort();
+        tables.dedup();
+        let with_overrides: Vec<_> = tables
+            .iter()
+            .map(|t| (*t, self.config.overrides_for(t)))
+            .collect();
+        let unavailable = schemas.get_many(sink, &with_overrides, false).await;
+        let mut results = Vec::with_capacity(controls.len());
+        for (control, id) in controls {
+            let result = match unavailable.get(&control.table) {
+                Some(error) => Err(RegistryError::Unavailable {
+                    table: control.table.clone(),
+                    reason: error.to_string(),
+                }),
+                None => self.apply_control(schemas, sink, control, id, stats).await,
+            };
+            results.push(result);
+        }
+        results
+    }
+
     /// Registers what a control record says about its table: the types of
     /// a `table-def`, or that the table was dropped.
     async fn apply_control<B: Sink>(
@@ -644,10 +669,10 @@ impl<S: Sink> Pipeline<S> {
         if let Some(error) = &control.table_def_error {
             tracing::warn!(table = %control.table, error, "table-def ignored: column types come from the values");
         }
-        let dropped = control.operation == "drop-table";
-        if control.table_def.is_none() && !dropped {
+        if !changes_schema(control) {
             return Ok(());
         }
+        let dropped = control.operation == "drop-table";
         let overrides = self.config.overrides_for(&control.table);
         let schema = schemas.get(sink, &control.table, overrides).await?;
         let before = schema.clone();
@@ -692,182 +717,6 @@ impl<S: Sink> Pipeline<S> {
         stats.column_type_changes += state.schemas.save_all(sink).await;
     }
 
-    /// The types a part is written with, after registering its new columns
-    /// and storing the schema if that changed it. Before writing a column
-    /// whose type would only be inferred (new here, or registered from
-    /// values), the registry is read again: another environment may have
-    /// registered its declared type. Tables whose types are all declared
-    /// cost no extra read.
-    async fn part_types<B: Sink>(
-        &self,
-        schemas: &mut SchemaCache,
-        sink: &B,
-        part: &Part,
-        stats: &mut Stats,
-    ) -> Result<Vec<(String, ColumnType)>, RegistryError> {
-        let overrides = self.config.overrides_for(&part.table);
-        let mut schema = schemas.get(sink, &part.table, overrides).await?;
-        if schema.has_provisional(&part.kinds) {
-            schema = schemas.get_fresh(sink, &part.table, overrides).await?;
-        }
-        let changes = schema.register_inferred(&part.kinds);
-        log_changes(&part.table, &changes, "values");
-        if !changes.is_empty() {
-            schemas.mark_unsaved(&part.table, None);
-        }
-        // Storing may merge a stored version whose declared types win.
-        stats.column_type_changes += schemas.save(sink, &part.table).await?;
-        let schema = schemas.get(sink, &part.table, overrides).await?;
-        Ok(schema.types_for(&part.kinds))
-    }
-
-    /// Encodes a part with its table's registered types; values that do not
-    /// fit are rescued (counted and logged without the value).
-    async fn encode_part<B: Sink>(
-        &self,
-        schemas: &mut SchemaCache,
-        sink: &B,
-        part: &Part,
-        stats: &mut Stats,
-    ) -> Result<Result<Vec<u8>, encode::EncodeError>, RegistryError> {
-        let types = self.part_types(schemas, sink, part, stats).await?;
-        let encoded = match encode::to_parquet(part, &types) {
-            Ok(e) => e,
-            Err(e) => return Ok(Err(e)),
-        };
-        if encoded.inexact_integers > 0 {
-            tracing::warn!(
-                table = %part.table, values = encoded.inexact_integers,
-                "BIGINT values arrived in scientific notation: digits were lost before \
-                 DMS sent them (set UseLargeIntegerValue=true on the DMS endpoint)"
-            );
-        }
-        for r in &encoded.rescued {
-            tracing::warn!(
-                table = %part.table, column = r.column, r#type = %r.ty, values = r.values,
-                "values that do not fit their column's type were kept as text in _rescued \
-                 (the column is NULL in those rows)"
-            );
-            stats.rescued_values += r.values;
-            stats
-                .tables
-                .entry(part.table.to_string())
-                .or_default()
-                .rescued_values += r.values;
-        }
-        stats.inexact_integers += encoded.inexact_integers;
-        Ok(Ok(encoded.bytes))
-    }
-
-    /// The key a part is written under.
-    pub(crate) fn part_key(&self, part: &Part) -> String {
-        layout::data_key(
-            &self.config.prefix,
-            self.config.partition_style,
-            &part.table,
-            part.hour,
-            &part.ids,
-        )
-    }
-
-    /// Encodes parts one after another (the schema registry is shared) and
-    /// uploads them concurrently, at most [`MAX_CONCURRENT_UPLOADS`] at once.
-    /// A part that fails comes back unchanged in `failed`.
-    pub(crate) async fn write_parts<B: Sink>(
-        &self,
-        state: &mut State,
-        sink: &B,
-        parts: Vec<(Part, DueReason)>,
-        stats: &mut Stats,
-    ) -> Written {
-        let mut written = Written::default();
-        let mut uploads: Vec<(Part, DueReason, String, Vec<u8>, &'static str)> =
-            Vec::with_capacity(parts.len());
-        for (part, reason) in parts {
-            let key = self.part_key(&part);
-            let encoded = match self
-                .encode_part(&mut state.schemas, sink, &part, stats)
-                .await
-            {
-                Ok(e) => e,
-                Err(error) => {
-                    tracing::error!(
-                        table = %part.table, rows = part.row_count(), %error,
-                        "schema registry unavailable: rows stay buffered for the next attempt"
-                    );
-                    stats.failed_files += 1;
-                    stats.failed_rows += part.row_count() as u64;
-                    written.failed.push(part);
-                    continue;
-                }
-            };
-            // A part that cannot be encoded would fail the same way forever and
-            // block its table: its rows go to the quarantine as JSON lines instead.
-            let (key, body, content_type) = match encoded {
-                Ok(bytes) => (key, bytes, "application/vnd.apache.parquet"),
-                Err(error) => {
-                    let key = layout::unencodable_key(
-                        &self.config.prefix,
-                        &part.table,
-                        part.hour,
-                        &part.ids,
-                    );
-                    tracing::error!(
-                        table = %part.table, key, rows = part.row_count(), error = error.kind(),
-                        "rows could not be encoded as Parquet: writing them to the quarantine"
-                    );
-                    stats.quarantined += part.row_count() as u64;
-                    (key, part.json_lines(), "application/x-ndjson")
-                }
-            };
-            uploads.push((part, reason, key, body, content_type));
-        }
-        // Futures made up front: a closure inside the stream trips the
-        // compiler's Send check for the runtime's handler future.
-        let puts: Vec<_> = uploads
-            .into_iter()
-            .map(|(part, reason, key, body, content_type)| async move {
-                let len = body.len() as u64;
-                let outcome = sink.put(&key, body, content_type).await;
-                (part, reason, key, len, outcome)
-            })
-            .collect();
-        // In flight together, reported in order (the state lists them so).
-        let results: Vec<_> = futures_util::stream::iter(puts)
-            .buffered(MAX_CONCURRENT_UPLOADS)
-            .collect()
-            .await;
-        for (part, reason, key, len, outcome) in results {
-            match outcome {
-                Ok(outcome) => {
-                    tracing::info!(
-                        table = %part.table, key, rows = part.row_count(), bytes = len,
-                        reason = ?reason, already_existed = outcome == PutOutcome::AlreadyExists,
-                        "file written"
-                    );
-                    stats.files += 1;
-                    stats.rows_written += part.row_count() as u64;
-                    let table = stats.tables.entry(part.table.to_string()).or_default();
-                    table.files += 1;
-                    table.rows_written += part.row_count() as u64;
-                    stats.bytes_written += len;
-                    written.digests.push(part.digest());
-                    written.keys.push(key);
-                }
-                Err(error) => {
-                    tracing::error!(
-                        table = %part.table, key, rows = part.row_count(), %error,
-                        "file not written: rows stay buffered for the next attempt"
-                    );
-                    stats.failed_files += 1;
-                    stats.failed_rows += part.row_count() as u64;
-                    written.failed.push(part);
-                }
-            }
-        }
-        written
-    }
-
     pub(crate) fn report(&self, state: &State, stats: &Stats, redeliver_from: Option<&RecordId>) {
         let batcher = &state.batcher;
         let oldest_age_us = batcher.oldest_age_us(now_micros()).unwrap_or(0);
@@ -893,6 +742,11 @@ impl<S: Sink> Pipeline<S> {
             metrics::emit(stats, held, oldest_age_us, self.config.metrics_per_table);
         }
     }
+}
+
+/// Whether a control record says anything about its table's schema.
+fn changes_schema(control: &TableControl) -> bool {
+    control.table_def.is_some() || control.operation == "drop-table"
 }
 
 pub(crate) fn now_micros() -> i64 {

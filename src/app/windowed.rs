@@ -38,6 +38,9 @@ use crate::window::{Builder, Spool, WindowId, WindowState, STATE_WARN_BYTES};
 /// Spool objects read at once when a window is rebuilt.
 const MAX_CONCURRENT_READS: usize = 8;
 
+/// Records decoded between yields while a spool object uploads.
+const FEED_YIELD_EVERY: usize = 64;
+
 impl<S: Sink> Pipeline<S> {
     /// One invocation of a tumbling window.
     pub(crate) async fn handle_window(
@@ -123,25 +126,35 @@ impl<S: Sink> Pipeline<S> {
         if let Some(last) = fresh.last().map(|r| seq(r).to_string()) {
             let spool = Spool::of(&id, &fresh, now_us);
             let key = id.spool_key(&self.config.prefix, wstate.spools.len(), &last);
-            match sink
-                .put(&key, spool.to_bytes(), "application/x-snappy-framed")
-                .await
-            {
+            // The first spool object of a window starts the cache.
+            if builder.is_none() && wstate.spools.is_empty() {
+                builder = Some(Builder::new(self.config.thresholds.clone()));
+            }
+            // The records are fed to the cache while their spool object
+            // uploads: the batch waits one round trip, not a round trip plus
+            // the decoding.
+            let mut feeding = builder.take();
+            // Counted only once the records are durable.
+            let mut fed_stats = Stats::default();
+            let put = sink.put(&key, spool.to_bytes(), "application/x-snappy-framed");
+            let feed = async {
+                match feeding.as_mut() {
+                    Some(b) => {
+                        self.feed(state, &sink, b, &fresh, &last, now_us, &mut fed_stats)
+                            .await
+                    }
+                    None => false,
+                }
+            };
+            let (stored, fed) = tokio::join!(put, feed);
+            match stored {
                 Ok(_) => {
                     stats.spooled += fresh.len() as u64;
                     tracing::debug!(key, records = fresh.len(), "spooled");
-                    // The first spool object of a window starts the cache.
-                    if builder.is_none() && wstate.spools.is_empty() {
-                        builder = Some(Builder::new(self.config.thresholds.clone()));
-                    }
                     wstate.spools.push(last.clone());
-                    if let Some(mut b) = builder.take() {
-                        if self
-                            .feed(state, &sink, &mut b, &fresh, &last, now_us, &mut stats)
-                            .await
-                        {
-                            builder = Some(b);
-                        }
+                    stats.add(&fed_stats);
+                    if fed {
+                        builder = feeding;
                     }
                 }
                 Err(error) if ending => {
@@ -150,6 +163,9 @@ impl<S: Sink> Pipeline<S> {
                         reason: format!("spool not written: {error}"),
                     });
                 }
+                // The cache holds rows that are not durable: it is dropped
+                // (feeding was taken out of it), and the final invocation
+                // rebuilds the window from its spool.
                 Err(error) => {
                     // The state stays as it was: Kinesis sends these records again.
                     tracing::error!(key, %error, "spool not written: the batch will be redelivered");
@@ -238,28 +254,33 @@ impl<S: Sink> Pipeline<S> {
         stats: &mut Stats,
     ) -> bool {
         let mut scratch = Vec::new();
-        for record in records {
-            let Ok(rid) = &record.id else { continue };
-            match self
-                .ingest(
-                    &mut builder.batcher,
-                    &mut state.schemas,
-                    sink,
-                    record,
-                    rid,
-                    &mut scratch,
-                    ingested_us,
-                    stats,
-                )
-                .await
-            {
-                Ingested::Row | Ingested::Task | Ingested::Control(Ok(())) => {}
-                Ingested::Bad(entry) => builder.quarantined.push(entry),
-                Ingested::Control(Err(error)) => {
-                    tracing::error!(%error, "control record not registered: the window will be rebuilt from its spool");
-                    return false;
-                }
+        let mut controls = Vec::new();
+        for (i, record) in records.iter().enumerate() {
+            // Decoding does not wait on anything: yield now and then so that
+            // a spool upload running beside it (`tokio::join!`) makes progress.
+            if i % FEED_YIELD_EVERY == FEED_YIELD_EVERY - 1 {
+                tokio::task::yield_now().await;
             }
+            let Ok(rid) = &record.id else { continue };
+            match self.ingest(
+                &mut builder.batcher,
+                record,
+                rid,
+                &mut scratch,
+                ingested_us,
+                stats,
+            ) {
+                Ingested::Row | Ingested::Task => {}
+                Ingested::Control(control) => controls.push((control, rid.clone())),
+                Ingested::Bad(entry) => builder.quarantined.push(entry),
+            }
+        }
+        let applied = self
+            .apply_controls(&mut state.schemas, sink, &controls, stats)
+            .await;
+        if let Some(error) = applied.into_iter().find_map(Result::err) {
+            tracing::error!(%error, "control record not registered: the window will be rebuilt from its spool");
+            return false;
         }
         builder.fed.push(last.to_string());
         true

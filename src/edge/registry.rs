@@ -7,7 +7,9 @@
 //! number. [`SchemaCache`] is a
 //! container's copy of the registry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use futures_util::StreamExt as _;
 use std::time::{Duration, Instant};
 
 use crate::dms::TableName;
@@ -19,6 +21,9 @@ use crate::sink::{PutOutcome, Sink, SinkError};
 pub enum RegistryError {
     #[error("schema registry: {0}")]
     Sink(#[from] SinkError),
+    /// The first read of the table's schema failed earlier in this invocation.
+    #[error("schema registry: {table} could not be read: {reason}")]
+    Unavailable { table: TableName, reason: String },
     #[error("schema registry: version {version} of {table} was taken {attempts} times in a row")]
     Contended {
         table: TableName,
@@ -28,6 +33,10 @@ pub enum RegistryError {
 }
 
 const ATTEMPTS: u32 = 5;
+
+/// Tables read or stored at once by [`SchemaCache::get_many`] and
+/// [`SchemaCache::save_many`].
+const MAX_CONCURRENT: usize = 16;
 
 fn version_key(prefix: &str, table: &TableName, version: u64) -> String {
     format!("{}v{version:08}.json", layout::schema_dir(prefix, table))
@@ -219,37 +228,95 @@ impl SchemaCache {
         overrides: &TableOverrides,
     ) -> Result<&mut TableSchema, RegistryError> {
         let now = Instant::now();
-        let due = self
-            .checked
-            .get(table)
-            .is_none_or(|t| now.duration_since(*t) >= self.refresh);
-        let known = self.tables.contains_key(table);
-        let stored = if due {
-            match load(sink, &self.prefix, table).await {
-                Ok(stored) => {
-                    self.checked.insert(table.clone(), now);
-                    Some(stored)
-                }
-                // A refresh can wait; a first load cannot (no types to write with).
-                Err(error) if known => {
-                    tracing::warn!(%table, %error, "schema refresh failed: using the version read earlier");
-                    None
-                }
-                Err(error) => return Err(error),
+        if self.due(table, now) {
+            let loaded = load(sink, &self.prefix, table).await;
+            self.absorb(table, overrides, loaded, now)?;
+        }
+        Ok(self
+            .tables
+            .entry(table.clone())
+            .or_insert_with(|| TableSchema::new(table)))
+    }
+
+    /// Brings each of `tables` up to date as [`get`](Self::get) would (or
+    /// [`get_fresh`](Self::get_fresh), if `fresh`), reading the stored
+    /// versions of several tables at once: an invocation that writes 200
+    /// tables waits a few round trips, not 200. Returns the tables that have
+    /// no schema to write with (their first load failed); every other one
+    /// is then in [`cached`](Self::cached).
+    pub async fn get_many<S: Sink>(
+        &mut self,
+        sink: &S,
+        tables: &[(&TableName, &TableOverrides)],
+        fresh: bool,
+    ) -> HashMap<TableName, RegistryError> {
+        let now = Instant::now();
+        let prefix = self.prefix.as_str();
+        let todo: Vec<_> = tables
+            .iter()
+            .filter(|(t, _)| fresh || self.due(t, now))
+            .map(|&(t, o)| async move { (t, o, load(sink, prefix, t).await) })
+            .collect();
+        let loaded: Vec<_> = futures_util::stream::iter(todo)
+            .buffer_unordered(MAX_CONCURRENT)
+            .collect()
+            .await;
+        let mut failed = HashMap::new();
+        for (table, overrides, got) in loaded {
+            if let Err(error) = self.absorb(table, overrides, got, now) {
+                failed.insert(table.clone(), error);
             }
-        } else {
-            None
+        }
+        failed
+    }
+
+    /// `table`'s schema as this container knows it, without reading.
+    pub fn cached(&self, table: &TableName) -> Option<&TableSchema> {
+        self.tables.get(table)
+    }
+
+    /// Mutable [`cached`](Self::cached).
+    pub fn cached_mut(&mut self, table: &TableName) -> Option<&mut TableSchema> {
+        self.tables.get_mut(table)
+    }
+
+    fn due(&self, table: &TableName, now: Instant) -> bool {
+        self.checked
+            .get(table)
+            .is_none_or(|t| now.duration_since(*t) >= self.refresh)
+    }
+
+    /// Takes in what [`load`] returned for `table` (asked at `now`).
+    fn absorb(
+        &mut self,
+        table: &TableName,
+        overrides: &TableOverrides,
+        loaded: Result<Option<TableSchema>, RegistryError>,
+        now: Instant,
+    ) -> Result<(), RegistryError> {
+        let known = self.tables.contains_key(table);
+        let stored = match loaded {
+            Ok(stored) => {
+                self.checked.insert(table.clone(), now);
+                stored
+            }
+            // A refresh can wait; a first load cannot (no types to write with).
+            Err(error) if known => {
+                tracing::warn!(%table, %error, "schema refresh failed: using the version read earlier");
+                return Ok(());
+            }
+            Err(error) => return Err(error),
         };
         let schema = self
             .tables
             .entry(table.clone())
             .or_insert_with(|| TableSchema::new(table));
         match stored {
-            Some(Some(stored)) if known && stored.version > schema.version => {
+            Some(stored) if known && stored.version > schema.version => {
                 let changes = schema.merge(&stored);
                 log_changes(table, &changes, "another container");
             }
-            Some(stored) if !known => {
+            stored if !known => {
                 if let Some(stored) = stored {
                     *schema = stored;
                 }
@@ -261,7 +328,7 @@ impl SchemaCache {
             }
             _ => {}
         }
-        Ok(schema)
+        Ok(())
     }
 
     /// Stored schemas whose catalog entry this environment has not brought to
@@ -318,17 +385,59 @@ impl SchemaCache {
         Ok(log_changes(table, &merged, "another container"))
     }
 
+    /// Stores the changed schemas among `tables`, several at once. Returns
+    /// how many column types changed by merging other containers' versions,
+    /// and the tables that could not be stored (they stay unsaved).
+    pub async fn save_many<S: Sink>(
+        &mut self,
+        sink: &S,
+        tables: &[&TableName],
+    ) -> (u64, HashMap<TableName, RegistryError>) {
+        let wanted: HashSet<&TableName> = tables
+            .iter()
+            .copied()
+            .filter(|t| self.unsaved.contains_key(*t))
+            .collect();
+        // A change noted for a table never loaded has nothing to store.
+        for table in &wanted {
+            if !self.tables.contains_key(*table) {
+                self.unsaved.remove(*table);
+            }
+        }
+        let prefix = self.prefix.as_str();
+        let saves: Vec<_> = self
+            .tables
+            .iter_mut()
+            .filter(|(t, _)| wanted.contains(t))
+            .map(|(t, schema)| async move { (t.clone(), save(sink, prefix, schema).await) })
+            .collect();
+        let results: Vec<_> = futures_util::stream::iter(saves)
+            .buffer_unordered(MAX_CONCURRENT)
+            .collect()
+            .await;
+        let mut type_changes = 0;
+        let mut failed = HashMap::new();
+        for (table, result) in results {
+            match result {
+                Ok(merged) => {
+                    self.unsaved.remove(&table);
+                    type_changes += log_changes(&table, &merged, "another container");
+                }
+                Err(error) => {
+                    failed.insert(table, error);
+                }
+            }
+        }
+        (type_changes, failed)
+    }
+
     /// Stores every changed schema; what fails stays unsaved (and is logged).
     pub async fn save_all<S: Sink>(&mut self, sink: &S) -> u64 {
-        let mut type_changes = 0;
-        let mut tables: Vec<TableName> = self.unsaved.keys().cloned().collect();
-        // In table order: the same work in the same order in every environment.
-        tables.sort();
-        for table in tables {
-            match self.save(sink, &table).await {
-                Ok(n) => type_changes += n,
-                Err(error) => tracing::error!(%table, %error, "schema not stored: will retry"),
-            }
+        let tables: Vec<TableName> = self.unsaved.keys().cloned().collect();
+        let refs: Vec<&TableName> = tables.iter().collect();
+        let (type_changes, failed) = self.save_many(sink, &refs).await;
+        for (table, error) in failed {
+            tracing::error!(%table, %error, "schema not stored: will retry");
         }
         type_changes
     }

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,11 +27,38 @@ struct Plan {
     every: u64,
 }
 
+/// One forwarded request: when it was read whole, when its answer was
+/// written back, and its request line (`PUT /bucket/key HTTP/1.1`).
+#[derive(Debug, Clone)]
+pub struct Span {
+    pub start: Instant,
+    pub end: Instant,
+    pub line: String,
+}
+
+/// The most requests matching `filter` that were in flight at one moment.
+pub fn max_in_flight(spans: &[Span], filter: impl Fn(&str) -> bool) -> usize {
+    let mut edges: Vec<(Instant, i32)> = spans
+        .iter()
+        .filter(|s| filter(&s.line))
+        .flat_map(|s| [(s.start, 1), (s.end, -1)])
+        .collect();
+    // An answer ending at the instant another request starts does not overlap it.
+    edges.sort();
+    let (mut now, mut max) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        max = max.max(now);
+    }
+    max as usize
+}
+
 pub struct FaultProxy {
     pub port: u16,
     plan: Arc<Mutex<Plan>>,
     requests: Arc<AtomicU64>,
     faults: Arc<AtomicU64>,
+    spans: Arc<Mutex<Vec<Span>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -46,12 +73,18 @@ impl FaultProxy {
         }));
         let requests = Arc::new(AtomicU64::new(0));
         let faults = Arc::new(AtomicU64::new(0));
-        let (p, r, f) = (plan.clone(), requests.clone(), faults.clone());
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let (p, r, f, sp) = (
+            plan.clone(),
+            requests.clone(),
+            faults.clone(),
+            spans.clone(),
+        );
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (p, r, f) = (p.clone(), r.clone(), f.clone());
+                let (p, r, f, sp) = (p.clone(), r.clone(), f.clone(), sp.clone());
                 tokio::spawn(async move {
-                    let _ = serve(client, upstream_port, p, r, f).await;
+                    let _ = serve(client, upstream_port, p, r, f, sp).await;
                 });
             }
         });
@@ -60,6 +93,7 @@ impl FaultProxy {
             plan,
             requests,
             faults,
+            spans,
             task,
         }
     }
@@ -89,6 +123,11 @@ impl FaultProxy {
     pub fn requests_seen(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
     }
+
+    /// The requests forwarded and answered since the last call.
+    pub fn take_spans(&self) -> Vec<Span> {
+        std::mem::take(&mut *self.spans.lock().unwrap())
+    }
 }
 
 impl Drop for FaultProxy {
@@ -103,6 +142,7 @@ async fn serve(
     plan: Arc<Mutex<Plan>>,
     requests: Arc<AtomicU64>,
     faults: Arc<AtomicU64>,
+    spans: Arc<Mutex<Vec<Span>>>,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
     loop {
@@ -126,6 +166,8 @@ async fn serve(
         }
         let body = buf[head_end..head_end + len].to_vec();
         buf.drain(..head_end + len);
+        let start = Instant::now();
+        let line = head.split("\r\n").next().unwrap_or("").to_string();
 
         let n = requests.fetch_add(1, Ordering::SeqCst);
         let p = *plan.lock().unwrap();
@@ -164,6 +206,11 @@ async fn serve(
         let mut resp = Vec::new();
         up.read_to_end(&mut resp).await?;
         client.write_all(&resp).await?;
+        spans.lock().unwrap().push(Span {
+            start,
+            end: Instant::now(),
+            line,
+        });
         let resp_head = String::from_utf8_lossy(&resp[..resp.len().min(4096)]).to_ascii_lowercase();
         if resp_head.contains("connection: close") {
             return Ok(());

@@ -10,14 +10,11 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use base64::Engine as _;
 use cdc_batcher::config::Config;
 use cdc_batcher::handler::{Pipeline, Stats};
 use cdc_batcher::sink::{LocalDirSink, S3Sink, Sink};
 use common::*;
 use serde_json::{json, Value};
-
-const ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/dms-cdc";
 
 fn config(vars: &[(&str, &str)]) -> Config {
     let map: HashMap<String, String> = vars
@@ -25,27 +22,6 @@ fn config(vars: &[(&str, &str)]) -> Config {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     Config::from_lookup(|k| map.get(k).cloned()).unwrap()
-}
-
-/// A Kinesis event of `messages` on `shard`, sequence numbers from `seq`.
-fn event(shard: u32, seq: &mut u64, messages: &[Value]) -> String {
-    let records: Vec<Value> = messages
-        .iter()
-        .map(|m| {
-            *seq += 1;
-            let sequence = format!("49590000000000000000000000000000000000000000000000{seq:06}");
-            json!({
-                "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "k",
-                            "sequenceNumber": sequence,
-                            "data": base64::engine::general_purpose::STANDARD.encode(m.to_string()),
-                            "approximateArrivalTimestamp": 1773450000.5},
-                "eventSource": "aws:kinesis",
-                "eventID": format!("shardId-{shard:012}:{sequence}"),
-                "eventName": "aws:kinesis:record", "eventVersion": "1.0",
-                "eventSourceARN": ARN, "awsRegion": "us-east-1"})
-        })
-        .collect();
-    json!({ "Records": records }).to_string()
 }
 
 fn row(table: &str, seq: u64, data: Value) -> Value {
@@ -64,7 +40,10 @@ fn declare(table: &str, columns: Value) -> Value {
 }
 
 async fn send<S: Sink>(p: &Pipeline<S>, shard: u32, seq: &mut u64, messages: &[Value]) -> Stats {
-    let out = p.handle(&event(shard, seq, messages), None).await.unwrap();
+    let out = p
+        .handle(&kinesis_event(shard, seq, messages), None)
+        .await
+        .unwrap();
     assert_eq!(out.redeliver_from, None, "{:?}", out.response);
     assert_eq!(out.stats.quarantined, 0);
     out.stats
@@ -516,7 +495,11 @@ fn an_unknown_dms_type_name_is_logged_once_with_its_name() {
     let files: Vec<std::path::PathBuf> = (0..3)
         .map(|i| {
             let path = dir.path().join(format!("e{i}.json"));
-            std::fs::write(&path, event(0, &mut seq, std::slice::from_ref(&create))).unwrap();
+            std::fs::write(
+                &path,
+                kinesis_event(0, &mut seq, std::slice::from_ref(&create)),
+            )
+            .unwrap();
             path
         })
         .collect();

@@ -12,7 +12,6 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use cdc_batcher::catalog::{VERSION_PARAM, VIEW_VERSION_PARAM};
 use cdc_batcher::config::Config;
 use cdc_batcher::glue::GlueCatalog;
@@ -21,7 +20,6 @@ use cdc_batcher::sink::S3Sink;
 use common::*;
 use serde_json::{json, Value};
 
-const ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/dms-cdc";
 const DB: &str = "cdc";
 const WORKGROUP: &str = "cdc-batcher";
 
@@ -51,26 +49,6 @@ fn pipeline(style: &str, endpoint: &str) -> Pipeline<S3Sink> {
     .without_metrics()
 }
 
-fn event(shard: u32, seq: &mut u64, messages: &[Value]) -> String {
-    let records: Vec<Value> = messages
-        .iter()
-        .map(|m| {
-            *seq += 1;
-            let sequence = format!("49590000000000000000000000000000000000000000000000{seq:06}");
-            json!({
-                "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "k",
-                            "sequenceNumber": sequence,
-                            "data": base64::engine::general_purpose::STANDARD.encode(m.to_string()),
-                            "approximateArrivalTimestamp": 1773450000.5},
-                "eventSource": "aws:kinesis",
-                "eventID": format!("shardId-{shard:012}:{sequence}"),
-                "eventName": "aws:kinesis:record", "eventVersion": "1.0",
-                "eventSourceARN": ARN, "awsRegion": "us-east-1"})
-        })
-        .collect();
-    json!({ "Records": records }).to_string()
-}
-
 fn row(table: &str, us: u64, data: Value) -> Value {
     json!({"data": data, "metadata": {
         "timestamp": format!("2026-03-14T01:00:00.{us:06}Z"), "record-type": "data",
@@ -89,7 +67,10 @@ fn control(table: &str, operation: &str, columns: Option<Value>) -> Value {
 }
 
 async fn send(p: &Pipeline<S3Sink>, shard: u32, seq: &mut u64, messages: &[Value]) -> Stats {
-    let out = p.handle(&event(shard, seq, messages), None).await.unwrap();
+    let out = p
+        .handle(&kinesis_event(shard, seq, messages), None)
+        .await
+        .unwrap();
     assert_eq!(out.redeliver_from, None, "{:?}", out.response);
     out.stats
 }
@@ -389,8 +370,8 @@ fn two_environments_racing_on_one_table() {
         rt.block_on(send(&b, 1, &mut sb, &[row("r", 1, json!({"id": 1}))]));
         let with_x = json!({"id": {"type": "INT32"}, "x": {"type": "INT64"}});
         let with_y = json!({"id": {"type": "INT32"}, "y": {"type": "BOOLEAN"}});
-        let ea = event(0, &mut sa, &[control("r", "add-column", Some(with_x))]);
-        let eb = event(1, &mut sb, &[control("r", "add-column", Some(with_y))]);
+        let ea = kinesis_event(0, &mut sa, &[control("r", "add-column", Some(with_x))]);
+        let eb = kinesis_event(1, &mut sb, &[control("r", "add-column", Some(with_y))]);
         rt.block_on(async {
             let (ra, rb) = if round % 2 == 0 {
                 tokio::join!(a.handle(&ea, None), b.handle(&eb, None))

@@ -375,3 +375,29 @@ pub fn python_stdout(code: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// The test stream every built event names.
+pub const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/dms-cdc";
+
+/// A Kinesis event for shard `shard` with one record per DMS message,
+/// numbered on from `seq`.
+pub fn kinesis_event(shard: u32, seq: &mut u64, messages: &[serde_json::Value]) -> String {
+    use base64::Engine as _;
+    let records: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| {
+            *seq += 1;
+            let sequence = format!("49590000000000000000000000000000000000000000000000{seq:06}");
+            serde_json::json!({
+                "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "k",
+                            "sequenceNumber": sequence,
+                            "data": base64::engine::general_purpose::STANDARD.encode(m.to_string()),
+                            "approximateArrivalTimestamp": 1773450000.5},
+                "eventSource": "aws:kinesis",
+                "eventID": format!("shardId-{shard:012}:{sequence}"),
+                "eventName": "aws:kinesis:record", "eventVersion": "1.0",
+                "eventSourceARN": STREAM_ARN, "awsRegion": "us-east-1"})
+        })
+        .collect();
+    serde_json::json!({ "Records": records }).to_string()
+}

@@ -470,10 +470,20 @@ struct Run {
     invocations: u64,
     kills: u64,
     max_latency: u64,
+    /// Parts closed early by a window's memory bound.
+    budget_cuts: u64,
 }
 
-/// Runs one seed; panics with the seed on any violation.
-async fn simulate(seed: u64, faults: Faults, mode: &str, schedule: u64) -> Run {
+/// Runs one seed; panics with the seed on any violation. `budget`: a
+/// `MAX_BUFFERED_BYTES` below what the configuration accepts, so that
+/// windows of the simulation's size cross it.
+async fn simulate(
+    seed: u64,
+    faults: Faults,
+    mode: &str,
+    schedule: u64,
+    budget: Option<usize>,
+) -> Run {
     let mut rng = Rng(seed);
     let (streams, model) = source(&mut rng);
     let streams = Arc::new(Mutex::new(streams));
@@ -496,6 +506,10 @@ async fn simulate(seed: u64, faults: Faults, mode: &str, schedule: u64) -> Run {
         ("TIME_RESERVE_MS", "0".into()),
         ("HEARTBEAT_STREAMS", arns.join(",")),
     ]);
+    let mut cfg = cfg;
+    if let Some(budget) = budget {
+        cfg.thresholds.max_buffered_bytes = budget;
+    }
     let hb: Arc<dyn Heartbeat> = Arc::new(SimHeartbeat {
         streams: streams.clone(),
         clock: world.clone(),
@@ -511,6 +525,7 @@ async fn simulate(seed: u64, faults: Faults, mode: &str, schedule: u64) -> Run {
         invocations: 0,
         kills: 0,
         max_latency: 0,
+        budget_cuts: 0,
     };
     let windowed = mode == "window";
     let horizon = SOURCE_SECONDS + 3 * WINDOW;
@@ -616,6 +631,9 @@ async fn simulate(seed: u64, faults: Faults, mode: &str, schedule: u64) -> Run {
                 (payload.to_string(), batch, is_final)
             };
             let outcome = invoke!(payload);
+            if let Some(o) = &outcome {
+                run.budget_cuts += o.stats.budget_cuts;
+            }
             let mut st = streams.lock().unwrap();
             let s = &mut st.shards[si];
             let Some(outcome) = outcome else {
@@ -851,29 +869,37 @@ fn seeds() -> std::ops::Range<u64> {
 
 #[tokio::test(start_paused = true)]
 async fn window_mode_loses_and_duplicates_nothing_under_faults() {
-    let (mut kills, mut invocations, mut files) = (0, 0, 0);
+    let (mut kills, mut invocations, mut files, mut cuts) = (0, 0, 0, 0);
     for seed in seeds() {
         let faults = if seed % 4 == 0 {
             Faults::NONE
         } else {
             Faults::SOME
         };
-        let run = simulate(seed, faults, "window", SCHEDULE).await;
+        // A third of the seeds bound each window's memory tightly: parts
+        // are cut early, in every environment at the same rows.
+        let budget = (seed % 3 == 2).then_some(1_500);
+        let run = simulate(seed, faults, "window", SCHEDULE, budget).await;
         kills += run.kills;
         invocations += run.invocations;
         files += run.files;
+        cuts += run.budget_cuts;
     }
-    eprintln!("window mode: {} seeds, {invocations} invocations, {kills} environments killed mid-invocation, {files} files", seeds().count());
+    eprintln!("window mode: {} seeds, {invocations} invocations, {kills} environments killed mid-invocation, {files} files, {cuts} parts cut by the memory bound", seeds().count());
     assert!(
         kills > 0,
         "the faults never killed an environment: the test proves nothing"
+    );
+    assert!(
+        cuts > 0 || seeds().count() < 3,
+        "no window crossed its memory bound: the bound is not tested"
     );
 }
 
 #[tokio::test(start_paused = true)]
 async fn without_faults_rows_land_within_the_window_and_one_schedule_period() {
     for seed in 1000..1020 {
-        let run = simulate(seed, Faults::NONE, "window", SCHEDULE).await;
+        let run = simulate(seed, Faults::NONE, "window", SCHEDULE, None).await;
         assert!(
             run.max_latency <= WINDOW + SCHEDULE + 2,
             "seed {seed}: {}",
@@ -886,9 +912,13 @@ async fn without_faults_rows_land_within_the_window_and_one_schedule_period() {
 async fn windows_write_no_more_files_than_warm_buffering() {
     let (mut window_files, mut warm_files) = (0, 0);
     for seed in 2000..2010 {
-        window_files += simulate(seed, Faults::NONE, "window", SCHEDULE).await.files;
+        window_files += simulate(seed, Faults::NONE, "window", SCHEDULE, None)
+            .await
+            .files;
         // As the issue measured warm buffering: a force flush every second.
-        warm_files += simulate(seed, Faults::NONE, "warm-lossy", 1).await.files;
+        warm_files += simulate(seed, Faults::NONE, "warm-lossy", 1, None)
+            .await
+            .files;
     }
     eprintln!("files: window {window_files}, warm-lossy {warm_files}");
     assert!(

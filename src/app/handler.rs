@@ -84,6 +84,8 @@ pub struct Stats {
     /// Tables whose catalog entry could not be brought to their schema
     /// version (tried again at the next invocation).
     pub catalog_failures: u64,
+    /// Parts of a window closed early to keep it under `MAX_BUFFERED_BYTES`.
+    pub budget_cuts: u64,
     /// The stream (ARN) the batch came from: the metrics' `Stream` dimension.
     #[serde(skip)]
     pub stream: Option<Arc<str>>,
@@ -122,6 +124,7 @@ impl Stats {
         self.heartbeat_failures += o.heartbeat_failures;
         self.catalog_updates += o.catalog_updates;
         self.catalog_failures += o.catalog_failures;
+        self.budget_cuts += o.budget_cuts;
         if self.stream.is_none() {
             self.stream.clone_from(&o.stream);
         }

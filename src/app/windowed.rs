@@ -282,6 +282,16 @@ impl<S: Sink> Pipeline<S> {
             tracing::error!(%error, "control record not registered: the window will be rebuilt from its spool");
             return false;
         }
+        let budget = self.config.thresholds.max_buffered_bytes;
+        let cut = builder.batcher.close_largest_open(budget);
+        if cut > 0 {
+            tracing::info!(
+                parts = cut,
+                budget,
+                "window over MAX_BUFFERED_BYTES: its largest parts are written early"
+            );
+            stats.budget_cuts += cut as u64;
+        }
         builder.fed.push(last.to_string());
         true
     }

@@ -142,8 +142,9 @@ pub struct Batcher {
     thresholds: Thresholds,
     mode: FlushMode,
     /// A window's cut: a part closes the moment it reaches a threshold, so
-    /// where files are cut depends only on the rows, never on how they were
-    /// batched into invocations (see `windowed`).
+    /// where files are cut depends only on the rows (and, for the memory
+    /// bound, on the batches the window's state lists), never on which
+    /// environment does the work (see `windowed`).
     cut_per_row: bool,
     tables: hashbrown::HashMap<TableName, TableBuffer>,
     buffered_bytes: usize,
@@ -163,9 +164,11 @@ impl Batcher {
     }
 
     /// The rows of one shard's window: parts close at `max_records` rows or
-    /// `max_bytes`, at a DDL record, and at the window's end; age and the
-    /// memory budget play no part (they depend on the clock and on other
-    /// shards, and would make the cut differ between environments).
+    /// `max_bytes`, at a DDL record, at the window's end, and where
+    /// [`close_largest_open`](Self::close_largest_open) keeps the window
+    /// under its own memory bound; age and the environment's memory budget
+    /// play no part (they depend on the clock and on other shards, and would
+    /// make the cut differ between environments).
     pub fn for_window(thresholds: Thresholds) -> Self {
         Batcher {
             cut_per_row: true,
@@ -308,6 +311,41 @@ impl Batcher {
         due.into_iter()
             .flat_map(|(name, reason)| self.take_table(&name).into_iter().map(move |p| (p, reason)))
             .collect()
+    }
+
+    /// A window's memory bound: while its open parts hold more than
+    /// `budget` bytes, the largest is closed (ties: table, then hour) until
+    /// they hold at most half of it. Called between batches, it depends only
+    /// on the rows fed so far, never on which parts were written or failed,
+    /// so every environment that feeds a window's batches cuts at the same
+    /// rows. Returns how many parts it closed (`take_closed` takes them).
+    pub fn close_largest_open(&mut self, budget: usize) -> usize {
+        let mut open: Vec<(usize, TableName, Hour)> = self
+            .tables
+            .iter()
+            .flat_map(|(name, b)| {
+                b.open
+                    .iter()
+                    .map(|(hour, &i)| (b.parts[i].bytes, name.clone(), *hour))
+            })
+            .collect();
+        let mut held: usize = open.iter().map(|(bytes, _, _)| bytes).sum();
+        if held <= budget {
+            return 0;
+        }
+        open.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| (&a.1, a.2).cmp(&(&b.1, b.2))));
+        let mut closed = 0;
+        for (bytes, name, hour) in open {
+            if held <= budget / 2 {
+                break;
+            }
+            if let Some(buffer) = self.tables.get_mut(&name) {
+                buffer.open.remove(&hour);
+            }
+            held -= bytes;
+            closed += 1;
+        }
+        closed
     }
 
     /// Takes the parts that take no more rows (a threshold or a DDL record
@@ -657,5 +695,65 @@ mod tests {
         push(&mut b, "a", 1, 0);
         assert_eq!(ids_of(&b.take_closed()), [vec![rid(0)]]);
         assert_eq!(ids_of(&b.take_all()), [vec![rid(1)]]);
+    }
+
+    /// Over its bound, a window closes its largest open parts until it holds
+    /// half; the same rows fed in other batches cut at the same rows; a part
+    /// that failed to write and came back does not count.
+    #[test]
+    fn a_window_over_its_bound_closes_its_largest_parts() {
+        let feed = |b: &mut Batcher, rows: std::ops::Range<u32>| {
+            for seq in rows {
+                let table = ["a", "b", "b", "c", "c", "c"][seq as usize % 6];
+                push(b, table, seq, 0);
+            }
+        };
+        let mut b = Batcher::for_window(thresholds(1 << 20, 1000));
+        feed(&mut b, 0..60);
+        let held = b.buffered_bytes();
+        assert_eq!(
+            b.close_largest_open(held),
+            0,
+            "at its bound: nothing closes"
+        );
+        // Just over: c (half the rows) closes first; then a and b hold a
+        // half, which is at most half the bound.
+        assert_eq!(b.close_largest_open(held - 1), 1);
+        let closed = b.take_closed();
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].table.table, "c");
+        assert_eq!(closed[0].row_count(), 30);
+        // A part that failed to write comes back closed: it is not open bytes.
+        b.restore(closed.into_iter().next().unwrap());
+        assert_eq!(b.close_largest_open(held / 2), 0);
+
+        // Whether the parts cut so far were written (taken) or failed and
+        // came back, the next cuts fall at the same rows.
+        let cuts = |writes_fail: bool| {
+            let mut b = Batcher::for_window(thresholds(1 << 20, 1000));
+            let mut cut = Vec::new();
+            for r in [0..20, 20..40, 40..60, 60..80] {
+                feed(&mut b, r);
+                b.close_largest_open(held / 3);
+                let closed = b.take_closed();
+                cut.extend(
+                    closed
+                        .iter()
+                        .map(|p| (p.table.table.clone(), p.ids.clone())),
+                );
+                if writes_fail {
+                    closed.into_iter().for_each(|p| b.restore(p));
+                }
+            }
+            cut
+        };
+        let written = cuts(false);
+        assert!(written.len() >= 2, "{written:?}");
+        let mut failed = cuts(true);
+        failed.sort();
+        failed.dedup();
+        let mut expected = written.clone();
+        expected.sort();
+        assert_eq!(failed, expected);
     }
 }

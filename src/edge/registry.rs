@@ -517,4 +517,70 @@ mod tests {
         assert_eq!(loaded.version, 2);
         assert_eq!(loaded.type_of("id"), Some(ColumnType::Int64));
     }
+
+    fn named(t: &str) -> TableName {
+        TableName {
+            schema: "sales".into(),
+            table: t.into(),
+        }
+    }
+
+    /// `get_many` leaves each table as one `get` at a time would, and
+    /// `save_many` stores each changed one (merging a concurrent writer's
+    /// version) and leaves the others alone.
+    #[tokio::test]
+    async fn many_at_once_match_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = LocalDirSink::new(dir.path());
+        let names: Vec<TableName> = (0..20).map(|i| named(&format!("t{i:02}"))).collect();
+        // Half the tables have a stored version.
+        for t in names.iter().step_by(2) {
+            let mut s = TableSchema::new(t);
+            s.resolve(&kinds(&[("id", Kinds::INT)]));
+            save(&sink, "p/", &mut s).await.unwrap();
+        }
+        let none: Vec<(String, ColumnType)> = Vec::new();
+        let mut one = SchemaCache::new("p/", Duration::from_secs(60));
+        for t in &names {
+            one.get(&sink, t, &none).await.unwrap();
+        }
+        let mut many = SchemaCache::new("p/", Duration::from_secs(60));
+        let wanted: Vec<(&TableName, &TableOverrides)> =
+            names.iter().map(|t| (t, none.as_slice())).collect();
+        assert!(many.get_many(&sink, &wanted, false).await.is_empty());
+        for t in &names {
+            assert_eq!(many.cached(t), one.cached(t), "{t}");
+        }
+
+        // Every table gains a column; another writer stored t00's next
+        // version first.
+        for t in &names {
+            let s = many.cached_mut(t).unwrap();
+            assert!(!s
+                .register_inferred(&kinds(&[("n", Kinds::STRING)]))
+                .is_empty());
+            many.mark_unsaved(t, None);
+        }
+        let mut theirs = load(&sink, "p/", &names[0]).await.unwrap().unwrap();
+        theirs.resolve(&kinds(&[("other", Kinds::BOOL)]));
+        save(&sink, "p/", &mut theirs).await.unwrap();
+        let refs: Vec<&TableName> = names.iter().collect();
+        let (merged, failed) = many.save_many(&sink, &refs[..10]).await;
+        assert!(failed.is_empty());
+        assert_eq!(merged, 1, "t00 merged the other writer's column");
+        for (i, t) in names.iter().enumerate() {
+            let stored = load(&sink, "p/", t).await.unwrap();
+            let has_n = stored.as_ref().is_some_and(|s| s.type_of("n").is_some());
+            assert_eq!(has_n, i < 10, "{t}: only the tables asked for are stored");
+        }
+        let t00 = load(&sink, "p/", &names[0]).await.unwrap().unwrap();
+        assert_eq!(t00.type_of("other"), Some(ColumnType::Boolean));
+        assert_eq!(t00.version, 3);
+        // The rest is stored by save_all.
+        many.save_all(&sink).await;
+        for t in &names {
+            let stored = load(&sink, "p/", t).await.unwrap().unwrap();
+            assert!(stored.type_of("n").is_some(), "{t}");
+        }
+    }
 }

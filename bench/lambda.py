@@ -99,12 +99,13 @@ def check_quota(group):
 
 
 def events_for(tables):
-    d = os.path.join(OUT, f"events-{tables}")
+    batch = int(os.environ.get("BATCH_SIZE", "1000"))
+    d = os.path.join(OUT, f"events-{tables}" + ("" if batch == 1000 else f"-b{batch}"))
     if not os.path.exists(os.path.join(d, "manifest.json")):
         rows = int(os.environ.get("ROWS", "141000"))
         subprocess.run([PY, os.path.join(ROOT, "..", "shared", "corpus", "make_events.py"),
                         "--synthetic", "--rows", str(rows), "--tables", str(tables),
-                        "--batch-size", "1000", "--seed", "2026", "--compact", "--out-dir", d],
+                        "--batch-size", str(batch), "--seed", "2026", "--compact", "--out-dir", d],
                        check=True, stdout=subprocess.DEVNULL)
     files = sorted(glob.glob(os.path.join(d, "shard*.json")))
     payload = 0

@@ -6,11 +6,16 @@ connection's requests each pay it once; concurrent connections pay it in
 parallel, as they would against S3.
 
 Usage: latency_proxy.py LISTEN_PORT UPSTREAM_PORT LATENCY_MS
+With PROXY_LOG=FILE, each request's first line is appended to FILE with the
+time it arrived (to see which requests an invocation waits on).
 """
 import asyncio
+import os
 import sys
+import time
 
 listen, upstream, latency = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) / 1000
+LOG = open(os.environ["PROXY_LOG"], "a") if os.environ.get("PROXY_LOG") else None
 
 
 async def pipe(reader, writer, state, delay_first):
@@ -20,6 +25,10 @@ async def pipe(reader, writer, state, delay_first):
                 state["asked"] = False
                 await asyncio.sleep(latency)
             elif not delay_first:
+                if LOG and not state["asked"]:
+                    line = data.split(b"\r\n", 1)[0][:200].decode("latin-1")
+                    LOG.write(f"{time.monotonic():.4f} {line}\n")
+                    LOG.flush()
                 state["asked"] = True
             writer.write(data)
             await writer.drain()

@@ -14,9 +14,31 @@ use clap::Parser as _;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::value::RawValue;
 
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
+fn main() -> Result<(), lambda_runtime::Error> {
     let started = std::time::Instant::now();
+    limit_malloc_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(started))
+}
+
+/// glibc gives each thread that allocates its own arena (up to eight per
+/// core) and keeps what each freed: with parts encoded on blocking threads,
+/// peak RSS rose by half. Two arenas keep it near one arena's figure
+/// (BENCHMARKS.md, "Memory: malloc arenas").
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    // SAFETY: sets an allocator parameter; no other thread exists yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
+async fn run(started: std::time::Instant) -> Result<(), lambda_runtime::Error> {
     logging::init()?;
     // Without arguments (how the Lambda runtime starts it) this is the function.
     if let Some(command) = Cli::parse().command {

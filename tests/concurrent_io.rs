@@ -6,10 +6,8 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use cdc_batcher::config::Config;
 use cdc_batcher::handler::Pipeline;
 use cdc_batcher::sink::S3Sink;
 use common::fault_proxy::{max_in_flight, Fault, FaultProxy};
@@ -17,14 +15,6 @@ use common::*;
 use serde_json::{json, Value};
 
 const TABLES: usize = 40;
-
-fn config(vars: &[(&str, &str)]) -> Config {
-    let map: HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Config::from_lookup(|k| map.get(k).cloned()).expect("test config")
-}
 
 fn create(table: &str) -> Value {
     json!({"control": {"table-def": {"columns": {"id": {"type": "INT32"}, "name": {"type": "STRING"}},

@@ -5,24 +5,14 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cdc_batcher::config::Config;
 use cdc_batcher::handler::{Outcome, Pipeline};
 use cdc_batcher::sink::S3Sink;
 use common::fault_proxy::{Fault, FaultProxy};
 use common::*;
 use serde_json::Value;
-
-fn config(vars: &[(&str, &str)]) -> Config {
-    let map: HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Config::from_lookup(|k| map.get(k).cloned()).expect("test config")
-}
 
 fn load(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).expect("event file")).expect("event JSON")

@@ -633,17 +633,11 @@ impl<S: Sink> Pipeline<S> {
         controls: &[(TableControl, RecordId)],
         stats: &mut Stats,
     ) -> Vec<Result<(), RegistryError>> {
-        let mut tables: Vec<&TableName> = controls
+        let tables = controls
             .iter()
             .filter(|(c, _)| changes_schema(c))
-            .map(|(c, _)| &c.table)
-            .collect();
-        tables.sort();
-        tables.dedup();
-        let with_overrides: Vec<_> = tables
-            .iter()
-            .map(|t| (*t, self.config.overrides_for(t)))
-            .collect();
+            .map(|(c, _)| &c.table);
+        let with_overrides = self.with_overrides(tables);
         let unavailable = schemas.get_many(sink, &with_overrides, false).await;
         let mut results = Vec::with_capacity(controls.len());
         for (control, id) in controls {
@@ -657,6 +651,21 @@ impl<S: Sink> Pipeline<S> {
             results.push(result);
         }
         results
+    }
+
+    /// Each distinct table once, in order, with its `COLUMN_TYPES` overrides:
+    /// what [`SchemaCache::get_many`] takes.
+    pub(crate) fn with_overrides<'a>(
+        &'a self,
+        tables: impl Iterator<Item = &'a TableName>,
+    ) -> Vec<(&'a TableName, &'a crate::schema::TableOverrides)> {
+        let mut tables: Vec<&TableName> = tables.collect();
+        tables.sort();
+        tables.dedup();
+        tables
+            .into_iter()
+            .map(|t| (t, self.config.overrides_for(t)))
+            .collect()
     }
 
     /// Registers what a control record says about its table: the types of

@@ -4,7 +4,7 @@
 //! together. At 30 ms per S3 request, the number of round trips waited in
 //! series is what decides an invocation's time, not the number of tables.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use futures_util::StreamExt as _;
 
@@ -111,7 +111,7 @@ impl<S: Sink> Pipeline<S> {
         }
         let uploads = self.encode_and_upload(sink, jobs).await;
         for upload in uploads {
-            self.account(upload, &mut written, stats);
+            account(upload, &mut written, stats);
         }
         written
     }
@@ -130,15 +130,9 @@ impl<S: Sink> Pipeline<S> {
         parts: &[(Part, DueReason)],
         stats: &mut Stats,
     ) -> HashMap<TableName, RegistryError> {
-        let mut tables: Vec<&TableName> = parts.iter().map(|(p, _)| &p.table).collect();
-        tables.sort();
-        tables.dedup();
-        let with_overrides: Vec<_> = tables
-            .iter()
-            .map(|t| (*t, self.config.overrides_for(t)))
-            .collect();
+        let with_overrides = self.with_overrides(parts.iter().map(|(p, _)| &p.table));
         let mut unavailable = schemas.get_many(sink, &with_overrides, false).await;
-        let provisional: Vec<&TableName> = parts
+        let provisional: HashSet<&TableName> = parts
             .iter()
             .filter(|(p, _)| {
                 schemas
@@ -168,8 +162,9 @@ impl<S: Sink> Pipeline<S> {
         }
         // Storing may merge a stored version whose declared types win: the
         // types are taken from the cache after this.
-        let available: Vec<&TableName> = tables
-            .into_iter()
+        let available: Vec<&TableName> = with_overrides
+            .iter()
+            .map(|(t, _)| *t)
             .filter(|t| !unavailable.contains_key(*t))
             .collect();
         let (type_changes, not_stored) = schemas.save_many(sink, &available).await;
@@ -207,49 +202,49 @@ impl<S: Sink> Pipeline<S> {
             });
         puts.buffered(MAX_CONCURRENT_UPLOADS).collect().await
     }
+}
 
-    /// Logs and counts one part's outcome.
-    fn account(&self, upload: Upload, written: &mut Written, stats: &mut Stats) {
-        let Upload {
-            part,
-            reason,
-            key,
-            bytes,
-            encoded,
-            outcome,
-        } = upload;
-        let rows = part.row_count() as u64;
-        match outcome {
-            Ok(outcome) => {
-                tracing::info!(
-                    table = %part.table, key, rows, bytes, reason = ?reason,
-                    already_existed = outcome == PutOutcome::AlreadyExists,
-                    "file written"
-                );
-                match encoded {
-                    Some((rescued, inexact)) => {
-                        log_rescued(&part.table, &rescued, inexact, stats);
-                        stats.files += 1;
-                        stats.rows_written += rows;
-                        let table = stats.tables.entry(part.table.to_string()).or_default();
-                        table.files += 1;
-                        table.rows_written += rows;
-                    }
-                    None => stats.quarantined += rows,
+/// Logs and counts one part's outcome.
+fn account(upload: Upload, written: &mut Written, stats: &mut Stats) {
+    let Upload {
+        part,
+        reason,
+        key,
+        bytes,
+        encoded,
+        outcome,
+    } = upload;
+    let rows = part.row_count() as u64;
+    match outcome {
+        Ok(outcome) => {
+            tracing::info!(
+                table = %part.table, key, rows, bytes, reason = ?reason,
+                already_existed = outcome == PutOutcome::AlreadyExists,
+                "file written"
+            );
+            match encoded {
+                Some((rescued, inexact)) => {
+                    log_rescued(&part.table, &rescued, inexact, stats);
+                    stats.files += 1;
+                    stats.rows_written += rows;
+                    let table = stats.tables.entry(part.table.to_string()).or_default();
+                    table.files += 1;
+                    table.rows_written += rows;
                 }
-                stats.bytes_written += bytes;
-                written.digests.push(part.digest());
-                written.keys.push(key);
+                None => stats.quarantined += rows,
             }
-            Err(error) => {
-                tracing::error!(
-                    table = %part.table, key, rows, %error,
-                    "file not written: rows stay buffered for the next attempt"
-                );
-                stats.failed_files += 1;
-                stats.failed_rows += rows;
-                written.failed.push(part);
-            }
+            stats.bytes_written += bytes;
+            written.digests.push(part.digest());
+            written.keys.push(key);
+        }
+        Err(error) => {
+            tracing::error!(
+                table = %part.table, key, rows, %error,
+                "file not written: rows stay buffered for the next attempt"
+            );
+            stats.failed_files += 1;
+            stats.failed_rows += rows;
+            written.failed.push(part);
         }
     }
 }

@@ -401,3 +401,12 @@ pub fn kinesis_event(shard: u32, seq: &mut u64, messages: &[serde_json::Value]) 
         .collect();
     serde_json::json!({ "Records": records }).to_string()
 }
+
+/// A configuration from `vars` alone (nothing from the environment).
+pub fn config(vars: &[(&str, &str)]) -> cdc_batcher::config::Config {
+    let map: std::collections::HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    cdc_batcher::config::Config::from_lookup(|k| map.get(k).cloned()).expect("test config")
+}

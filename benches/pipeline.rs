@@ -125,7 +125,7 @@ fn stages(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(part.bytes as u64));
     g.sample_size(20);
     let mib = part.bytes as f64 / (1024.0 * 1024.0);
-    let types = TableSchema::new(&part.table).resolve(&part.kinds).0;
+    let types = TableSchema::new(&part.table).resolve(part.kinds()).0;
     g.bench_function(
         format!("parquet_{mib:.1}MiB_buffer_{}_rows", part.row_count()),
         |b| b.iter(|| black_box(to_parquet(&part, &types).unwrap().bytes.len())),
@@ -157,7 +157,7 @@ fn scaling(c: &mut Criterion) {
                         let schema = schemas
                             .entry(part.table.clone())
                             .or_insert_with(|| TableSchema::new(&part.table));
-                        let types = schema.resolve(&part.kinds).0;
+                        let types = schema.resolve(part.kinds()).0;
                         written += to_parquet(&part, &types).unwrap().bytes.len();
                     }
                     black_box(written)

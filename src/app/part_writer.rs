@@ -91,7 +91,7 @@ impl<S: Sink> Pipeline<S> {
                 None => state
                     .schemas
                     .cached(&part.table)
-                    .map(|s| s.types_for(&part.kinds)),
+                    .map(|s| s.types_for(part.kinds())),
                 Some(error) => {
                     tracing::error!(
                         table = %part.table, rows = part.row_count(), %error,
@@ -137,7 +137,7 @@ impl<S: Sink> Pipeline<S> {
             .filter(|(p, _)| {
                 schemas
                     .cached(&p.table)
-                    .is_some_and(|s| s.has_provisional(&p.kinds))
+                    .is_some_and(|s| s.has_provisional(p.kinds()))
             })
             .map(|(p, _)| &p.table)
             .collect();
@@ -154,7 +154,7 @@ impl<S: Sink> Pipeline<S> {
             let Some(schema) = schemas.cached_mut(&part.table) else {
                 continue;
             };
-            let changes = schema.register_inferred(&part.kinds);
+            let changes = schema.register_inferred(part.kinds());
             log_changes(&part.table, &changes, "values");
             if !changes.is_empty() {
                 schemas.mark_unsaved(&part.table, None);

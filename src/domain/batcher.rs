@@ -9,7 +9,7 @@ use hashbrown::Equivalent;
 
 use crate::dms::{RowChange, TableName};
 use crate::layout::{Hour, RecordId};
-use crate::row::{append_row, ColumnKinds, MetaColumns};
+use crate::row::{ColumnKinds, DataColumns, MetaColumns};
 
 /// When buffered rows are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,18 +50,23 @@ impl Thresholds {
     }
 }
 
+/// A part that holds this much takes no more rows, whatever the thresholds
+/// (they are checked per batch in window mode): keeps each column's tokens
+/// addressable with `u32` offsets (`row::DataColumns`). Far above the largest
+/// `BATCH_SIZE_BYTES_THRESHOLD` (1 GiB).
+pub const MAX_PART_BYTES: usize = 2 << 30;
+
 /// Rows of one table for one partition hour: the content of one file.
 #[derive(Debug)]
 pub struct Part {
     pub table: TableName,
     pub hour: Hour,
-    /// Each row's `data` columns, one JSON object per line.
-    pub rows: Vec<u8>,
+    /// Each row's `data` columns, column by column.
+    pub data: DataColumns,
     /// Each row's metadata columns.
     pub meta: MetaColumns,
     /// Who delivered each row, in row order.
     pub ids: Vec<RecordId>,
-    pub kinds: ColumnKinds,
     /// What the rows hold in memory, counted against the size thresholds.
     pub bytes: usize,
     /// When the first row entered the buffer, µs since the epoch.
@@ -73,6 +78,11 @@ impl Part {
         self.ids.len()
     }
 
+    /// The JSON kinds seen per column, in first-seen order.
+    pub fn kinds(&self) -> &ColumnKinds {
+        self.data.kinds()
+    }
+
     /// The digest its file name ends in (see `layout::rows_digest`).
     pub fn digest(&self) -> String {
         crate::layout::rows_digest(&self.ids)
@@ -81,7 +91,7 @@ impl Part {
     /// Every row as one JSON line with its metadata members, for rows that
     /// must be kept as text (see `handler`).
     pub fn json_lines(&self) -> Vec<u8> {
-        self.meta.json_lines(&self.rows, &self.ids)
+        self.meta.json_lines(&self.data.json_lines(), &self.ids)
     }
 }
 
@@ -146,6 +156,8 @@ pub struct Batcher {
     /// bound, on the batches the window's state lists), never on which
     /// environment does the work (see `windowed`).
     cut_per_row: bool,
+    /// [`MAX_PART_BYTES`], lower in tests.
+    part_ceiling: usize,
     tables: hashbrown::HashMap<TableName, TableBuffer>,
     buffered_bytes: usize,
     buffered_rows: usize,
@@ -157,6 +169,7 @@ impl Batcher {
             thresholds,
             mode,
             cut_per_row: false,
+            part_ceiling: MAX_PART_BYTES,
             tables: hashbrown::HashMap::new(),
             buffered_bytes: 0,
             buffered_rows: 0,
@@ -208,15 +221,14 @@ impl Batcher {
             }
         };
         let index = match buffer.open.get(&hour) {
-            Some(&i) => i,
-            None => {
+            Some(&i) if buffer.parts[i].bytes < self.part_ceiling => i,
+            _ => {
                 buffer.parts.push(Part {
                     table: TableName::from(&name),
                     hour,
-                    rows: Vec::new(),
+                    data: DataColumns::default(),
                     meta: MetaColumns::default(),
                     ids: Vec::new(),
-                    kinds: ColumnKinds::default(),
                     bytes: 0,
                     oldest_us: now_us,
                 });
@@ -226,8 +238,7 @@ impl Batcher {
             }
         };
         let part = &mut buffer.parts[index];
-        let added = append_row(&mut part.rows, &mut part.kinds, change)
-            + part.meta.push(change, &id, now_us);
+        let added = part.data.push(change) + part.meta.push(change, &id, now_us);
         part.bytes += added;
         part.ids.push(id);
         if self.cut_per_row
@@ -466,6 +477,19 @@ mod tests {
     }
 
     #[test]
+    fn a_part_at_the_ceiling_takes_no_more_rows() {
+        // Thresholds out of reach, as between two batches in warm mode.
+        let mut b = Batcher::new(thresholds(usize::MAX, usize::MAX), FlushMode::Warm);
+        push(&mut b, "a", 0, 0);
+        b.part_ceiling = b.buffered_bytes() * 2;
+        push(&mut b, "a", 1, 0);
+        push(&mut b, "a", 2, 0);
+        let parts = b.take_all();
+        let ids: Vec<Vec<RecordId>> = parts.into_iter().map(|p| p.ids).collect();
+        assert_eq!(ids, [vec![rid(0), rid(1)], vec![rid(2)]]);
+    }
+
+    #[test]
     fn nothing_is_due_below_every_threshold() {
         let mut b = Batcher::new(thresholds(1 << 20, 100), FlushMode::Warm);
         push(&mut b, "a", 1, 0);
@@ -575,7 +599,7 @@ mod tests {
         push(&mut b, "a", 1, 0);
         let held = b.buffered_bytes();
         let (part, _) = b.take_due(0).pop().unwrap();
-        let rows_before = part.rows.clone();
+        let rows_before = part.data.json_lines();
         b.restore(part);
         assert_eq!(b.buffered_rows(), 2);
         // The part counts again exactly what it counted before: JSON,
@@ -584,7 +608,7 @@ mod tests {
         push(&mut b, "a", 2, 0);
         let due = b.take_due(0);
         assert_eq!(due.len(), 2);
-        assert_eq!(due[0].0.rows, rows_before);
+        assert_eq!(due[0].0.data.json_lines(), rows_before);
         assert_eq!(due[1].0.ids, [rid(2)]);
         assert_eq!(b.buffered_rows(), 0);
         assert_eq!(b.buffered_bytes(), 0);

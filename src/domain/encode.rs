@@ -11,14 +11,14 @@
 //! row's `_rescued` column, a JSON object `{"column": "text"}`.
 
 use std::fmt::Write as _;
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float64Array,
-    Int64Array, StringArray, StringBuilder, TimestampMicrosecondArray,
+    new_null_array, Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array,
+    Float64Array, Int64Array, StringArray, StringBuilder, TimestampMicrosecondArray,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::json::ReaderBuilder;
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::ArrowWriter;
@@ -27,7 +27,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
 use crate::batcher::Part;
-use crate::row::{self, Kinds};
+use crate::row::{self, DataColumns, Kinds, Token};
 use crate::types::{self, ColumnType, DecimalText, DECIMAL_PRECISION};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,8 @@ pub enum EncodeError {
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("arrow decoded {decoded} rows of {expected}")]
     RowCount { decoded: usize, expected: usize },
+    #[error("a buffered value is not of the kinds recorded for its column")]
+    Token,
 }
 
 impl EncodeError {
@@ -48,6 +50,7 @@ impl EncodeError {
             EncodeError::Arrow(_) => "the Arrow decoder rejected the buffered rows",
             EncodeError::Parquet(_) => "the Parquet writer failed",
             EncodeError::RowCount { .. } => "the decoder returned another number of rows",
+            EncodeError::Token => "a buffered value is not of the kinds recorded for its column",
         }
     }
 }
@@ -134,28 +137,95 @@ fn metadata_arrays(part: &Part) -> Vec<ArrayRef> {
     ]
 }
 
-/// Decodes a part's JSON lines into Arrow record batches of `schema`.
-fn decode_rows(part: &Part, schema: SchemaRef) -> Result<Vec<RecordBatch>, EncodeError> {
-    let mut decoder = ReaderBuilder::new(schema)
-        .with_coerce_primitive(true)
-        .with_batch_size(BATCH_ROWS)
-        .build_decoder()?;
+/// Each batch of [`BATCH_ROWS`] rows as Arrow arrays, one per column of
+/// `fields` (named data columns, each of its wire type), built straight from
+/// the buffered tokens: every value is parsed once, by its column's type.
+fn token_arrays(part: &Part, fields: &[Field]) -> Result<Vec<Vec<ArrayRef>>, EncodeError> {
+    let data = &part.data;
+    let columns: Vec<Option<usize>> = fields.iter().map(|f| data.column(f.name())).collect();
     let mut batches = Vec::new();
-    let mut rest = part.rows.as_slice();
-    while !rest.is_empty() {
-        let read = decoder.decode(rest)?;
-        rest = &rest[read..];
-        // The decoder stops when its batch is full: drain it and go on.
-        match decoder.flush()? {
-            Some(batch) => batches.push(batch),
-            None if read == 0 => break,
-            None => {}
-        }
-    }
-    if let Some(batch) = decoder.flush()? {
-        batches.push(batch);
+    let mut start = 0;
+    while start < data.rows() {
+        let end = (start + BATCH_ROWS).min(data.rows());
+        let arrays = columns
+            .iter()
+            .zip(fields)
+            .map(|(column, field)| token_array(data, *column, field.data_type(), start..end))
+            .collect::<Result<Vec<_>, _>>()?;
+        batches.push(arrays);
+        start = end;
     }
     Ok(batches)
+}
+
+/// A bare token (number, `true`, `false`) parsed by `parse`. Any other
+/// kind cannot reach a natively read column: [`wire_type`] reads a column
+/// natively only when every token of it is of that kind.
+fn bare<T>(token: Token<'_>, parse: impl Fn(&str) -> Option<T>) -> Result<Option<T>, EncodeError> {
+    match token {
+        Token::Null => Ok(None),
+        Token::Bare(text) => parse(text).map(Some).ok_or(EncodeError::Token),
+        Token::Quoted(_) => Err(EncodeError::Token),
+    }
+}
+
+/// Column `column`'s values in `rows` as an array of `wire` (Int64,
+/// Float64 or Boolean where [`wire_type`] allows, else text).
+fn token_array(
+    data: &DataColumns,
+    column: Option<usize>,
+    wire: &DataType,
+    rows: Range<usize>,
+) -> Result<ArrayRef, EncodeError> {
+    let Some(column) = column else {
+        return Ok(new_null_array(wire, rows.len()));
+    };
+    let mut tokens = rows.map(|row| data.value(column, row));
+    Ok(match wire {
+        DataType::Int64 => Arc::new(
+            tokens
+                .map(|t| bare(t, |s| s.parse::<i64>().ok()))
+                .collect::<Result<Int64Array, _>>()?,
+        ),
+        DataType::Float64 => Arc::new(
+            tokens
+                .map(|t| bare(t, |s| s.parse::<f64>().ok()))
+                .collect::<Result<Float64Array, _>>()?,
+        ),
+        DataType::Boolean => Arc::new(
+            tokens
+                .map(|t| {
+                    bare(t, |s| match s {
+                        "true" => Some(true),
+                        "false" => Some(false),
+                        _ => None,
+                    })
+                })
+                .collect::<Result<BooleanArray, _>>()?,
+        ),
+        _ => {
+            let mut out = StringBuilder::new();
+            tokens.try_for_each(|token| {
+                match token {
+                    Token::Null => out.append_null(),
+                    Token::Bare(text) => out.append_value(text),
+                    Token::Quoted(quoted) => match quoted.get(1..quoted.len() - 1) {
+                        // No escape: the text between the quotes is the value
+                        // (the message decoder validated it).
+                        Some(inner) if memchr::memchr(b'\\', inner.as_bytes()).is_none() => {
+                            out.append_value(inner)
+                        }
+                        _ => out.append_value(
+                            serde_json::from_str::<String>(quoted)
+                                .map_err(|_| EncodeError::Token)?,
+                        ),
+                    },
+                }
+                Ok::<_, EncodeError>(())
+            })?;
+            Arc::new(out.finish())
+        }
+    })
 }
 
 /// Parses each value of `text`; one that does not parse becomes NULL and
@@ -291,7 +361,17 @@ fn rescued_json(
 /// Encodes a part as one Snappy-compressed Parquet file whose data columns
 /// are `types` (the registered types of the part's columns, in file order).
 pub fn to_parquet(part: &Part, types: &[(String, ColumnType)]) -> Result<Encoded, EncodeError> {
-    let kinds_of = |name: &str| part.kinds.get(name).copied().unwrap_or_default();
+    encode_with(part, types, token_arrays)
+}
+
+/// [`to_parquet`] with the data columns' wire arrays made by `read` (the
+/// tests compare [`token_arrays`] with arrow-json's reading of the rows).
+fn encode_with(
+    part: &Part,
+    types: &[(String, ColumnType)],
+    read: impl FnOnce(&Part, &[Field]) -> Result<Vec<Vec<ArrayRef>>, EncodeError>,
+) -> Result<Encoded, EncodeError> {
+    let kinds_of = |name: &str| part.kinds().get(name).copied().unwrap_or_default();
     let wire: Vec<DataType> = types
         .iter()
         .map(|(name, ty)| wire_type(*ty, kinds_of(name)))
@@ -301,24 +381,23 @@ pub fn to_parquet(part: &Part, types: &[(String, ColumnType)]) -> Result<Encoded
         .zip(&wire)
         .map(|((name, _), w)| Field::new(name, w.clone(), true))
         .collect();
-    let batches = decode_rows(part, Arc::new(Schema::new(fields)))?;
+    let mut columns = read(part, &fields)?;
 
     let mut inexact_integers = 0;
     let mut rescued_rows: Vec<(usize, usize, String)> = Vec::new(); // (row, column, text)
     let mut rescued = Vec::new();
-    // Converted columns, per batch.
-    let mut columns: Vec<Vec<ArrayRef>> = batches.iter().map(|b| b.columns().to_vec()).collect();
     for (i, ((name, ty), wire)) in types.iter().zip(&wire).enumerate() {
         if *wire != DataType::Utf8 || *ty == ColumnType::String {
             continue;
         }
         let mut misfits = Vec::new();
         let mut first_row = 0;
-        for (cols, batch) in columns.iter_mut().zip(&batches) {
-            if let Some(text) = batch.column(i).as_any().downcast_ref::<StringArray>() {
+        for cols in columns.iter_mut() {
+            let rows = cols[i].len();
+            if let Some(text) = cols[i].as_any().downcast_ref::<StringArray>() {
                 cols[i] = convert(text, *ty, first_row, &mut misfits, &mut inexact_integers);
             }
-            first_row += batch.num_rows();
+            first_row += rows;
         }
         if !misfits.is_empty() {
             rescued.push(Rescued {
@@ -345,7 +424,7 @@ pub fn to_parquet(part: &Part, types: &[(String, ColumnType)]) -> Result<Encoded
         // hashing each value before the writer falls back to plain pages.
         .set_column_dictionary_enabled(ColumnPath::from("_sequence_number"), false)
         .build();
-    let mut out = Vec::with_capacity(part.rows.len() / 4);
+    let mut out = Vec::with_capacity(part.bytes / 4);
     // Without the embedded Arrow schema every engine reads the plain Parquet
     // types (e.g. TIMESTAMP(MICROS, UTC) rather than Arrow's "+00:00" zone name).
     let options = ArrowWriterOptions::new()
@@ -355,8 +434,12 @@ pub fn to_parquet(part: &Part, types: &[(String, ColumnType)]) -> Result<Encoded
     let mut metadata = metadata_arrays(part);
     metadata.push(rescued_column);
     let mut offset = 0;
-    for (mut cols, batch) in columns.into_iter().zip(&batches) {
-        let rows = batch.num_rows();
+    for mut cols in columns {
+        // Batches are BATCH_ROWS long but the last; a part without data
+        // columns has rows all the same (their metadata).
+        let rows = cols
+            .first()
+            .map_or((part.row_count() - offset).min(BATCH_ROWS), |c| c.len());
         cols.extend(metadata.iter().map(|m| m.slice(offset, rows)));
         offset += rows;
         writer.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
@@ -374,6 +457,9 @@ pub fn to_parquet(part: &Part, types: &[(String, ColumnType)]) -> Result<Encoded
         inexact_integers,
     })
 }
+
+#[cfg(test)]
+mod differential;
 
 #[cfg(test)]
 mod tests {
@@ -417,7 +503,7 @@ mod tests {
             schema: "s".into(),
             table: "t".into(),
         };
-        TableSchema::new(&table).resolve(&part.kinds).0
+        TableSchema::new(&table).resolve(part.kinds()).0
     }
 
     fn read_back(bytes: &[u8]) -> RecordBatch {

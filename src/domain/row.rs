@@ -67,32 +67,186 @@ impl Kinds {
 /// Hashed with foldhash: the default SipHash was a visible share of buffering.
 pub type ColumnKinds = IndexMap<String, Kinds, hashbrown::DefaultHashBuilder>;
 
-/// Appends `change`'s `data` columns as one JSON line to `out` and records
-/// their kinds. Returns the number of bytes appended.
-pub fn append_row(out: &mut Vec<u8>, kinds: &mut ColumnKinds, change: &RowChange<'_>) -> usize {
-    let start = out.len();
-    out.push(b'{');
-    for (i, (name, value)) in change.columns.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_key(out, name);
-        let kind = write_value(out, value);
-        // Rows of a table mostly list their columns in the same order: try
-        // the same position before hashing the name.
-        let slot = match kinds.get_index_mut(i) {
-            Some((k, v)) if k == name => Some(v),
-            _ => kinds.get_mut(name.as_ref()),
+/// A part's `data` columns, column by column: each value's JSON token as
+/// the message spelled it (objects and arrays as a JSON string of their
+/// compact text), copied once while the message is decoded. Encoding turns
+/// each token into its column's type directly (`encode`): no row is
+/// written as JSON and parsed again.
+#[derive(Debug, Default)]
+pub struct DataColumns {
+    /// Column name → kinds seen; a column's index here is its index in
+    /// `values`.
+    kinds: ColumnKinds,
+    values: Vec<Tokens>,
+    rows: usize,
+}
+
+/// One column's tokens, row by row. An empty token is a row without the
+/// column (every JSON token is at least one byte).
+#[derive(Debug, Default)]
+struct Tokens {
+    bytes: Vec<u8>,
+    /// Where each row's token ends in `bytes`. `u32` halves the cost per
+    /// value; a part's tokens stay far below 4 GiB (`Batcher` starts a new
+    /// part at `MAX_PART_BYTES`).
+    ends: Vec<u32>,
+}
+
+impl Tokens {
+    fn push(&mut self, token: &[u8]) {
+        self.bytes.extend_from_slice(token);
+        self.ends.push(self.bytes.len() as u32);
+    }
+
+    fn get(&self, row: usize) -> &[u8] {
+        let start = match row {
+            0 => 0,
+            _ => self.ends[row - 1] as usize,
         };
-        match slot {
-            Some(k) => *k = k.union(kind),
-            None => {
-                kinds.insert(name.to_string(), kind);
-            }
+        &self.bytes[start..self.ends[row] as usize]
+    }
+}
+
+/// One buffered value, as [`DataColumns::value`] hands it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Token<'a> {
+    /// The row has no such column, or it is JSON `null`.
+    Null,
+    /// A JSON string token, quotes and escapes included.
+    Quoted(&'a str),
+    /// A number, `true` or `false`, as written.
+    Bare(&'a str),
+}
+
+impl<'a> Token<'a> {
+    fn of(bytes: &'a [u8]) -> Token<'a> {
+        // Tokens are copied from `&str`s whole: always UTF-8.
+        let text = std::str::from_utf8(bytes).unwrap_or_default();
+        match bytes.first() {
+            None | Some(b'n') => Token::Null,
+            Some(b'"') => Token::Quoted(text),
+            Some(_) => Token::Bare(text),
         }
     }
-    out.extend_from_slice(b"}\n");
-    out.len() - start
+}
+
+impl DataColumns {
+    pub fn kinds(&self) -> &ColumnKinds {
+        &self.kinds
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The index of column `name`, if any row had it.
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.kinds.get_index_of(name)
+    }
+
+    /// Column `column`'s value in `row`.
+    pub fn value(&self, column: usize, row: usize) -> Token<'_> {
+        Token::of(self.values[column].get(row))
+    }
+
+    /// Appends `change`'s `data` columns as a row and records their kinds.
+    /// Returns the row's size as one JSON line (`{"name":value,…}\n`), the
+    /// measure the size thresholds have always used.
+    pub fn push(&mut self, change: &RowChange<'_>) -> usize {
+        let row = self.rows;
+        let mut size = 3 + change.columns.len().saturating_sub(1);
+        let mut written = 0;
+        let mut compact = String::new();
+        for (i, (name, value)) in change.columns.iter().enumerate() {
+            // Rows of a table mostly list their columns in the same order:
+            // try the same position before hashing the name.
+            let index = match self.kinds.get_index_of_at(i, name) {
+                Some(index) => index,
+                None => {
+                    let (index, _) = self.kinds.insert_full(name.to_string(), Kinds::default());
+                    self.values.push(Tokens {
+                        bytes: Vec::new(),
+                        ends: vec![0; row],
+                    });
+                    index
+                }
+            };
+            let tokens = &mut self.values[index];
+            if tokens.ends.len() > row {
+                // A second value for one column: `dms::decode` rejects such
+                // messages, so this is never reached; keep the first.
+                continue;
+            }
+            let (token, kind) = token_of(value, &mut compact);
+            tokens.push(token.as_bytes());
+            if let Some((_, k)) = self.kinds.get_index_mut(index) {
+                *k = k.union(kind);
+            }
+            size += name.len() + 3 + token.len();
+            written += 1;
+        }
+        if written < self.values.len() {
+            for tokens in &mut self.values {
+                if tokens.ends.len() == row {
+                    tokens.push(b"");
+                }
+            }
+        }
+        self.rows += 1;
+        size
+    }
+
+    /// Each row as one JSON object of its `data` columns, a line each, in
+    /// column order (the quarantine keeps rows that could not be encoded).
+    pub fn json_lines(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.values.iter().map(|t| t.bytes.len()).sum());
+        for row in 0..self.rows {
+            out.push(b'{');
+            let mut first = true;
+            for ((name, _), tokens) in self.kinds.iter().zip(&self.values) {
+                let token = tokens.get(row);
+                if token.is_empty() {
+                    continue;
+                }
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                write_key(&mut out, name);
+                out.extend_from_slice(token);
+            }
+            out.extend_from_slice(b"}\n");
+        }
+        out
+    }
+}
+
+/// Looks a column up by position first, then by name.
+trait IndexAt {
+    fn get_index_of_at(&self, position: usize, name: &str) -> Option<usize>;
+}
+
+impl IndexAt for ColumnKinds {
+    fn get_index_of_at(&self, position: usize, name: &str) -> Option<usize> {
+        match self.get_index(position) {
+            Some((k, _)) if k == name => Some(position),
+            _ => self.get_index_of(name),
+        }
+    }
+}
+
+/// The token a value is buffered as, and its kind: scalars as they are (no
+/// number is re-rendered); objects and arrays as a JSON string holding their
+/// compact text (built in `scratch`).
+fn token_of<'a>(raw: &'a RawValue, scratch: &'a mut String) -> (&'a str, Kinds) {
+    let text = raw.get();
+    if matches!(text.as_bytes().first(), Some(b'{' | b'[')) {
+        // Serialising a &str into a String cannot fail.
+        *scratch = serde_json::to_string(&compact_json(raw)).unwrap_or_default();
+        (scratch.as_str(), Kinds::STRING)
+    } else {
+        (text, Kinds::of(text))
+    }
 }
 
 /// A part's metadata columns, kept beside its row JSON rather than in it:
@@ -218,19 +372,6 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-/// Copies a scalar token as it is (no number is re-rendered); objects and
-/// arrays become a JSON string holding their compact text.
-fn write_value(out: &mut Vec<u8>, raw: &RawValue) -> Kinds {
-    let text = raw.get();
-    if matches!(text.as_bytes().first(), Some(b'{' | b'[')) {
-        write_str(out, &compact_json(raw));
-        Kinds::STRING
-    } else {
-        out.extend_from_slice(text.as_bytes());
-        Kinds::of(text)
-    }
-}
-
 /// The value's JSON text without insignificant whitespace (DMS's default
 /// message format is indented with tabs).
 fn compact_json(raw: &RawValue) -> String {
@@ -267,10 +408,11 @@ mod tests {
     /// quarantine writes it.
     fn row_of(msg: &str) -> (String, String, ColumnKinds) {
         let change = change_of(msg);
-        let mut out = Vec::new();
-        let mut kinds = ColumnKinds::default();
-        let n = append_row(&mut out, &mut kinds, &change);
+        let mut data = DataColumns::default();
+        let n = data.push(&change);
+        let out = data.json_lines();
         assert_eq!(n, out.len());
+        let kinds = data.kinds().clone();
         let mut meta = MetaColumns::default();
         let held = meta.push(&change, &id("4955"), 7);
         assert!(held >= META_ROW_BYTES + 4);
@@ -280,6 +422,66 @@ mod tests {
             String::from_utf8(whole).unwrap(),
             kinds,
         )
+    }
+
+    #[test]
+    fn columns_keep_each_rows_values_whatever_their_order() {
+        let meta = r#","metadata":{"timestamp":"1970-01-01T00:00:01Z","record-type":"data",
+            "operation":"insert","schema-name":"s","table-name":"t"}}"#;
+        let rows = [
+            r#"{"a":1,"b":"x\"y"}"#,
+            r#"{"b":null,"c":[1, 2]}"#,
+            r#"{"c":true,"a":2.5}"#,
+            r#"{}"#,
+        ];
+        let mut data = DataColumns::default();
+        let mut sizes = Vec::new();
+        for row in rows {
+            let msg = format!(r#"{{"data":{row}{meta}"#);
+            sizes.push(data.push(&change_of(&msg)));
+        }
+        assert_eq!(data.rows(), 4);
+        // Each row counts as its own JSON line did (structures compacted).
+        assert_eq!(sizes, [19, 23, 19, 3]);
+        let (a, b, c) = (0, 1, 2);
+        assert_eq!(data.column("c"), Some(c));
+        assert_eq!(data.column("d"), None);
+        let column = |i: usize| (0..4).map(|row| data.value(i, row)).collect::<Vec<_>>();
+        assert_eq!(
+            column(a),
+            [
+                Token::Bare("1"),
+                Token::Null,
+                Token::Bare("2.5"),
+                Token::Null
+            ]
+        );
+        assert_eq!(
+            column(b),
+            [
+                Token::Quoted(r#""x\"y""#),
+                Token::Null,
+                Token::Null,
+                Token::Null
+            ]
+        );
+        assert_eq!(
+            column(c),
+            [
+                Token::Null,
+                Token::Quoted(r#""[1,2]""#),
+                Token::Bare("true"),
+                Token::Null
+            ]
+        );
+        assert_eq!(
+            String::from_utf8(data.json_lines()).unwrap(),
+            "{\"a\":1,\"b\":\"x\\\"y\"}\n{\"b\":null,\"c\":\"[1,2]\"}\n{\"a\":2.5,\"c\":true}\n{}\n"
+        );
+        let kinds = data.kinds();
+        assert_eq!(kinds["a"], Kinds::INT.union(Kinds::FLOAT));
+        assert_eq!(kinds["b"], Kinds::STRING.union(Kinds::NULL));
+        assert_eq!(kinds["c"], Kinds::STRING.union(Kinds::BOOL));
     }
 
     #[test]

@@ -61,7 +61,7 @@ fuzz_target!(|input: &[u8]| {
             .collect();
         assert_eq!(objects.len(), part.row_count());
         assert!(objects.iter().all(|o| o.contains_key("_op") && o.contains_key("_sequence_number")));
-        let mut types = TableSchema::new(&part.table).resolve(&part.kinds).0;
+        let mut types = TableSchema::new(&part.table).resolve(part.kinds()).0;
         if selector & 1 == 1 {
             for (i, (_, ty)) in types.iter_mut().enumerate() {
                 *ty = TYPES[(usize::from(selector >> 1) + i) % TYPES.len()];
@@ -77,7 +77,7 @@ fuzz_target!(|input: &[u8]| {
             }
             Err(e) => panic!(
                 "a decoded row could not be encoded: {e}\n{}",
-                String::from_utf8_lossy(&part.rows)
+                String::from_utf8_lossy(&part.data.json_lines())
             ),
         }
     }

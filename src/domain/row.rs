@@ -85,7 +85,8 @@ pub struct DataColumns {
 /// column (every JSON token is at least one byte).
 #[derive(Debug, Default)]
 struct Tokens {
-    bytes: Vec<u8>,
+    /// A `String` so that a token is sliced out without validating it again.
+    text: String,
     /// Where each row's token ends in `bytes`. `u32` halves the cost per
     /// value; a part's tokens stay far below 4 GiB (`Batcher` starts a new
     /// part at `MAX_PART_BYTES`).
@@ -93,17 +94,19 @@ struct Tokens {
 }
 
 impl Tokens {
-    fn push(&mut self, token: &[u8]) {
-        self.bytes.extend_from_slice(token);
-        self.ends.push(self.bytes.len() as u32);
+    fn push(&mut self, token: &str) {
+        self.text.push_str(token);
+        self.ends.push(self.text.len() as u32);
     }
 
-    fn get(&self, row: usize) -> &[u8] {
+    fn get(&self, row: usize) -> &str {
         let start = match row {
             0 => 0,
             _ => self.ends[row - 1] as usize,
         };
-        &self.bytes[start..self.ends[row] as usize]
+        self.text
+            .get(start..self.ends[row] as usize)
+            .unwrap_or_default()
     }
 }
 
@@ -119,10 +122,8 @@ pub enum Token<'a> {
 }
 
 impl<'a> Token<'a> {
-    fn of(bytes: &'a [u8]) -> Token<'a> {
-        // Tokens are copied from `&str`s whole: always UTF-8.
-        let text = std::str::from_utf8(bytes).unwrap_or_default();
-        match bytes.first() {
+    fn of(text: &'a str) -> Token<'a> {
+        match text.as_bytes().first() {
             None | Some(b'n') => Token::Null,
             Some(b'"') => Token::Quoted(text),
             Some(_) => Token::Bare(text),
@@ -158,18 +159,27 @@ impl DataColumns {
         let mut written = 0;
         let mut compact = String::new();
         for (i, (name, value)) in change.columns.iter().enumerate() {
+            let (token, kind) = token_of(value, &mut compact);
             // Rows of a table mostly list their columns in the same order:
             // try the same position before hashing the name.
-            let index = match self.kinds.get_index_of_at(i, name) {
-                Some(index) => index,
-                None => {
-                    let (index, _) = self.kinds.insert_full(name.to_string(), Kinds::default());
-                    self.values.push(Tokens {
-                        bytes: Vec::new(),
-                        ends: vec![0; row],
-                    });
-                    index
+            let index = match self.kinds.get_index_mut(i) {
+                Some((k, kinds)) if k == name => {
+                    *kinds = kinds.union(kind);
+                    i
                 }
+                _ => match self.kinds.get_full_mut(name.as_ref()) {
+                    Some((index, _, kinds)) => {
+                        *kinds = kinds.union(kind);
+                        index
+                    }
+                    None => {
+                        self.values.push(Tokens {
+                            text: String::new(),
+                            ends: vec![0; row],
+                        });
+                        self.kinds.insert_full(name.to_string(), kind).0
+                    }
+                },
             };
             let tokens = &mut self.values[index];
             if tokens.ends.len() > row {
@@ -177,18 +187,14 @@ impl DataColumns {
                 // messages, so this is never reached; keep the first.
                 continue;
             }
-            let (token, kind) = token_of(value, &mut compact);
-            tokens.push(token.as_bytes());
-            if let Some((_, k)) = self.kinds.get_index_mut(index) {
-                *k = k.union(kind);
-            }
+            tokens.push(token);
             size += name.len() + 3 + token.len();
             written += 1;
         }
         if written < self.values.len() {
             for tokens in &mut self.values {
                 if tokens.ends.len() == row {
-                    tokens.push(b"");
+                    tokens.push("");
                 }
             }
         }
@@ -199,7 +205,7 @@ impl DataColumns {
     /// Each row as one JSON object of its `data` columns, a line each, in
     /// column order (the quarantine keeps rows that could not be encoded).
     pub fn json_lines(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.values.iter().map(|t| t.bytes.len()).sum());
+        let mut out = Vec::with_capacity(self.values.iter().map(|t| t.text.len()).sum());
         for row in 0..self.rows {
             out.push(b'{');
             let mut first = true;
@@ -213,25 +219,11 @@ impl DataColumns {
                 }
                 first = false;
                 write_key(&mut out, name);
-                out.extend_from_slice(token);
+                out.extend_from_slice(token.as_bytes());
             }
             out.extend_from_slice(b"}\n");
         }
         out
-    }
-}
-
-/// Looks a column up by position first, then by name.
-trait IndexAt {
-    fn get_index_of_at(&self, position: usize, name: &str) -> Option<usize>;
-}
-
-impl IndexAt for ColumnKinds {
-    fn get_index_of_at(&self, position: usize, name: &str) -> Option<usize> {
-        match self.get_index(position) {
-            Some((k, _)) if k == name => Some(position),
-            _ => self.get_index_of(name),
-        }
     }
 }
 

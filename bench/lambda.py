@@ -28,7 +28,8 @@ import boto3
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "target", "bench", "lambda")
-BIN = os.path.join(ROOT, "target", "release", "cdc-batcher")
+# CDC_BATCHER_BIN: another build to measure (e.g. an earlier commit, for an A/B run).
+BIN = os.environ.get("CDC_BATCHER_BIN", os.path.join(ROOT, "target", "release", "cdc-batcher"))
 PY = os.path.join(ROOT, ".venv", "bin", "python")
 MEMORY = [int(m) for m in os.environ.get("MEMORY_SIZES", "128 512 1769").split()]
 TABLES = [int(t) for t in os.environ.get("TABLES_LIST", "1 20 200").split()]

@@ -1,14 +1,16 @@
-//! Buffered JSON rows → Arrow record batches → Snappy Parquet bytes (pure).
+//! Buffered tokens → Arrow record batches → Snappy Parquet bytes (pure).
 //!
 //! Column types come from the table's registered schema (`schema`), not
 //! from the rows of one file, so every file of a table has the same types.
-//! arrow-json reads the row lines; columns whose JSON form arrow-json reads
-//! exactly (integers, doubles, booleans, text) are decoded directly, the
-//! rest (decimals, dates, timestamps, hex binary, `t`/`f` booleans,
-//! scientific-notation BIGINTs) arrive as text and are converted exactly
-//! here. A value that does not fit its column never changes the column's
-//! type: the column is NULL in that row and the value's text is kept in the
-//! row's `_rescued` column, a JSON object `{"column": "text"}`.
+//! Each column's tokens become one array per batch: columns whose tokens are
+//! all of the type's own JSON kind (integers, doubles, booleans) are parsed
+//! directly, the rest (decimals, dates, timestamps, hex binary, `t`/`f`
+//! booleans, scientific-notation BIGINTs, text) are read as text and
+//! converted exactly here. This is byte for byte what arrow-json's decoder
+//! made of the same rows (`differential` checks it). A value that does not
+//! fit its column never changes the column's type: the column is NULL in
+//! that row and the value's text is kept in the row's `_rescued` column, a
+//! JSON object `{"column": "text"}`.
 
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -36,9 +38,9 @@ pub enum EncodeError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("parquet writer failed: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
-    #[error("arrow decoded {decoded} rows of {expected}")]
+    #[error("{decoded} rows encoded of {expected}")]
     RowCount { decoded: usize, expected: usize },
-    #[error("a buffered value is not of the kinds recorded for its column")]
+    #[error("a buffered value could not be read as its column's JSON kind")]
     Token,
 }
 
@@ -47,10 +49,10 @@ impl EncodeError {
     /// value, and no row value may reach the logs.
     pub fn kind(&self) -> &'static str {
         match self {
-            EncodeError::Arrow(_) => "the Arrow decoder rejected the buffered rows",
+            EncodeError::Arrow(_) => "Arrow rejected the columns",
             EncodeError::Parquet(_) => "the Parquet writer failed",
-            EncodeError::RowCount { .. } => "the decoder returned another number of rows",
-            EncodeError::Token => "a buffered value is not of the kinds recorded for its column",
+            EncodeError::RowCount { .. } => "another number of rows was encoded",
+            EncodeError::Token => "a buffered value could not be read as its column's JSON kind",
         }
     }
 }

@@ -1,10 +1,11 @@
-//! The flat row a DMS change becomes: its `data` columns as one line of
-//! JSON, its metadata columns kept typed beside it, and the JSON kinds seen
-//! per column.
+//! The rows a part buffers: their `data` columns column by column (each
+//! value's JSON token), their metadata columns kept typed beside them, and
+//! the JSON kinds seen per column.
 //!
-//! The `data` columns are kept as JSON text (not a DOM) because that is
-//! compact in memory and is exactly what arrow-json's decoder reads when the
-//! buffer is encoded.
+//! Values stay JSON tokens (not a DOM, not yet typed) because a column's
+//! type is settled only when its file is written (the schema registry, or
+//! inference from every row's kinds); tokens are compact and each is
+//! converted once, straight into its column's Arrow array (`encode`).
 
 use std::fmt;
 use std::io::Write as _;
@@ -87,7 +88,7 @@ pub struct DataColumns {
 struct Tokens {
     /// A `String` so that a token is sliced out without validating it again.
     text: String,
-    /// Where each row's token ends in `bytes`. `u32` halves the cost per
+    /// Where each row's token ends in `text`. `u32` halves the cost per
     /// value; a part's tokens stay far below 4 GiB (`Batcher` starts a new
     /// part at `MAX_PART_BYTES`).
     ends: Vec<u32>,

@@ -7,22 +7,12 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use cdc_batcher::config::Config;
 use cdc_batcher::handler::{Pipeline, Stats};
 use cdc_batcher::sink::{LocalDirSink, S3Sink, Sink};
 use common::*;
 use serde_json::{json, Value};
-
-fn config(vars: &[(&str, &str)]) -> Config {
-    let map: HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Config::from_lookup(|k| map.get(k).cloned()).unwrap()
-}
 
 fn row(table: &str, seq: u64, data: Value) -> Value {
     json!({"data": data, "metadata": {

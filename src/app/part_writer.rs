@@ -63,6 +63,7 @@ impl<S: Sink> Pipeline<S> {
             &part.table,
             part.hour,
             &part.ids,
+            part.digest(),
         )
     }
 
@@ -234,7 +235,7 @@ fn account(upload: Upload, written: &mut Written, stats: &mut Stats) {
                 None => stats.quarantined += rows,
             }
             stats.bytes_written += bytes;
-            written.digests.push(part.digest());
+            written.digests.push(part.digest().to_string());
             written.keys.push(key);
         }
         Err(error) => {
@@ -281,7 +282,8 @@ async fn upload<B: Sink>(
     let (key, body, content_type, encoded) = match encoded {
         Ok(e) => (key, e.bytes, PARQUET, Some((e.rescued, e.inexact_integers))),
         Err(error) => {
-            let key = layout::unencodable_key(prefix, &part.table, part.hour, &part.ids);
+            let key =
+                layout::unencodable_key(prefix, &part.table, part.hour, &part.ids, part.digest());
             tracing::error!(
                 table = %part.table, key, rows = part.row_count(), error = error.kind(),
                 "rows could not be encoded as Parquet: writing them to the quarantine"

@@ -310,7 +310,7 @@ impl<S: Sink> Pipeline<S> {
         let closed = builder.batcher.take_closed();
         let todo: Vec<_> = closed
             .into_iter()
-            .filter(|p| !wstate.is_written(&p.digest()))
+            .filter(|p| !wstate.is_written(p.digest()))
             .map(|p| (p, DueReason::Window))
             .collect();
         if todo.is_empty() {
@@ -350,7 +350,7 @@ impl<S: Sink> Pipeline<S> {
             .batcher
             .take_all()
             .into_iter()
-            .filter(|p| !notes.is_written(&p.digest()))
+            .filter(|p| !notes.is_written(p.digest()))
             .map(|p| (p, DueReason::Window))
             .collect();
         let written = self.write_parts(state, sink, rest, stats).await;

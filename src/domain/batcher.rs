@@ -3,6 +3,7 @@
 //! buffered twice. Pure: time comes in as an argument, nothing here does I/O.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use hashbrown::Equivalent;
@@ -65,12 +66,15 @@ pub struct Part {
     pub data: DataColumns,
     /// Each row's metadata columns.
     pub meta: MetaColumns,
-    /// Who delivered each row, in row order.
+    /// Who delivered each row, in row order. Rows are added only by
+    /// [`Batcher::push`], which clears the cached digest.
     pub ids: Vec<RecordId>,
     /// What the rows hold in memory, counted against the size thresholds.
     pub bytes: usize,
     /// When the first row entered the buffer, µs since the epoch.
     pub oldest_us: i64,
+    /// [`Part::digest`] once computed; cleared when a row is added.
+    digest: OnceLock<String>,
 }
 
 impl Part {
@@ -84,8 +88,11 @@ impl Part {
     }
 
     /// The digest its file name ends in (see `layout::rows_digest`).
-    pub fn digest(&self) -> String {
-        crate::layout::rows_digest(&self.ids)
+    /// Computed once: its key, the window state and the write's report all
+    /// need it, and it hashes every row's identity.
+    pub fn digest(&self) -> &str {
+        self.digest
+            .get_or_init(|| crate::layout::rows_digest(&self.ids))
     }
 
     /// Every row as one JSON line with its metadata members, for rows that
@@ -231,6 +238,7 @@ impl Batcher {
                     ids: Vec::new(),
                     bytes: 0,
                     oldest_us: now_us,
+                    digest: OnceLock::new(),
                 });
                 let i = buffer.parts.len() - 1;
                 buffer.open.insert(hour, i);
@@ -241,6 +249,7 @@ impl Batcher {
         let added = part.data.push(change) + part.meta.push(change, &id, now_us);
         part.bytes += added;
         part.ids.push(id);
+        part.digest.take();
         if self.cut_per_row
             && (part.ids.len() >= self.thresholds.max_records
                 || part.bytes >= self.thresholds.max_bytes)
@@ -474,6 +483,19 @@ mod tests {
 
     fn tables_of(parts: &[(Part, DueReason)]) -> Vec<String> {
         parts.iter().map(|(p, _)| p.table.table.clone()).collect()
+    }
+
+    #[test]
+    fn a_parts_digest_follows_its_rows() {
+        let mut b = Batcher::new(thresholds(1 << 20, 100), FlushMode::Warm);
+        push(&mut b, "a", 0, 0);
+        let first = b.tables.values().next().unwrap().parts[0]
+            .digest()
+            .to_string();
+        assert_eq!(first, crate::layout::rows_digest(&[rid(0)]));
+        push(&mut b, "a", 1, 0);
+        let part = b.take_all().remove(0);
+        assert_eq!(part.digest(), crate::layout::rows_digest(&[rid(0), rid(1)]));
     }
 
     #[test]

@@ -66,8 +66,10 @@ fn time_dir(style: PartitionStyle, hour: Hour) -> String {
 
 /// `<shard>_<first seq>_<last seq>_<digest>`: the shard and sequence range say
 /// where the rows came from; the digest of every row identity keeps two
-/// different row sets with the same ends apart.
-pub fn file_stem(rows: &[RecordId]) -> String {
+/// different row sets with the same ends apart. `digest` is
+/// [`rows_digest`] of `rows` (a part computes it once for its key and its
+/// window state).
+pub fn file_stem(rows: &[RecordId], digest: &str) -> String {
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
         return "empty".to_string();
     };
@@ -76,7 +78,7 @@ pub fn file_stem(rows: &[RecordId]) -> String {
         path_segment(&first.shard),
         path_segment(&first.sequence),
         path_segment(&last.sequence),
-        rows_digest(rows)
+        digest
     )
 }
 
@@ -110,11 +112,12 @@ pub fn data_key(
     table: &TableName,
     hour: Hour,
     rows: &[RecordId],
+    digest: &str,
 ) -> String {
     format!(
         "{}{}.parquet",
         partition_dir(prefix, style, table, hour),
-        file_stem(rows)
+        file_stem(rows, digest)
     )
 }
 
@@ -128,7 +131,7 @@ pub fn quarantine_key(
     format!(
         "{prefix}_errors/{}{}.jsonl",
         time_dir(style, hour),
-        file_stem(rows)
+        file_stem(rows, &rows_digest(rows))
     )
 }
 
@@ -151,13 +154,19 @@ pub fn table_dir(prefix: &str, table: &TableName) -> String {
 }
 
 /// Key for rows that could not be encoded as Parquet, kept as JSON lines.
-pub fn unencodable_key(prefix: &str, table: &TableName, hour: Hour, rows: &[RecordId]) -> String {
+pub fn unencodable_key(
+    prefix: &str,
+    table: &TableName,
+    hour: Hour,
+    rows: &[RecordId],
+    digest: &str,
+) -> String {
     format!(
         "{prefix}_errors/unencodable/{}/{}/{}{}.jsonl",
         path_segment(&table.schema),
         path_segment(&table.table),
         time_dir(PartitionStyle::Plain, hour),
-        file_stem(rows)
+        file_stem(rows, digest)
     )
 }
 
@@ -209,29 +218,44 @@ mod tests {
             id("shardId-000000000000", "100"),
             id("shardId-000000000000", "105"),
         ];
-        let plain = data_key("cdc-data/", PartitionStyle::Plain, &table(), hour, &rows);
+        let plain = data_key(
+            "cdc-data/",
+            PartitionStyle::Plain,
+            &table(),
+            hour,
+            &rows,
+            &rows_digest(&rows),
+        );
         assert!(
             plain.starts_with("cdc-data/sales/client/2026/03/14/01/shardId-000000000000_100_105_"),
             "{plain}"
         );
         assert!(plain.ends_with(".parquet"));
-        let hive = data_key("", PartitionStyle::Hive, &table(), hour, &rows);
+        let hive = data_key(
+            "",
+            PartitionStyle::Hive,
+            &table(),
+            hour,
+            &rows,
+            &rows_digest(&rows),
+        );
         assert!(
             hive.starts_with("sales/client/year=2026/month=03/day=14/hour=01/"),
             "{hive}"
         );
     }
 
+    fn stem(rows: &[RecordId]) -> String {
+        file_stem(rows, &rows_digest(rows))
+    }
+
     #[test]
     fn same_rows_same_name_different_rows_different_name() {
         let a = [id("s", "1"), id("s", "2"), id("s", "3")];
         let b = [id("s", "1"), id("s", "4"), id("s", "3")];
-        assert_eq!(file_stem(&a), file_stem(&a.clone()));
-        assert_ne!(file_stem(&a), file_stem(&b));
-        assert_ne!(
-            file_stem(&a),
-            file_stem(&[id("t", "1"), id("s", "2"), id("s", "3")])
-        );
+        assert_eq!(stem(&a), stem(&a.clone()));
+        assert_ne!(stem(&a), stem(&b));
+        assert_ne!(stem(&a), stem(&[id("t", "1"), id("s", "2"), id("s", "3")]));
         // The same shard and sequence numbers in another stream: other rows.
         let other_stream: Vec<RecordId> = a
             .iter()
@@ -240,7 +264,7 @@ mod tests {
                 ..r.clone()
             })
             .collect();
-        assert_ne!(file_stem(&a), file_stem(&other_stream));
+        assert_ne!(stem(&a), stem(&other_stream));
     }
 
     #[test]

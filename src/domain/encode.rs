@@ -477,7 +477,7 @@ mod tests {
     };
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-    fn part_of(datas: &[&str]) -> Part {
+    pub(super) fn part_of(datas: &[&str]) -> Part {
         let mut b = Batcher::new(Thresholds::unlimited(), FlushMode::Warm);
         for (i, data) in datas.iter().enumerate() {
             let text = format!(

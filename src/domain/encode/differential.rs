@@ -4,10 +4,9 @@
 //! rows (every JSON kind, escapes, absent columns, shuffled column order,
 //! rows across Arrow batches) and random column types.
 
+use super::tests::part_of;
 use super::*;
-use crate::batcher::{Batcher, FlushMode, Thresholds};
-use crate::dms::{decode, Message, TableName};
-use crate::layout::RecordId;
+use crate::dms::TableName;
 use crate::schema::TableSchema;
 use arrow::json::ReaderBuilder;
 
@@ -189,8 +188,8 @@ fn random_part(rng: &mut Rng, rows: usize, columns: usize) -> Part {
     let main: Vec<Kind> = (0..columns)
         .map(|_| KINDS[rng.below(KINDS.len())])
         .collect();
-    let mut b = Batcher::new(Thresholds::unlimited(), FlushMode::Warm);
-    for row in 0..rows {
+    let mut datas = Vec::with_capacity(rows);
+    for _ in 0..rows {
         let mut members = Vec::new();
         for (c, kind) in main.iter().enumerate() {
             let value = match rng.below(20) {
@@ -211,24 +210,10 @@ fn random_part(rng: &mut Rng, rows: usize, columns: usize) -> Part {
                 members.swap(i, rng.below(i + 1));
             }
         }
-        let message = format!(
-            r#"{{"data":{{{}}},"metadata":{{"timestamp":"2026-03-14T01:00:00.000001Z",
-            "record-type":"data","operation":"insert","schema-name":"s","table-name":"t"}}}}"#,
-            members.join(",")
-        );
-        let Ok(Message::Row(change)) = decode(message.as_bytes(), "before-image") else {
-            panic!("generated message does not decode: {message}");
-        };
-        let id = RecordId {
-            stream: Arc::from(""),
-            shard: Arc::from("shardId-1"),
-            sequence: row.to_string(),
-        };
-        b.push(id, &change, 5);
+        datas.push(format!("{{{}}}", members.join(",")));
     }
-    let mut parts = b.take_all();
-    assert_eq!(parts.len(), 1);
-    parts.remove(0)
+    let datas: Vec<&str> = datas.iter().map(String::as_str).collect();
+    part_of(&datas)
 }
 
 fn random_type(rng: &mut Rng) -> ColumnType {

@@ -465,7 +465,29 @@ fn config(vars: &[(&str, String)]) -> Config {
     Config::from_lookup(|k| map.get(k).cloned()).expect("config")
 }
 
+/// What changes over the deployment's life while the stream flows.
+#[derive(Clone, Copy, Debug, Default)]
+struct Life {
+    /// New deployments mid-window (about one a minute): every environment
+    /// replaced by one with other thresholds, memory budget or `FLUSH_MODE`
+    /// (`window` ↔ `invocation`), or an upgrade from the release before
+    /// window rules were recorded (states as it wrote them, same settings).
+    deploys: bool,
+    /// Deployments may also switch `FLUSH_MODE` to `invocation` and back.
+    /// Only without faults: `invocation` mode is at-least-once across
+    /// environments (README "Guarantees"), so a crash there may duplicate.
+    mode_switches: bool,
+}
+
+impl Life {
+    const STILL: Life = Life {
+        deploys: false,
+        mode_switches: false,
+    };
+}
+
 struct Run {
+    deploys: u64,
     files: usize,
     invocations: u64,
     kills: u64,
@@ -483,6 +505,7 @@ async fn simulate(
     mode: &str,
     schedule: u64,
     budget: Option<usize>,
+    life: Life,
 ) -> Run {
     let mut rng = Rng(seed);
     let (streams, model) = source(&mut rng);
@@ -514,13 +537,14 @@ async fn simulate(
         streams: streams.clone(),
         clock: world.clone(),
     });
-    let new_env = || {
+    let new_env = |cfg: &Config| {
         Pipeline::new(cfg.clone(), SimSink(world.clone()))
             .without_metrics()
             .with_heartbeat(hb.clone())
     };
     let mut envs: Vec<Option<Pipeline<SimSink>>> = (0..3).map(|_| None).collect();
     let mut run = Run {
+        deploys: 0,
         files: 0,
         invocations: 0,
         kills: 0,
@@ -535,7 +559,7 @@ async fn simulate(
     macro_rules! invoke {
         ($payload:expr) => {{
             let i = rng.below(envs.len() as u64) as usize;
-            let env = envs[i].get_or_insert_with(new_env);
+            let env = envs[i].get_or_insert_with(|| new_env(&cfg));
             run.invocations += 1;
             world.killed.store(false, Ordering::SeqCst);
             let deadline = SystemTime::now() + Duration::from_secs(60);
@@ -557,11 +581,63 @@ async fn simulate(
         }};
     }
 
-    for t in 0..horizon {
+    // Past the horizon the run goes on (at most twice as long again) while a
+    // shard still holds data: a window whose final invocation keeps failing
+    // under the faults' rates is retried, as Lambda would, not cut off.
+    for t in 0..3 * horizon {
+        if t >= horizon && settled(&streams.lock().unwrap()) {
+            break;
+        }
         world.clock.store(t, Ordering::SeqCst);
         if rng.chance(faults.idle_kill) {
             let i = rng.below(envs.len() as u64) as usize;
             envs[i] = None;
+        }
+        if life.deploys && windowed && rng.chance(1.0 / 60.0) {
+            // A deployment: Lambda sends new invocations to new environments
+            // (the old ones are reset; in these modes nothing acknowledged is
+            // in their memory).
+            run.deploys += 1;
+            envs.iter_mut().for_each(|e| *e = None);
+            if run.deploys == 1 && rng.chance(0.5) {
+                // The upgrade to this release (the first deployment, so every
+                // open window was started with the settings in force): open
+                // windows' states are as the release before it wrote them (no
+                // rules, no first sequence number), and the settings stay
+                // (README "Upgrades and rollbacks").
+                let mut st = streams.lock().unwrap();
+                for s in &mut st.shards {
+                    s.state = as_version_1(&s.state);
+                }
+            } else if streams
+                .lock()
+                .unwrap()
+                .shards
+                .iter()
+                .any(|s| is_version_1(&s.state))
+            {
+                // The documented rule: settings change only once no window
+                // the release before this one started is still open (its
+                // state records no rules). Same settings, new environments.
+            } else {
+                let records = ["25", "7", "60"][rng.below(3) as usize];
+                let mode = if rng.chance(0.3) && life.mode_switches {
+                    "invocation"
+                } else {
+                    "window"
+                };
+                cfg = config(&[
+                    ("FLUSH_MODE", mode.into()),
+                    ("S3_PREFIX", "lake/".into()),
+                    ("BATCH_MAX_RECORDS_THRESHOLD", records.into()),
+                    ("BATCH_MAX_AGE_SECONDS", "2".into()),
+                    ("TIME_RESERVE_MS", "0".into()),
+                    ("HEARTBEAT_STREAMS", arns.join(",")),
+                ]);
+                if let Some(b) = [None, Some(1_500), Some(6_000)][rng.below(3) as usize] {
+                    cfg.thresholds.max_buffered_bytes = b;
+                }
+            }
         }
         if t % schedule == 0 {
             let _ = invoke!(json!({"force_flush": true}).to_string());
@@ -686,9 +762,10 @@ async fn simulate(
 
     let st = streams.lock().unwrap();
     for s in &st.shards {
-        assert_eq!(
-            s.next,
-            s.recs.len(),
+        assert!(
+            s.recs[s.next..]
+                .iter()
+                .all(|r| matches!(r.kind, Kind::Heartbeat)),
             "seed {seed}: shard {} {} did not finish",
             s.stream,
             s.id
@@ -708,9 +785,39 @@ async fn simulate(
     // Freshness: the window, one schedule period (the heartbeat that ends it)
     // and the step the final invocation takes; each failed invocation of the
     // shard (retried one step later) adds a step.
-    let freshness = windowed.then_some(WINDOW + schedule + 2);
+    let freshness = (windowed && !life.deploys).then_some(WINDOW + schedule + 2);
     check_lake(seed, &st, &model, &world, freshness, &mut run);
     run
+}
+
+/// Nothing but heartbeats is left to take or to write in any shard.
+fn settled(st: &Streams) -> bool {
+    let beat = |r: &Rec| matches!(r.kind, Kind::Heartbeat);
+    st.shards.iter().all(|s| {
+        s.retry.is_none()
+            && s.recs[s.next..].iter().all(beat)
+            && s.window
+                .is_none_or(|ws| s.recs.iter().filter(|r| r.arrival >= ws).all(beat))
+    })
+}
+
+fn is_version_1(state: &Value) -> bool {
+    state["cdc-batcher"]
+        .as_str()
+        .is_some_and(|inner| !inner.contains("\"rules\""))
+}
+
+/// A window state as the release before window rules wrote it (version 1).
+fn as_version_1(state: &Value) -> Value {
+    let Some(inner) = state["cdc-batcher"].as_str() else {
+        return state.clone();
+    };
+    let mut ours: Value = serde_json::from_str(inner).unwrap();
+    let obj = ours.as_object_mut().unwrap();
+    obj.remove("rules");
+    obj.remove("from");
+    obj.insert("v".into(), json!(1));
+    json!({"cdc-batcher": ours.to_string()})
 }
 
 fn check_lake(
@@ -879,7 +986,7 @@ async fn window_mode_loses_and_duplicates_nothing_under_faults() {
         // A third of the seeds bound each window's memory tightly: parts
         // are cut early, in every environment at the same rows.
         let budget = (seed % 3 == 2).then_some(1_500);
-        let run = simulate(seed, faults, "window", SCHEDULE, budget).await;
+        let run = simulate(seed, faults, "window", SCHEDULE, budget, Life::STILL).await;
         kills += run.kills;
         invocations += run.invocations;
         files += run.files;
@@ -899,7 +1006,7 @@ async fn window_mode_loses_and_duplicates_nothing_under_faults() {
 #[tokio::test(start_paused = true)]
 async fn without_faults_rows_land_within_the_window_and_one_schedule_period() {
     for seed in 1000..1020 {
-        let run = simulate(seed, Faults::NONE, "window", SCHEDULE, None).await;
+        let run = simulate(seed, Faults::NONE, "window", SCHEDULE, None, Life::STILL).await;
         assert!(
             run.max_latency <= WINDOW + SCHEDULE + 2,
             "seed {seed}: {}",
@@ -912,11 +1019,11 @@ async fn without_faults_rows_land_within_the_window_and_one_schedule_period() {
 async fn windows_write_no_more_files_than_warm_buffering() {
     let (mut window_files, mut warm_files) = (0, 0);
     for seed in 2000..2010 {
-        window_files += simulate(seed, Faults::NONE, "window", SCHEDULE, None)
+        window_files += simulate(seed, Faults::NONE, "window", SCHEDULE, None, Life::STILL)
             .await
             .files;
         // As the issue measured warm buffering: a force flush every second.
-        warm_files += simulate(seed, Faults::NONE, "warm-lossy", 1, None)
+        warm_files += simulate(seed, Faults::NONE, "warm-lossy", 1, None, Life::STILL)
             .await
             .files;
     }
@@ -924,5 +1031,37 @@ async fn windows_write_no_more_files_than_warm_buffering() {
     assert!(
         window_files <= warm_files,
         "window {window_files} > warm {warm_files}"
+    );
+}
+
+/// Deployments mid-window: thresholds, memory budget and `FLUSH_MODE` change
+/// while windows are open (modes only in the seeds without faults), and the
+/// upgrade from version 1 states. Every
+/// acknowledged row lands exactly once: a window is finished by the rules it
+/// was started under, in whatever mode the finishing environment runs.
+#[tokio::test(start_paused = true)]
+async fn deployments_mid_window_lose_and_duplicate_nothing() {
+    let (mut deploys, mut kills) = (0, 0);
+    let n = seeds().count() as u64;
+    for seed in seeds().map(|s| s + 5000) {
+        let faults = if seed % 2 == 0 {
+            Faults::NONE
+        } else {
+            Faults::SOME
+        };
+        let life = Life {
+            deploys: true,
+            mode_switches: seed % 2 == 0,
+        };
+        // No freshness bound here: a deployment may hand a window to
+        // invocation mode (which writes at once) or back.
+        let run = simulate(seed, faults, "window", SCHEDULE, None, life).await;
+        deploys += run.deploys;
+        kills += run.kills;
+    }
+    eprintln!("deployments: {n} seeds, {deploys} deployments, {kills} kills");
+    assert!(
+        deploys >= n,
+        "too few deployments to prove anything: {deploys}"
     );
 }

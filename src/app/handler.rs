@@ -26,7 +26,7 @@ use crate::quarantine::{self, QuarantineEntry};
 use crate::registry::{RegistryError, SchemaCache};
 use crate::schema::log_changes;
 use crate::sink::{Bounded, Sink};
-use crate::window::{WindowCache, WindowError};
+use crate::window::{WindowCache, WindowError, WindowState};
 
 /// Why an invocation failed as a whole (Lambda then retries it with the
 /// state it had).
@@ -262,6 +262,20 @@ impl<S: Sink> Pipeline<S> {
                 (Some(window), FlushMode::Window) => {
                     self.handle_window(&batch.records, window, deadline).await
                 }
+                // A window that an environment in `window` mode started (its
+                // records are acknowledged and only in the spool) is carried
+                // to its end whatever this environment's mode: a deployment
+                // that switches modes loses nothing.
+                (Some(window), _)
+                    if WindowState::from_lambda(window.state.as_deref())?.is_open() =>
+                {
+                    tracing::info!(
+                        shard = window.shard_id.as_deref(),
+                        window = window.start,
+                        "a window started in window mode: finished as it was started"
+                    );
+                    self.handle_window(&batch.records, window, deadline).await
+                }
                 (Some(_), _) => {
                     // Tumbling windows without `window` mode: every batch is
                     // handled on its own, and Lambda still needs a `state`.
@@ -274,9 +288,13 @@ impl<S: Sink> Pipeline<S> {
             Event::ForceFlush { source } => {
                 tracing::info!(source, "force flush requested");
                 // Heartbeats first: a slow or failing write must not keep
-                // quiet windows open.
-                let beats = match self.config.flush_mode {
-                    FlushMode::Window => Some(self.send_heartbeats(deadline).await),
+                // quiet windows open. Sent in every mode: a window started
+                // in `window` mode before a deployment switched modes still
+                // needs its end.
+                let beats = match (self.config.flush_mode, &self.heartbeat) {
+                    (FlushMode::Window, _) | (_, Some(_)) => {
+                        Some(self.send_heartbeats(deadline).await)
+                    }
                     _ => None,
                 };
                 let mut outcome = self.flush_all(deadline).await;

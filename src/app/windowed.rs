@@ -33,7 +33,7 @@ use crate::heartbeat;
 use crate::layout::RecordId;
 use crate::quarantine::QuarantineEntry;
 use crate::sink::{Bounded, Sink};
-use crate::window::{Builder, Spool, WindowId, WindowState, STATE_WARN_BYTES};
+use crate::window::{Builder, Spool, WindowId, WindowRules, WindowState, STATE_WARN_BYTES};
 
 /// Spool objects read at once when a window is rebuilt.
 const MAX_CONCURRENT_READS: usize = 8;
@@ -75,11 +75,14 @@ impl<S: Sink> Pipeline<S> {
             start: window.start.clone(),
         };
         let mut wstate = WindowState::from_lambda(window.state.as_deref())?;
+        // Cut by the rules the window started under, whatever this
+        // environment is configured with.
+        let rules = wstate.settle_rules(&self.config.thresholds);
         let ending = window.is_final || window.terminated_early;
 
         let mut guard = self.state.lock().await;
         let state = &mut *guard;
-        let mut builder = state.windows.take(&id, &wstate.spools);
+        let mut builder = state.windows.take(&id, &wstate.spools, &rules);
 
         // Records the state already lists are a redelivery. Records without a
         // sequence number cannot be placed in the window: quarantined now.
@@ -127,8 +130,11 @@ impl<S: Sink> Pipeline<S> {
             let spool = Spool::of(&id, &fresh, now_us);
             let key = id.spool_key(&self.config.prefix, wstate.spools.len(), &last);
             // The first spool object of a window starts the cache.
-            if builder.is_none() && wstate.spools.is_empty() {
-                builder = Some(Builder::new(self.config.thresholds.clone()));
+            if wstate.spools.is_empty() {
+                if builder.is_none() {
+                    builder = Some(Builder::new(&rules, &self.config.thresholds));
+                }
+                wstate.first = fresh.first().map(|r| seq(r).to_string());
             }
             // The records are fed to the cache while their spool object
             // uploads: the batch waits one round trip, not a round trip plus
@@ -177,7 +183,7 @@ impl<S: Sink> Pipeline<S> {
 
         let response = if ending {
             if let Err((kept, reason)) = self
-                .finish(state, &sink, &id, &wstate, builder, &mut stats)
+                .finish(state, &sink, &id, &wstate, builder, &rules, &mut stats)
                 .await
             {
                 if let Some(b) = kept {
@@ -282,7 +288,7 @@ impl<S: Sink> Pipeline<S> {
             tracing::error!(%error, "control record not registered: the window will be rebuilt from its spool");
             return false;
         }
-        let budget = self.config.thresholds.max_buffered_bytes;
+        let budget = builder.budget;
         let cut = builder.batcher.close_largest_open(budget);
         if cut > 0 {
             tracing::info!(
@@ -325,6 +331,7 @@ impl<S: Sink> Pipeline<S> {
 
     /// Writes everything of the window that is not written yet. On failure
     /// the builder (if in step) is handed back to be kept.
+    #[allow(clippy::too_many_arguments)]
     async fn finish<B: Sink>(
         &self,
         state: &mut State,
@@ -332,6 +339,7 @@ impl<S: Sink> Pipeline<S> {
         id: &WindowId,
         wstate: &WindowState,
         builder: Option<Builder>,
+        rules: &WindowRules,
         stats: &mut Stats,
     ) -> Result<(), (Option<Builder>, String)> {
         // Parts written from here on need no note in the state: the window
@@ -340,7 +348,7 @@ impl<S: Sink> Pipeline<S> {
         let mut b = match builder {
             Some(b) => b,
             None => self
-                .rebuild(state, sink, id, &mut notes, stats)
+                .rebuild(state, sink, id, &mut notes, rules, stats)
                 .await
                 .map_err(|reason| (None, reason))?,
         };
@@ -391,9 +399,10 @@ impl<S: Sink> Pipeline<S> {
         sink: &B,
         id: &WindowId,
         notes: &mut WindowState,
+        rules: &WindowRules,
         stats: &mut Stats,
     ) -> Result<Builder, String> {
-        let mut builder = Builder::new(self.config.thresholds.clone());
+        let mut builder = Builder::new(rules, &self.config.thresholds);
         let keys: Vec<(String, String)> = notes
             .spools
             .iter()

@@ -35,7 +35,17 @@ pub const STATE_KEY: &str = "cdc-batcher";
 /// well before (each invocation adds one sequence number, about 60 bytes).
 pub const STATE_WARN_BYTES: usize = 256 * 1024;
 
-const STATE_VERSION: u32 = 1;
+/// The state format this build writes. It reads every version up to this
+/// one; a newer one fails the invocation (Lambda retries it) instead of being
+/// misread. History: 1 = spools + written; 2 = + the window's rules and its
+/// first sequence number.
+pub const STATE_VERSION: u32 = 2;
+
+/// How this build sizes rows and cuts a window into parts
+/// (`Batcher::for_window`, `row` sizes, `Batcher::close_largest_open`). A
+/// release that changes any of them must bump this and keep cutting windows
+/// recorded with an older value the old way, or refuse them.
+pub const CUT_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WindowError {
@@ -45,6 +55,63 @@ pub enum WindowError {
     BadState(String),
     #[error("spool object {key} is damaged: {reason}")]
     BadSpool { key: String, reason: String },
+    /// Written by a newer release: finishing it with this one could cut it
+    /// differently (duplicate rows) or misread what it lists.
+    #[error(
+        "window state written by a newer release ({what} {found}, this build knows up to {known}): \
+         the invocation fails and Lambda retries it; deploy that release again (README \"Upgrades and rollbacks\")"
+    )]
+    Newer {
+        what: &'static str,
+        found: u32,
+        known: u32,
+    },
+}
+
+/// What decides where a window's files are cut, fixed when the window's
+/// first batch is spooled. Every environment that takes the window further,
+/// whatever it is configured with or whichever release it runs, cuts it with
+/// these, so a rebuild writes the same files under the same keys as the
+/// environment that started it (changing a threshold mid-window would
+/// otherwise write rows a second time under other keys).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowRules {
+    /// [`CUT_VERSION`] of the release that started the window.
+    #[serde(rename = "cut")]
+    pub cut: u32,
+    /// `BATCH_SIZE_BYTES_THRESHOLD`
+    #[serde(rename = "b")]
+    pub max_bytes: u64,
+    /// `BATCH_MAX_RECORDS_THRESHOLD`
+    #[serde(rename = "r")]
+    pub max_records: u64,
+    /// `MAX_BUFFERED_BYTES` (set from the memory size by default)
+    #[serde(rename = "m")]
+    pub max_buffered_bytes: u64,
+}
+
+impl WindowRules {
+    /// The rules of a window started now with these thresholds.
+    pub fn of(t: &Thresholds) -> WindowRules {
+        WindowRules {
+            cut: CUT_VERSION,
+            max_bytes: t.max_bytes as u64,
+            max_records: t.max_records as u64,
+            max_buffered_bytes: t.max_buffered_bytes as u64,
+        }
+    }
+
+    /// The thresholds to cut the window with (the age threshold plays no
+    /// part in a window: it is cut by size, count, DDL records and budget).
+    pub fn thresholds(&self, base: &Thresholds) -> Thresholds {
+        let fit = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        Thresholds {
+            max_bytes: fit(self.max_bytes),
+            max_records: fit(self.max_records),
+            max_buffered_bytes: fit(self.max_buffered_bytes),
+            ..base.clone()
+        }
+    }
 }
 
 /// What a window has made durable so far.
@@ -59,6 +126,16 @@ pub struct WindowState {
     /// Digests (file stems' last segment) of data parts already written.
     #[serde(rename = "written", default)]
     pub written: Vec<String>,
+    /// The first sequence number spooled: where the window's records start
+    /// in the shard, to read them again if a spool object is lost (absent
+    /// in version 1 states).
+    #[serde(rename = "from", default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<String>,
+    /// How the window is cut (absent in version 1 states, whose windows are
+    /// then fixed to the settings of the first environment of this release
+    /// that meets them).
+    #[serde(rename = "rules", default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<WindowRules>,
 }
 
 impl WindowState {
@@ -78,11 +155,22 @@ impl WindowState {
             .ok_or_else(|| WindowError::BadState(format!("{STATE_KEY} is not a string")))?;
         let state: WindowState =
             serde_json::from_str(inner).map_err(|e| WindowError::BadState(e.to_string()))?;
-        if state.version != STATE_VERSION {
-            return Err(WindowError::BadState(format!(
-                "version {} (this build reads {STATE_VERSION})",
-                state.version
-            )));
+        if state.version == 0 {
+            return Err(WindowError::BadState("version 0".into()));
+        }
+        if state.version > STATE_VERSION {
+            return Err(WindowError::Newer {
+                what: "state version",
+                found: state.version,
+                known: STATE_VERSION,
+            });
+        }
+        if let Some(rules) = state.rules.as_ref().filter(|r| r.cut > CUT_VERSION) {
+            return Err(WindowError::Newer {
+                what: "cut version",
+                found: rules.cut,
+                known: CUT_VERSION,
+            });
         }
         Ok(state)
     }
@@ -98,6 +186,21 @@ impl WindowState {
     pub fn to_lambda(&self) -> serde_json::Value {
         let inner = serde_json::to_string(self).unwrap_or_default();
         serde_json::json!({ STATE_KEY: inner })
+    }
+
+    /// The rules this window is cut by: the recorded ones, or (a new window,
+    /// or a version 1 state) `current`, which are recorded from now on.
+    pub fn settle_rules(&mut self, current: &Thresholds) -> WindowRules {
+        self.version = STATE_VERSION;
+        self.rules
+            .get_or_insert_with(|| WindowRules::of(current))
+            .clone()
+    }
+
+    /// Whether the window holds spooled records (acknowledged to Kinesis,
+    /// durable only in the spool until the window is written).
+    pub fn is_open(&self) -> bool {
+        !self.spools.is_empty()
     }
 
     /// The highest sequence number already spooled in this window.
@@ -346,12 +449,20 @@ pub(crate) struct Builder {
     /// The spool objects fed, as the state lists them.
     pub(crate) fed: Vec<String>,
     pub(crate) quarantined: Vec<QuarantineEntry>,
+    /// The rules it cuts by: the window's, not this environment's settings.
+    pub(crate) rules: WindowRules,
+    /// The window's `MAX_BUFFERED_BYTES`.
+    pub(crate) budget: usize,
     used: Instant,
 }
 
 impl Builder {
-    pub(crate) fn new(thresholds: Thresholds) -> Self {
+    /// A builder that cuts by `rules` (`base` gives what rules leave open).
+    pub(crate) fn new(rules: &WindowRules, base: &Thresholds) -> Self {
+        let thresholds = rules.thresholds(base);
         Builder {
+            rules: rules.clone(),
+            budget: thresholds.max_buffered_bytes,
             batcher: Batcher::for_window(thresholds),
             fed: Vec::new(),
             quarantined: Vec::new(),
@@ -368,10 +479,17 @@ pub(crate) struct WindowCache {
 
 impl WindowCache {
     /// Takes the window's builder out if it holds exactly the spool objects
-    /// `spools` lists; one that does not is dropped.
-    pub(crate) fn take(&mut self, id: &WindowId, spools: &[String]) -> Option<Builder> {
+    /// `spools` lists and cuts by the window's `rules`; one that does not is
+    /// dropped. (A retried first invocation can settle other rules than the
+    /// attempt that started this builder, when a deployment came between.)
+    pub(crate) fn take(
+        &mut self,
+        id: &WindowId,
+        spools: &[String],
+        rules: &WindowRules,
+    ) -> Option<Builder> {
         let builder = self.builders.remove(id)?;
-        if builder.fed == spools {
+        if builder.fed == spools && builder.rules == *rules {
             Some(builder)
         } else {
             tracing::info!(
@@ -480,7 +598,7 @@ mod tests {
         for bad in [
             "[1]",
             r#"{"cdc-batcher": 5}"#,
-            r#"{"cdc-batcher": "{\"v\": 99}"}"#,
+            r#"{"cdc-batcher": "{\"v\": 0}"}"#,
             r#"{"cdc-batcher": "not json"}"#,
         ] {
             assert!(
@@ -491,6 +609,83 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_state_of_a_newer_release_is_refused_not_misread() {
+        let newer_state = format!(r#"{{"cdc-batcher": "{{\"v\": {}}}"}}"#, STATE_VERSION + 1);
+        assert_eq!(
+            WindowState::from_lambda(Some(&newer_state)),
+            Err(WindowError::Newer {
+                what: "state version",
+                found: STATE_VERSION + 1,
+                known: STATE_VERSION
+            })
+        );
+        let mut s = WindowState::fresh();
+        let mut rules = s.settle_rules(&Thresholds::unlimited());
+        rules.cut = CUT_VERSION + 1;
+        s.rules = Some(rules);
+        let err = WindowState::from_lambda(Some(&s.to_lambda().to_string())).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WindowError::Newer {
+                    what: "cut version",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("newer release"), "{err}");
+    }
+
+    #[test]
+    fn a_windows_rules_are_fixed_when_it_starts_and_survive_other_settings() {
+        let started = Thresholds {
+            max_bytes: 1000,
+            max_records: 2,
+            max_age: Duration::from_secs(60),
+            max_buffered_bytes: 1 << 20,
+        };
+        let mut s = WindowState::fresh();
+        let rules = s.settle_rules(&started);
+        s.spools.push("5".into());
+        let back = WindowState::from_lambda(Some(&s.to_lambda().to_string())).unwrap();
+        // Another deployment, other settings: the window keeps its own.
+        let other = Thresholds {
+            max_records: 3,
+            max_buffered_bytes: 64 << 20,
+            ..started.clone()
+        };
+        let mut later = back.clone();
+        assert_eq!(later.settle_rules(&other), rules);
+        let t = rules.thresholds(&other);
+        assert_eq!(
+            (t.max_bytes, t.max_records, t.max_buffered_bytes),
+            (1000, 2, 1 << 20)
+        );
+        // Unlimited thresholds survive the round trip.
+        let mut u = WindowState::fresh();
+        let ur = u.settle_rules(&Thresholds::unlimited());
+        assert_eq!(ur.thresholds(&started).max_records, usize::MAX);
+    }
+
+    #[test]
+    fn a_version_1_state_is_read_and_fixed_to_the_first_settings_that_meet_it() {
+        // As the release before rules were recorded wrote it.
+        let v1 = r#"{"cdc-batcher": "{\"v\":1,\"spools\":[\"17\"],\"written\":[\"ab\"]}"}"#;
+        let mut s = WindowState::from_lambda(Some(v1)).unwrap();
+        assert!(s.is_open() && s.rules.is_none() && s.first.is_none());
+        assert!(s.is_written("ab"));
+        let t = Thresholds {
+            max_records: 7,
+            ..Thresholds::unlimited()
+        };
+        assert_eq!(s.settle_rules(&t).max_records, 7);
+        let again = WindowState::from_lambda(Some(&s.to_lambda().to_string())).unwrap();
+        assert_eq!(again.rules.as_ref().map(|r| r.max_records), Some(7));
+        assert_eq!(again.version, STATE_VERSION);
     }
 
     #[test]
@@ -544,15 +739,17 @@ mod tests {
     #[test]
     fn a_cached_window_is_used_only_in_step_with_the_state() {
         let mut cache = WindowCache::default();
-        let mut b = Builder::new(Thresholds::unlimited());
+        let base = Thresholds::unlimited();
+        let rules = WindowRules::of(&base);
+        let mut b = Builder::new(&rules, &base);
         b.fed = vec!["5".into(), "9".into()];
         cache.put(window(), b);
         assert!(
-            cache.take(&window(), &["5".into()]).is_none(),
+            cache.take(&window(), &["5".into()], &rules).is_none(),
             "behind the state: dropped"
         );
-        assert!(cache.take(&window(), &[]).is_none(), "gone");
-        let mut b = Builder::new(Thresholds::unlimited());
+        assert!(cache.take(&window(), &[], &rules).is_none(), "gone");
+        let mut b = Builder::new(&rules, &base);
         b.fed = vec!["5".into()];
         cache.put(window(), b);
         let other = WindowId {
@@ -560,9 +757,20 @@ mod tests {
             ..window()
         };
         assert!(
-            cache.take(&other, &["5".into()]).is_none(),
+            cache.take(&other, &["5".into()], &rules).is_none(),
             "another shard's window"
         );
-        assert!(cache.take(&window(), &["5".into()]).is_some());
+        let other_rules = WindowRules {
+            max_records: 3,
+            ..rules.clone()
+        };
+        assert!(
+            cache.take(&window(), &["5".into()], &other_rules).is_none(),
+            "cut by other rules"
+        );
+        let mut b = Builder::new(&rules, &base);
+        b.fed = vec!["5".into()];
+        cache.put(window(), b);
+        assert!(cache.take(&window(), &["5".into()], &rules).is_some());
     }
 }

@@ -24,7 +24,8 @@ python tests/template/check_template.py
 .venv-checkov/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact --quiet
 
 step "cargo test (unit, integration with moto + pyarrow)"
-cargo test
+# The simulation runs 40 seeds per test by default; the whole suite runs 200.
+SIM_SEEDS=${SIM_SEEDS:-200} cargo test
 
 step "smoke: cargo lambda watch + invoke, SIGTERM flush"
 tests/smoke_cargo_lambda.sh

@@ -34,6 +34,7 @@ pub mod edge {
     pub mod glue;
     pub mod heartbeat;
     pub mod registry;
+    pub mod shard_reader;
     pub mod sink;
 }
 
@@ -59,4 +60,4 @@ pub use domain::{
     batcher, catalog, delivery, dms, encode, event, file_types, json, layout, quarantine, row,
     schema, sql, types, window,
 };
-pub use edge::{glue, heartbeat, registry, sink};
+pub use edge::{glue, heartbeat, registry, shard_reader, sink};

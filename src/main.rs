@@ -8,6 +8,7 @@ use cdc_batcher::config::Config;
 use cdc_batcher::glue::GlueCatalog;
 use cdc_batcher::handler::Pipeline;
 use cdc_batcher::heartbeat::KinesisHeartbeat;
+use cdc_batcher::shard_reader::KinesisShardReader;
 use cdc_batcher::sink::S3Sink;
 use cdc_batcher::{lambda, logging, redrive};
 use clap::Parser as _;
@@ -48,7 +49,8 @@ async fn run(started: std::time::Instant) -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env()?;
     let bucket = config.require_bucket()?.to_string();
     let sink = S3Sink::from_env(&bucket, &config.s3).await;
-    let mut pipeline = Pipeline::new(config, sink);
+    let mut pipeline = Pipeline::new(config, sink)
+        .with_shard_reader(Arc::new(KinesisShardReader::from_env().await));
     if !pipeline.config().heartbeat_streams.is_empty() {
         pipeline = pipeline.with_heartbeat(Arc::new(KinesisHeartbeat::from_env().await));
     }

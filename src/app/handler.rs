@@ -25,6 +25,7 @@ use crate::metrics;
 use crate::quarantine::{self, QuarantineEntry};
 use crate::registry::{RegistryError, SchemaCache};
 use crate::schema::log_changes;
+use crate::shard_reader::ShardReader;
 use crate::sink::{Bounded, Sink};
 use crate::window::{WindowCache, WindowError, WindowState};
 
@@ -86,6 +87,9 @@ pub struct Stats {
     pub catalog_failures: u64,
     /// Parts of a window closed early to keep it under `MAX_BUFFERED_BYTES`.
     pub budget_cuts: u64,
+    /// Ranges of acknowledged records gone from the spool and the stream
+    /// (recorded under `_errors/lost/`).
+    pub lost_ranges: u64,
     /// The stream (ARN) the batch came from: the metrics' `Stream` dimension.
     #[serde(skip)]
     pub stream: Option<Arc<str>>,
@@ -125,6 +129,7 @@ impl Stats {
         self.catalog_updates += o.catalog_updates;
         self.catalog_failures += o.catalog_failures;
         self.budget_cuts += o.budget_cuts;
+        self.lost_ranges += o.lost_ranges;
         if self.stream.is_none() {
             self.stream.clone_from(&o.stream);
         }
@@ -159,6 +164,8 @@ pub struct Pipeline<S> {
     heartbeat: Option<Arc<dyn Heartbeat>>,
     /// Keeps the Glue Data Catalog in step (`GLUE_DATABASE`).
     pub(crate) catalog: Option<Arc<dyn Catalog>>,
+    /// Reads a lost spool object's records again from the stream.
+    pub(crate) shard_reader: Option<Arc<dyn ShardReader>>,
 }
 
 /// What a warm container keeps between invocations. Only `warm-lossy` mode
@@ -208,7 +215,15 @@ impl<S: Sink> Pipeline<S> {
             emit_metrics: true,
             heartbeat: None,
             catalog: None,
+            shard_reader: None,
         }
+    }
+
+    /// Reads the records of a lost or damaged spool object again from the
+    /// stream (window mode); see `windowed`.
+    pub fn with_shard_reader(mut self, reader: Arc<dyn ShardReader>) -> Self {
+        self.shard_reader = Some(reader);
+        self
     }
 
     /// Sends heartbeats to `HEARTBEAT_STREAMS` on every force flush (window

@@ -39,7 +39,7 @@ pub fn document(
                     count("ColumnTypeChanges"), count("InexactIntegers"),
                     count("SpooledRecords"), count("WindowsWritten"), count("HeartbeatFailures"),
                     count("RescuedValues"), count("DmsTableRecords"),
-                    count("CatalogUpdates"), count("CatalogFailures"),
+                    count("CatalogUpdates"), count("CatalogFailures"), count("LostRanges"),
                 ],
             }],
         },
@@ -63,6 +63,7 @@ pub fn document(
         "DmsTableRecords": stats.dms_table_records,
         "CatalogUpdates": stats.catalog_updates,
         "CatalogFailures": stats.catalog_failures,
+        "LostRanges": stats.lost_ranges,
     });
     if let Some(name) = stream {
         doc["Stream"] = json!(name);
@@ -130,7 +131,7 @@ mod tests {
         let declared = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .unwrap();
-        assert_eq!(declared.len(), 20);
+        assert_eq!(declared.len(), 21);
         for m in declared {
             let name = m["Name"].as_str().unwrap();
             assert!(doc[name].is_number(), "{name} has no value");

@@ -15,6 +15,8 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::handler::Pipeline;
+pub use crate::shard_reader::StreamRecord;
+use crate::shard_reader::{KinesisShardReader, ReadFrom, ShardReader as _};
 use crate::sink::Sink;
 
 /// Records per invocation of the pipeline: Lambda's largest Kinesis batch
@@ -25,12 +27,6 @@ const CHUNK: usize = 1000;
 pub enum RedriveError {
     #[error("not a Lambda Kinesis failure record: {0}")]
     NotAFailureRecord(String),
-    #[error("Kinesis {call} on {shard}: {message}")]
-    Kinesis {
-        call: &'static str,
-        shard: String,
-        message: String,
-    },
     #[error("SQS {call}: {message}")]
     Sqs { call: &'static str, message: String },
 }
@@ -57,15 +53,6 @@ pub fn parse_failure(body: &str) -> Result<FailedBatch, RedriveError> {
         .map_err(|e| RedriveError::NotAFailureRecord(e.to_string()))
 }
 
-/// One record read back from the stream.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StreamRecord {
-    pub sequence: String,
-    pub partition_key: String,
-    pub data: Vec<u8>,
-    pub arrival_seconds: f64,
-}
-
 /// The Kinesis event Lambda sends for `records` of one shard (pure).
 pub fn event_json(stream_arn: &str, shard: &str, records: &[StreamRecord]) -> String {
     let region = stream_arn.split(':').nth(3).unwrap_or("");
@@ -90,94 +77,6 @@ pub fn event_json(stream_arn: &str, shard: &str, records: &[StreamRecord]) -> St
         })
         .collect();
     serde_json::json!({ "Records": records }).to_string()
-}
-
-/// What reading a range found.
-#[derive(Debug, Default)]
-pub struct Range {
-    pub records: Vec<StreamRecord>,
-    /// The first sequence number still in the stream, when it is after the
-    /// range's start: the records before it have expired.
-    pub first_available: Option<String>,
-}
-
-/// Reads `[start, end]` of the batch's shard.
-pub async fn read_range(
-    client: &aws_sdk_kinesis::Client,
-    batch: &FailedBatch,
-) -> Result<Range, RedriveError> {
-    use aws_sdk_kinesis::types::ShardIteratorType;
-    let err = |call: &'static str, e: String| RedriveError::Kinesis {
-        call,
-        shard: batch.shard_id.clone(),
-        message: e,
-    };
-    let iterator = client
-        .get_shard_iterator()
-        .stream_arn(&batch.stream_arn)
-        .shard_id(&batch.shard_id)
-        .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
-        .starting_sequence_number(&batch.start_sequence_number)
-        .send()
-        .await
-        .map_err(|e| {
-            err(
-                "GetShardIterator",
-                aws_sdk_kinesis::error::DisplayErrorContext(&e).to_string(),
-            )
-        })?;
-    let mut next = iterator.shard_iterator().map(str::to_string);
-    let mut range = Range::default();
-    let mut empty_reads = 0;
-    while let Some(it) = next.take() {
-        let page = client
-            .get_records()
-            .stream_arn(&batch.stream_arn)
-            .shard_iterator(it)
-            .limit(10_000)
-            .send()
-            .await
-            .map_err(|e| {
-                err(
-                    "GetRecords",
-                    aws_sdk_kinesis::error::DisplayErrorContext(&e).to_string(),
-                )
-            })?;
-        let mut past_end = false;
-        for r in page.records() {
-            let seq = r.sequence_number();
-            if crate::event::sequence_cmp(seq, &batch.end_sequence_number).is_gt() {
-                past_end = true;
-                break;
-            }
-            if range.records.is_empty()
-                && crate::event::sequence_cmp(seq, &batch.start_sequence_number).is_gt()
-            {
-                range.first_available = Some(seq.to_string());
-            }
-            range.records.push(StreamRecord {
-                sequence: seq.to_string(),
-                partition_key: r.partition_key().unwrap_or_default().to_string(),
-                data: r.data().as_ref().to_vec(),
-                arrival_seconds: r
-                    .approximate_arrival_timestamp()
-                    .map_or(0.0, |t| t.as_secs_f64()),
-            });
-        }
-        // An empty page at the shard's tip ends the range (a closed shard
-        // has no next iterator).
-        let at_tip = page.millis_behind_latest() == Some(0);
-        empty_reads = if page.records().is_empty() {
-            empty_reads + 1
-        } else {
-            0
-        };
-        if past_end || (page.records().is_empty() && (at_tip || empty_reads >= 5)) {
-            break;
-        }
-        next = page.next_shard_iterator().map(str::to_string);
-    }
-    Ok(range)
 }
 
 /// What a redrive did, for the command's output (no row values).
@@ -371,9 +270,17 @@ async fn redrive_one<S: Sink>(
     report: &mut Report,
 ) -> Result<(), String> {
     let batch = parse_failure(body).map_err(|e| e.to_string())?;
-    let range = read_range(&clients.kinesis, &batch)
+    // Read to the range's end (or to its expiry), never a part of it.
+    let reader = KinesisShardReader::new(clients.kinesis.clone());
+    let range = reader
+        .read(
+            &batch.stream_arn,
+            &batch.shard_id,
+            &ReadFrom::Sequence(batch.start_sequence_number.clone()),
+            &batch.end_sequence_number,
+        )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("Kinesis on {}: {e}", batch.shard_id))?;
     if range.records.is_empty() || range.first_available.is_some() {
         tracing::warn!(
             shard = batch.shard_id,

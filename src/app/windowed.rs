@@ -25,13 +25,14 @@ use std::time::SystemTime;
 use futures_util::StreamExt as _;
 use serde_json::json;
 
-use crate::batcher::DueReason;
+use crate::batcher::{DueReason, SkipRows};
 use crate::dms::Message;
 use crate::event::{sequence_cmp, KinesisRecord, WindowInfo};
 use crate::handler::{now_micros, HandleError, Ingested, Outcome, Pipeline, State, Stats};
 use crate::heartbeat;
 use crate::layout::RecordId;
 use crate::quarantine::QuarantineEntry;
+use crate::shard_reader::{ReadError, ReadFrom};
 use crate::sink::{Bounded, Sink};
 use crate::window::{Builder, Spool, WindowId, WindowRules, WindowState, STATE_WARN_BYTES};
 
@@ -345,6 +346,36 @@ impl<S: Sink> Pipeline<S> {
         // Parts written from here on need no note in the state: the window
         // ends with this invocation.
         let mut notes = wstate.clone();
+        let done_key = id.done_key(&self.config.prefix);
+        // An attempt that met a lost range cut the window without it; this
+        // environment's cache still holds those records and would cut it
+        // as it was: once a loss is recorded, every attempt rebuilds.
+        let check_lost = builder.is_some() && self.shard_reader.is_some();
+        let lost_dir = id.lost_dir(&self.config.prefix);
+        let (done, lost) = tokio::join!(sink.get(&done_key), async {
+            if check_lost {
+                Some(sink.list(&lost_dir).await)
+            } else {
+                None
+            }
+        });
+        match done {
+            Ok(Some(_)) => {
+                tracing::info!(
+                    shard = id.shard,
+                    window = id.start,
+                    "window already written (a final invocation retried after it succeeded)"
+                );
+                return Ok(());
+            }
+            Ok(None) => {}
+            Err(e) => return Err((builder, format!("window marker not read: {e}"))),
+        }
+        let builder = match lost {
+            Some(Ok(lost)) if !lost.is_empty() => None,
+            Some(Err(e)) => return Err((builder, format!("lost ranges not listed: {e}"))),
+            _ => builder,
+        };
         let mut b = match builder {
             Some(b) => b,
             None => self
@@ -373,8 +404,23 @@ impl<S: Sink> Pipeline<S> {
         }
         self.save_schemas(state, sink, stats).await;
         let unsaved = state.schemas.unsaved_records().len();
+        let marked = (failed, quarantined, unsaved) == (0, true, 0) && {
+            let marker = json!({
+                "window_start": id.start,
+                "spools": wstate.spools.len(),
+                "written_at": chrono::Utc::now().to_rfc3339(),
+            });
+            let body = serde_json::to_vec(&marker).unwrap_or_default();
+            match sink.put(&done_key, body, "application/json").await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::error!(key = done_key, error = %e, "window marker not written");
+                    false
+                }
+            }
+        };
         match (failed, quarantined, unsaved) {
-            (0, true, 0) => {
+            (0, true, 0) if marked => {
                 tracing::info!(
                     shard = id.shard, window = id.start, spools = wstate.spools.len(),
                     "window written"
@@ -384,8 +430,9 @@ impl<S: Sink> Pipeline<S> {
             _ => Err((
                 Some(b),
                 format!(
-                    "{failed} file(s) not written, quarantine {}, {unsaved} schema change(s) not stored",
-                    if quarantined { "written" } else { "not written" }
+                    "{failed} file(s) not written, quarantine {}, {unsaved} schema change(s) not stored{}",
+                    if quarantined { "written" } else { "not written" },
+                    if marked { "" } else { ", window marker not written" }
                 ),
             )),
         }
@@ -393,6 +440,13 @@ impl<S: Sink> Pipeline<S> {
 
     /// Reads the window's spool objects (several at once, fed in order) into
     /// a new builder, writing parts as they close.
+    ///
+    /// A range of records lost from both the spool and the stream moves
+    /// every cut after it, so parts that earlier invocations wrote early
+    /// (the state's `written`) would be cut again with other rows and
+    /// written a second time. The rebuild then starts over: it surveys the
+    /// window's tables and hours, lists the files already written for them,
+    /// and leaves their rows out.
     async fn rebuild<B: Sink>(
         &self,
         state: &mut State,
@@ -402,12 +456,59 @@ impl<S: Sink> Pipeline<S> {
         rules: &WindowRules,
         stats: &mut Stats,
     ) -> Result<Builder, String> {
+        let survey = match self
+            .rebuild_pass(state, sink, id, notes, rules, Pass::Write, stats)
+            .await?
+        {
+            Rebuilt::Whole(builder) => return Ok(builder),
+            Rebuilt::Lost(survey) => survey,
+        };
+        tracing::warn!(
+            shard = id.shard,
+            window = id.start,
+            "records lost: rebuilding the window without the rows already written"
+        );
+        let skip = self.written_rows(sink, id, &survey.batcher, notes).await?;
+        drop(survey);
+        tracing::info!(
+            shard = id.shard,
+            window = id.start,
+            parts = skip.len(),
+            "files already written: their rows are left out"
+        );
+        match self
+            .rebuild_pass(state, sink, id, notes, rules, Pass::Skip(skip), stats)
+            .await?
+        {
+            Rebuilt::Whole(builder) | Rebuilt::Lost(builder) => Ok(builder),
+        }
+    }
+
+    /// One pass over the window's spool objects. In a [`Pass::Write`] pass,
+    /// from a lost range on nothing more is written and the pass only
+    /// surveys the rest ([`Rebuilt::Lost`]).
+    #[allow(clippy::too_many_arguments)]
+    async fn rebuild_pass<B: Sink>(
+        &self,
+        state: &mut State,
+        sink: &B,
+        id: &WindowId,
+        notes: &mut WindowState,
+        rules: &WindowRules,
+        pass: Pass,
+        stats: &mut Stats,
+    ) -> Result<Rebuilt, String> {
         let mut builder = Builder::new(rules, &self.config.thresholds);
-        let keys: Vec<(String, String)> = notes
+        let first_pass = matches!(pass, Pass::Write);
+        let mut lost = false;
+        if let Pass::Skip(skip) = pass {
+            builder.batcher.skip_rows(skip);
+        }
+        let keys: Vec<(usize, String, String)> = notes
             .spools
             .iter()
             .enumerate()
-            .map(|(i, last)| (id.spool_key(&self.config.prefix, i, last), last.clone()))
+            .map(|(i, last)| (i, id.spool_key(&self.config.prefix, i, last), last.clone()))
             .collect();
         if !keys.is_empty() {
             tracing::info!(
@@ -418,18 +519,39 @@ impl<S: Sink> Pipeline<S> {
             );
         }
         let mut reads = futures_util::stream::iter(keys)
-            .map(|(key, last)| async move {
+            .map(|(index, key, last)| async move {
                 let got = sink.get(&key).await;
-                (key, last, got)
+                (index, key, last, got)
             })
             .buffered(MAX_CONCURRENT_READS);
-        while let Some((key, last, got)) = reads.next().await {
-            let bytes = match got {
-                Ok(Some(bytes)) => bytes,
-                Ok(None) => return Err(format!("spool object {key} is missing")),
+        let spools = notes.spools.clone();
+        while let Some((index, key, last, got)) = reads.next().await {
+            // A missing or damaged object is not an outage: its records are
+            // read again from the stream (an outage fails the invocation,
+            // and Lambda retries it).
+            let read = match got {
+                Ok(Some(bytes)) => Spool::from_bytes(&key, &bytes).map_err(|e| e.to_string()),
+                Ok(None) => Err(format!("spool object {key} is missing")),
                 Err(error) => return Err(format!("spool object not read: {error}")),
             };
-            let spool = Spool::from_bytes(&key, &bytes).map_err(|e| e.to_string())?;
+            let spool = match read {
+                Ok(spool) => spool,
+                Err(why) => {
+                    let lost_spool = LostSpool {
+                        index,
+                        key: &key,
+                        after: index.checked_sub(1).map(|i| spools[i].as_str()),
+                        first: notes.first.as_deref(),
+                        last: &last,
+                    };
+                    // The loss is counted once, in the first pass.
+                    let mut again = Stats::default();
+                    let counted = if first_pass { &mut *stats } else { &mut again };
+                    let (spool, gap) = self.recover(sink, id, &lost_spool, &why, counted).await?;
+                    lost |= gap && first_pass;
+                    spool
+                }
+            };
             let records = spool.kinesis_records();
             let spooled_at = spool.header.spooled_at_us;
             if !self
@@ -446,11 +568,198 @@ impl<S: Sink> Pipeline<S> {
             {
                 return Err("a control record's schema change could not be stored".into());
             }
-            self.write_closed(state, sink, &mut builder, notes, stats)
-                .await;
+            if !lost {
+                self.write_closed(state, sink, &mut builder, notes, stats)
+                    .await;
+            }
         }
-        Ok(builder)
+        Ok(if lost {
+            Rebuilt::Lost(builder)
+        } else {
+            Rebuilt::Whole(builder)
+        })
     }
+
+    /// The rows of files already written from this window: files of its
+    /// shard in the tables and hours `survey` holds (their keys name their
+    /// first and last sequence numbers) that are this window's — listed in
+    /// its state as written, or holding exactly the rows `survey` has in that
+    /// range (the digest tells another stream's file of the same shard id
+    /// apart).
+    async fn written_rows<B: Sink>(
+        &self,
+        sink: &B,
+        id: &WindowId,
+        survey: &crate::batcher::Batcher,
+        notes: &WindowState,
+    ) -> Result<SkipRows, String> {
+        let mut skip = SkipRows::default();
+        for (table, hour) in survey.table_hours() {
+            let (table, hour) = (&table, &hour);
+            let dir = crate::layout::partition_dir(
+                &self.config.prefix,
+                self.config.partition_style,
+                table,
+                *hour,
+            );
+            let keys = sink
+                .list(&crate::layout::shard_files_prefix(&dir, &id.shard))
+                .await
+                .map_err(|e| format!("files of {table} not listed: {e}"))?;
+            for key in keys {
+                let Some((first, last, digest)) = crate::layout::stem_parts(&key) else {
+                    continue;
+                };
+                let ours = notes.is_written(digest)
+                    || crate::layout::rows_digest(&survey.ids_between(table, *hour, first, last))
+                        == digest;
+                if ours {
+                    skip.add(table.clone(), *hour, first.to_string(), last.to_string());
+                }
+            }
+        }
+        Ok(skip)
+    }
+}
+
+/// What a pass over a window's spool does.
+enum Pass {
+    /// Feed and write parts as they close, until a lost range.
+    Write,
+    /// Feed and write, leaving out rows already written.
+    Skip(SkipRows),
+}
+
+enum Rebuilt {
+    Whole(Builder),
+    /// A range was lost: the builder holds every table and hour of the
+    /// window, but its cuts after the loss are not to be written.
+    Lost(Builder),
+}
+
+/// A spool object that could not be read, and the records it held: those
+/// after `after` (or from `first`, for the window's first object) up to
+/// `last`.
+struct LostSpool<'a> {
+    index: usize,
+    key: &'a str,
+    after: Option<&'a str>,
+    first: Option<&'a str>,
+    last: &'a str,
+}
+
+impl<S: Sink> Pipeline<S> {
+    /// The records of a lost spool object, read again from the stream. What
+    /// the stream no longer has either is gone from every durable place: the
+    /// range is recorded under `_errors/lost/`, counted (`LostRanges`) and
+    /// logged, and the window is written without it. Anything that may be
+    /// an outage fails the invocation instead (Lambda retries it).
+    async fn recover<B: Sink>(
+        &self,
+        sink: &B,
+        id: &WindowId,
+        lost: &LostSpool<'_>,
+        why: &str,
+        stats: &mut Stats,
+    ) -> Result<(Spool, bool), String> {
+        let Some(reader) = &self.shard_reader else {
+            return Err(format!("{why}; no stream reader to read its records again"));
+        };
+        tracing::error!(
+            shard = id.shard,
+            window = id.start,
+            key = lost.key,
+            reason = why,
+            "spool object unreadable: reading its records again from the stream"
+        );
+        let from = match (lost.after, lost.first) {
+            (Some(after), _) => ReadFrom::Sequence(after.to_string()),
+            (None, Some(first)) => ReadFrom::Sequence(first.to_string()),
+            // A window from before the first sequence number was recorded.
+            (None, None) => ReadFrom::Time(window_start_secs(&id.start)?),
+        };
+        let (mut records, gap) = match reader
+            .read(&id.stream_arn, &id.shard, &from, lost.last)
+            .await
+        {
+            Ok(range) => {
+                let gap = match (&from, range.records.first()) {
+                    (_, None) => Some(None),
+                    (ReadFrom::Sequence(_), Some(_)) => range.first_available.clone().map(Some),
+                    (ReadFrom::Time(_), Some(_)) => None,
+                };
+                (range.records, gap)
+            }
+            Err(ReadError::Gone(e)) => {
+                tracing::error!(
+                    shard = id.shard,
+                    error = e,
+                    "the stream no longer has the shard"
+                );
+                (Vec::new(), Some(None))
+            }
+            Err(ReadError::Unavailable(e)) => {
+                return Err(format!("{why}, and the stream could not be read: {e}"))
+            }
+        };
+        // Only the lost object's records: after the previous object's last.
+        if let Some(after) = lost.after {
+            records.retain(|r| sequence_cmp(&r.sequence, after).is_gt());
+        }
+        records.retain(|r| sequence_cmp(&r.sequence, lost.last).is_le());
+        let lost_some = gap.is_some();
+        if let Some(first_available) = gap {
+            self.record_loss(sink, id, lost, why, first_available.as_deref(), stats)
+                .await?;
+        }
+        Ok((Spool::from_stream(id, &records, now_micros()), lost_some))
+    }
+
+    /// Writes the record of a lost range (no row values: where it was, why).
+    async fn record_loss<B: Sink>(
+        &self,
+        sink: &B,
+        id: &WindowId,
+        lost: &LostSpool<'_>,
+        why: &str,
+        first_available: Option<&str>,
+        stats: &mut Stats,
+    ) -> Result<(), String> {
+        let key = id.lost_key(&self.config.prefix, lost.index);
+        let record = json!({
+            "stream_arn": id.stream_arn,
+            "shard_id": id.shard,
+            "window_start": id.start,
+            "spool_key": lost.key,
+            // The lost records are those after `after_sequence_number` (or
+            // from `first_sequence_number`) and before `first_available`
+            // (up to `last_sequence_number` when none is left).
+            "after_sequence_number": lost.after,
+            "first_sequence_number": if lost.after.is_none() { lost.first } else { None },
+            "first_available": first_available,
+            "last_sequence_number": lost.last,
+            "spool_error": why,
+            "detected_at": chrono::Utc::now().to_rfc3339(),
+        });
+        let body = serde_json::to_vec_pretty(&record).unwrap_or_default();
+        sink.put(&key, body, "application/json")
+            .await
+            .map_err(|e| format!("lost range not recorded ({key}): {e}"))?;
+        stats.lost_ranges += 1;
+        tracing::error!(
+            key, shard = id.shard, window = id.start,
+            after = lost.after, last = lost.last, first_available,
+            "records lost: gone from the spool and from the stream; the window is written without them"
+        );
+        Ok(())
+    }
+}
+
+/// `window.start` in epoch seconds.
+fn window_start_secs(start: &str) -> Result<f64, String> {
+    chrono::DateTime::parse_from_rfc3339(start)
+        .map(|t| t.timestamp() as f64)
+        .map_err(|e| format!("window start {start:?} is not RFC 3339: {e}"))
 }
 
 fn seq<'a>(record: &'a KinesisRecord<'_>) -> &'a str {

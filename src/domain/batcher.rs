@@ -168,6 +168,39 @@ pub struct Batcher {
     tables: hashbrown::HashMap<TableName, TableBuffer>,
     buffered_bytes: usize,
     buffered_rows: usize,
+    /// Rows not to take (already in the lake); see [`SkipRows`].
+    skip: Option<SkipRows>,
+}
+
+/// Rows a window's rebuild leaves out because files already hold them:
+/// per table and hour, the sequence ranges (inclusive) of parts written
+/// earlier. A part holds consecutive rows of one table and hour, so its
+/// first and last sequence numbers (in its key) say exactly which rows it
+/// holds. Needed only after a lost range of records moved the cuts.
+#[derive(Debug, Default, Clone)]
+pub struct SkipRows(hashbrown::HashMap<(TableName, Hour), Vec<(String, String)>>);
+
+impl SkipRows {
+    pub fn add(&mut self, table: TableName, hour: Hour, first: String, last: String) {
+        self.0.entry((table, hour)).or_default().push((first, last));
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn contains(&self, table: &TableName, hour: Hour, sequence: &str) -> bool {
+        self.0.get(&(table.clone(), hour)).is_some_and(|ranges| {
+            ranges.iter().any(|(first, last)| {
+                crate::event::sequence_cmp(sequence, first).is_ge()
+                    && crate::event::sequence_cmp(sequence, last).is_le()
+            })
+        })
+    }
 }
 
 impl Batcher {
@@ -180,7 +213,51 @@ impl Batcher {
             tables: hashbrown::HashMap::new(),
             buffered_bytes: 0,
             buffered_rows: 0,
+            skip: None,
         }
+    }
+
+    /// From now on, rows `skip` lists are not taken.
+    pub fn skip_rows(&mut self, skip: SkipRows) {
+        self.skip = Some(skip);
+    }
+
+    /// The row ids this batcher holds of one table and hour with sequence
+    /// numbers in `first..=last`, in sequence order.
+    pub fn ids_between(
+        &self,
+        table: &TableName,
+        hour: Hour,
+        first: &str,
+        last: &str,
+    ) -> Vec<RecordId> {
+        use crate::event::sequence_cmp;
+        let mut ids: Vec<RecordId> = self
+            .tables
+            .get(table)
+            .into_iter()
+            .flat_map(|b| b.parts.iter().filter(|p| p.hour == hour))
+            .flat_map(|p| p.ids.iter())
+            .filter(|id| {
+                sequence_cmp(&id.sequence, first).is_ge()
+                    && sequence_cmp(&id.sequence, last).is_le()
+            })
+            .cloned()
+            .collect();
+        ids.sort_by(|a, b| sequence_cmp(&a.sequence, &b.sequence));
+        ids
+    }
+
+    /// Every table and hour that holds or held rows.
+    pub fn table_hours(&self) -> Vec<(TableName, Hour)> {
+        let mut out: Vec<(TableName, Hour)> = self
+            .tables
+            .iter()
+            .flat_map(|(name, b)| b.parts.iter().map(move |p| (name.clone(), p.hour)))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// The rows of one shard's window: parts close at `max_records` rows or
@@ -220,6 +297,11 @@ impl Batcher {
             schema: &change.schema,
             table: &change.table,
         };
+        if let Some(skip) = &self.skip {
+            if skip.contains(&TableName::from(&name), hour, &id.sequence) {
+                return;
+            }
+        }
         // Looked up by reference: a table's name is allocated once, not per row.
         let buffer = match self.tables.entry_ref(&name) {
             hashbrown::hash_map::EntryRef::Occupied(e) => e.into_mut(),

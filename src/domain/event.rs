@@ -47,6 +47,15 @@ pub struct WindowInfo {
     pub terminated_early: bool,
 }
 
+/// One record as the Kinesis API returns it (read back from the stream).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamRecord {
+    pub sequence: String,
+    pub partition_key: String,
+    pub data: Vec<u8>,
+    pub arrival_seconds: f64,
+}
+
 /// One Kinesis record, read leniently: anything missing is kept as an error
 /// so the record can be quarantined rather than failing the batch.
 #[derive(Debug, Clone)]

@@ -82,6 +82,21 @@ pub fn file_stem(rows: &[RecordId], digest: &str) -> String {
     )
 }
 
+/// The start of every data file's key in `dir` whose rows came from `shard`.
+pub fn shard_files_prefix(dir: &str, shard: &str) -> String {
+    format!("{dir}{}_", path_segment(shard))
+}
+
+/// A data file's first and last sequence numbers and digest, from its key
+/// ([`file_stem`] inverted).
+pub fn stem_parts(key: &str) -> Option<(&str, &str, &str)> {
+    let stem = key.rsplit('/').next()?.strip_suffix(".parquet")?;
+    let mut parts = stem.rsplitn(4, '_');
+    let (digest, last, first) = (parts.next()?, parts.next()?, parts.next()?);
+    parts.next()?;
+    Some((first, last, digest))
+}
+
 /// 16 hex digits of a SHA-256 over every row's stream, shard and sequence
 /// number: the last part of a file's name.
 pub fn rows_digest(rows: &[RecordId]) -> String {
@@ -292,5 +307,23 @@ mod tests {
             "{key}"
         );
         assert!(key.ends_with(".jsonl"));
+    }
+
+    #[test]
+    fn a_data_keys_sequence_range_and_digest_read_back() {
+        let rows = [
+            id("shardId-000000000001", "7"),
+            id("shardId-000000000001", "12"),
+        ];
+        let digest = rows_digest(&rows);
+        let dir = "p/s/t/2026/03/14/01/";
+        let key = format!("{dir}{}.parquet", file_stem(&rows, &digest));
+        assert!(
+            key.starts_with(&shard_files_prefix(dir, &rows[0].shard)),
+            "{key}"
+        );
+        assert_eq!(stem_parts(&key), Some(("7", "12", digest.as_str())));
+        assert_eq!(stem_parts("p/s/t/x.json"), None);
+        assert_eq!(stem_parts("p/s/t/a_b.parquet"), None);
     }
 }

@@ -246,6 +246,30 @@ impl WindowId {
         )
     }
 
+    /// Where the loss of the window's `index`-th spool object's records is
+    /// recorded (`prefix/_errors/lost/<stream>/<shard>/<window start>/`):
+    /// one key per range, so a retried final invocation writes it once.
+    pub fn lost_key(&self, prefix: &str, index: usize) -> String {
+        format!("{}{index:06}.json", self.lost_dir(prefix))
+    }
+
+    /// Written once every file of the window is stored: a final
+    /// invocation retried after one that succeeded (its response lost) has
+    /// nothing left to do.
+    pub fn done_key(&self, prefix: &str) -> String {
+        format!("{}_done.json", self.spool_dir(prefix))
+    }
+
+    /// Where the window's lost ranges are recorded.
+    pub fn lost_dir(&self, prefix: &str) -> String {
+        format!(
+            "{prefix}_errors/lost/{}/{}/{}/",
+            stream_token(&self.stream_arn),
+            key_safe(&self.shard),
+            key_safe(&compact_time(&self.start))
+        )
+    }
+
     /// The key of the window's `index`-th spool object whose last record is
     /// `last`: a retried invocation with the same records writes the same key.
     pub fn spool_key(&self, prefix: &str, index: usize, last: &str) -> String {
@@ -348,6 +372,37 @@ impl Spool {
                     data,
                     data_error,
                 })
+            })
+            .collect();
+        Spool {
+            header: SpoolHeader {
+                format: SPOOL_FORMAT.to_string(),
+                stream_arn: window.stream_arn.clone(),
+                shard: window.shard.clone(),
+                window_start: window.start.clone(),
+                spooled_at_us,
+                records: records.len(),
+            },
+            records,
+        }
+    }
+
+    /// A spool object's records read again from the stream (its object
+    /// was lost), as the pipeline takes them: `kinesis.data` is base64.
+    pub fn from_stream(
+        window: &WindowId,
+        records: &[crate::event::StreamRecord],
+        spooled_at_us: i64,
+    ) -> Spool {
+        use base64::Engine as _;
+        let records: Vec<SpooledRecord> = records
+            .iter()
+            .map(|r| SpooledRecord {
+                sequence: r.sequence.clone(),
+                partition_key: Some(r.partition_key.clone()),
+                arrival_seconds: Some(r.arrival_seconds),
+                data: Some(base64::engine::general_purpose::STANDARD.encode(&r.data)),
+                data_error: None,
             })
             .collect();
         Spool {

@@ -1531,3 +1531,30 @@ async fn after_a_recorded_loss_a_cached_environment_rebuilds_too() {
         "a row written twice: {rows:?}"
     );
 }
+
+/// `OpenWindowAge`: an invocation of a window that holds spooled records
+/// reports how long ago the window started; one with nothing spooled, none.
+#[tokio::test(start_paused = true)]
+async fn an_open_window_reports_its_age() {
+    let sc = Scenario::new();
+    let env = sc.env();
+    let payload = |seqs: &[u64], state: &Value| {
+        let st = sc.streams.lock().unwrap();
+        let recs: Vec<&Rec> = st.shards[0]
+            .recs
+            .iter()
+            .filter(|r| seqs.contains(&r.seq))
+            .collect();
+        event(&sc.arn, &st.shards[0].id, &recs, Some((0, state, false)))
+    };
+    let empty = env.handle(&payload(&[], &json!({})), None).await.unwrap();
+    assert_eq!(empty.stats.open_window_age_ms, 0);
+    let open = env.handle(&payload(&[1], &json!({})), None).await.unwrap();
+    let started_ms = (T0 * 1000) as u64;
+    let now_ms = chrono::Utc::now().timestamp_millis() as u64;
+    let age = open.stats.open_window_age_ms;
+    assert!(
+        age > 0 && age <= now_ms - started_ms && age + 60_000 >= now_ms - started_ms,
+        "{age}"
+    );
+}

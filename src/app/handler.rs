@@ -90,6 +90,9 @@ pub struct Stats {
     /// Ranges of acknowledged records gone from the spool and the stream
     /// (recorded under `_errors/lost/`).
     pub lost_ranges: u64,
+    /// How long ago the oldest window this invocation took further, and
+    /// that holds spooled records, started (ms; the maximum, not a sum).
+    pub open_window_age_ms: u64,
     /// The stream (ARN) the batch came from: the metrics' `Stream` dimension.
     #[serde(skip)]
     pub stream: Option<Arc<str>>,
@@ -130,6 +133,7 @@ impl Stats {
         self.catalog_failures += o.catalog_failures;
         self.budget_cuts += o.budget_cuts;
         self.lost_ranges += o.lost_ranges;
+        self.open_window_age_ms = self.open_window_age_ms.max(o.open_window_age_ms);
         if self.stream.is_none() {
             self.stream.clone_from(&o.stream);
         }

@@ -40,6 +40,7 @@ pub fn document(
                     count("SpooledRecords"), count("WindowsWritten"), count("HeartbeatFailures"),
                     count("RescuedValues"), count("DmsTableRecords"),
                     count("CatalogUpdates"), count("CatalogFailures"), count("LostRanges"),
+                    {"Name": "OpenWindowAge", "Unit": "Milliseconds"},
                 ],
             }],
         },
@@ -64,6 +65,7 @@ pub fn document(
         "CatalogUpdates": stats.catalog_updates,
         "CatalogFailures": stats.catalog_failures,
         "LostRanges": stats.lost_ranges,
+        "OpenWindowAge": stats.open_window_age_ms,
     });
     if let Some(name) = stream {
         doc["Stream"] = json!(name);
@@ -131,7 +133,7 @@ mod tests {
         let declared = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .unwrap();
-        assert_eq!(declared.len(), 21);
+        assert_eq!(declared.len(), 22);
         for m in declared {
             let name = m["Name"].as_str().unwrap();
             assert!(doc[name].is_number(), "{name} has no value");

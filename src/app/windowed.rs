@@ -182,6 +182,13 @@ impl<S: Sink> Pipeline<S> {
             }
         }
 
+        // A window that holds acknowledged records is not in the lake yet:
+        // its age is what an operator watches (`OpenWindowAge`).
+        if wstate.is_open() {
+            stats.open_window_age_ms = window_start_secs(&id.start)
+                .map(|s| (now_us / 1000 - (s * 1000.0) as i64).max(0) as u64)
+                .unwrap_or(0);
+        }
         let response = if ending {
             if let Err((kept, reason)) = self
                 .finish(state, &sink, &id, &wstate, builder, &rules, &mut stats)

@@ -92,6 +92,7 @@ def main() -> int:
     first = [next_record(lines[n - 1], shard=WINDOW_SHARD) for n in SAMPLES["kinesis-1-load.json"]]
     middle = [next_record(lines[n - 1], shard=WINDOW_SHARD) for n in SAMPLES["kinesis-2-cdc.json"]]
     spools = []
+    WINDOW_FIRST[w1[0]] = first[0]["kinesis"]["sequenceNumber"]
     write("window-1-first.json", window_event(first, w1, spools))
     spools.append(first[-1]["kinesis"]["sequenceNumber"])
     write("window-2-middle.json", window_event(middle, w1, spools))
@@ -150,12 +151,21 @@ def closed_by_ddl(records: list) -> list:
     return digests
 
 
+# Each sample window's first sequence number, by window start.
+WINDOW_FIRST: dict = {}
+
+
 def window_event(records: list, window: tuple, spools: list, final: bool = False,
                  early: bool = False, written: list | None = None) -> dict:
     """A tumbling-window invocation; `spools` is what the window's state lists."""
     state = {}
     if spools:
-        inner = {"v": 1, "spools": spools, "written": written or []}
+        # State version 2: the window's first sequence number and the rules it is
+        # cut by, fixed by its first invocation (default thresholds; the memory
+        # budget of an environment without AWS_LAMBDA_FUNCTION_MEMORY_SIZE).
+        inner = {"v": 2, "spools": spools, "written": written or [],
+                 "from": WINDOW_FIRST[window[0]],
+                 "rules": {"cut": 1, "b": 5242880, "r": 10000, "m": 357913941}}
         state = {"cdc-batcher": json.dumps(inner, separators=(",", ":"))}
     return {"Records": records, "window": {"start": window[0], "end": window[1]},
             "state": state, "shardId": WINDOW_SHARD, "eventSourceARN": STREAM,

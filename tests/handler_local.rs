@@ -151,7 +151,7 @@ fn sample(name: &str) -> Value {
     serde_json::from_slice(&std::fs::read(repo().join("events").join(name)).unwrap()).unwrap()
 }
 
-fn parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(d) = pending.pop() {
@@ -159,11 +159,19 @@ fn parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
             let p = e.unwrap().path();
             if p.is_dir() {
                 pending.push(p);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
+            } else {
                 out.push(p);
             }
         }
     }
+    out
+}
+
+fn parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> = walk_files(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
     out.sort();
     out
 }
@@ -219,8 +227,24 @@ async fn the_sample_window_events_chain_and_the_final_works_anywhere() {
     );
     assert_eq!(files.len(), 4 + fin.stats.files as usize);
 
-    // Lambda retries a final invocation until it succeeds: a retry (here in
-    // the first environment, whose cache is in step) writes the same files.
+    // A final invocation retried after it succeeded (its response lost)
+    // finds the window's marker and has nothing to do.
+    let again = first_env
+        .handle(&sample("window-3-final.json").to_string(), None)
+        .await
+        .unwrap();
+    assert_eq!(again.response, fin.response);
+    assert_eq!(again.stats.rows_written, 0);
+    assert_eq!(parquet_files(dir.path()), files, "nothing new");
+    // Without the marker (an attempt that failed just before writing it), a
+    // retry (here in the first environment, whose cache is in step) writes
+    // the same files.
+    let markers: Vec<_> = walk_files(dir.path())
+        .into_iter()
+        .filter(|p| p.ends_with("_done.json"))
+        .collect();
+    assert_eq!(markers.len(), 1, "one window, one marker");
+    std::fs::remove_file(&markers[0]).unwrap();
     let again = first_env
         .handle(&sample("window-3-final.json").to_string(), None)
         .await

@@ -30,8 +30,20 @@
 //! takes effect (so also after a PUT and before the response, and during the
 //! final invocation); an environment is killed while idle; a response is lost.
 //!
+//! A deployment's life, in runs of their own:
+//! - Deployments mid-window ("Lambda execution environment lifecycle": a new
+//!   version's invocations go to new environments): thresholds, memory budget
+//!   and `FLUSH_MODE` change, and the upgrade from version 1 states.
+//! - Spool objects lost (deleted, expired by the lifecycle rule), with the
+//!   stream's copy kept or expired ("Amazon Kinesis Data Streams Developer
+//!   Guide", data retention: records are trimmed from a shard's old end;
+//!   `GetShardIterator` AT_SEQUENCE_NUMBER of a trimmed record starts at the
+//!   first record still there, `SimReader`).
+//! - Scenarios by hand for what the seeds reach too rarely (`Scenario`).
+//!
 //! Checked for every seed: every data record of the source is in the lake
-//! exactly once; the latest state per key equals the source's; every bad record
+//! exactly once (or, with lost spool objects, missing only inside a range the
+//! function recorded as lost, and only where the stream dropped it too); the latest state per key equals the source's; every bad record
 //! is in the quarantine; every row lands within the window plus one schedule
 //! period (plus retry time when faults delay it). `SIM_SEEDS=N` runs more seeds.
 

@@ -48,6 +48,10 @@ SEQ_WIDTH = 64
 SCHEMA_OBJECT = re.compile(r"_schemas/[^/]+/[^/]+/v\d+\.json")
 # Window mode's spool: _spool/<stream>/<shard>/<window start>/<index>_<last seq>.jsonl.sz
 SPOOL_OBJECT = re.compile(r"_spool/[^/]+/[^/]+/[^/]+/\d{6}_\d+\.jsonl\.sz")
+# ... and the marker a window's final invocation writes once every file is stored.
+WINDOW_MARKER = re.compile(r"_spool/[^/]+/[^/]+/[^/]+/_done\.json")
+# A range of records gone from both the spool and the stream (never expected in a test run).
+LOST_RANGE = re.compile(r"_errors/lost/[^/]+/[^/]+/[^/]+/\d{6}\.json")
 
 
 class JsonFloat(float):
@@ -252,9 +256,13 @@ def main():
     parquet = [i.path for i in files if i.path.endswith(".parquet")]
     errors = [i.path for i in files if i.path.endswith(".jsonl") and "/_errors/" in i.path]
     schemas = [i.path for i in files if SCHEMA_OBJECT.fullmatch(i.path[len(root) + 1:])]
-    spools = [i.path for i in files if SPOOL_OBJECT.fullmatch(i.path[len(root) + 1:])]
+    spools = [i.path for i in files if SPOOL_OBJECT.fullmatch(i.path[len(root) + 1:])
+              or WINDOW_MARKER.fullmatch(i.path[len(root) + 1:])]
+    lost = [i.path for i in files if LOST_RANGE.fullmatch(i.path[len(root) + 1:])]
+    if lost:
+        problems.append(f"ranges recorded as lost: {lost[:5]}")
     others = [i.path for i in files if i.path not in parquet and i.path not in errors
-              and i.path not in schemas and i.path not in spools]
+              and i.path not in schemas and i.path not in spools and i.path not in lost]
     if others:
         problems.append(f"unexpected objects: {others[:5]}")
     registered = {}  # "schema/table" dir -> (version, {column: arrow type}) of the newest version

@@ -34,7 +34,9 @@ use crate::layout::RecordId;
 use crate::quarantine::QuarantineEntry;
 use crate::shard_reader::{ReadError, ReadFrom};
 use crate::sink::{Bounded, Sink};
-use crate::window::{Builder, Spool, WindowId, WindowRules, WindowState, STATE_WARN_BYTES};
+use crate::window::{
+    quarantine_note, Builder, Spool, WindowId, WindowRules, WindowState, STATE_WARN_BYTES,
+};
 
 /// Spool objects read at once when a window is rebuilt.
 const MAX_CONCURRENT_READS: usize = 8;
@@ -286,7 +288,7 @@ impl<S: Sink> Pipeline<S> {
             ) {
                 Ingested::Row | Ingested::Task => {}
                 Ingested::Control(control) => controls.push((control, rid.clone())),
-                Ingested::Bad(entry) => builder.quarantined.push(entry),
+                Ingested::Bad(entry) => builder.quarantine(entry),
             }
         }
         let applied = self
@@ -321,6 +323,21 @@ impl<S: Sink> Pipeline<S> {
         wstate: &mut WindowState,
         stats: &mut Stats,
     ) {
+        // Bad records cut into files of their own (see `Builder::quarantine`).
+        let mut kept = Vec::new();
+        for entries in std::mem::take(&mut builder.closed_quarantine) {
+            let note = quarantine_note(&entries);
+            if wstate.is_written(&note) {
+                continue;
+            }
+            if self.write_quarantine(sink, &entries, now_micros()).await {
+                stats.quarantined += entries.len() as u64;
+                wstate.written.push(note);
+            } else {
+                kept.push(entries);
+            }
+        }
+        builder.closed_quarantine = kept;
         let closed = builder.batcher.take_closed();
         let todo: Vec<_> = closed
             .into_iter()
@@ -405,7 +422,9 @@ impl<S: Sink> Pipeline<S> {
             b.batcher.restore(part);
         }
         let now_us = now_micros();
-        let quarantined = self.write_quarantine(sink, &b.quarantined, now_us).await;
+        // Cut quarantine files that failed stay in the builder: not done.
+        let quarantined = b.closed_quarantine.is_empty()
+            && self.write_quarantine(sink, &b.quarantined, now_us).await;
         if quarantined {
             stats.quarantined += b.quarantined.len() as u64;
         }

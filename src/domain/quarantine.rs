@@ -52,6 +52,18 @@ impl QuarantineEntry {
         }
     }
 
+    /// About what the entry holds in memory (its texts and a fixed part).
+    pub fn held_bytes(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        128 + self.error.len()
+            + self.quarantined_at.len()
+            + text(&self.data)
+            + text(&self.stream_arn)
+            + text(&self.shard_id)
+            + text(&self.sequence_number)
+            + text(&self.partition_key)
+    }
+
     pub fn record_id(&self) -> Option<RecordId> {
         Some(RecordId {
             stream: self.stream_arn.as_deref().unwrap_or("").into(),

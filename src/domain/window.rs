@@ -503,7 +503,11 @@ pub(crate) struct Builder {
     pub(crate) batcher: Batcher,
     /// The spool objects fed, as the state lists them.
     pub(crate) fed: Vec<String>,
+    /// Quarantined records not yet cut into a file.
     pub(crate) quarantined: Vec<QuarantineEntry>,
+    quarantined_bytes: usize,
+    /// Quarantined records cut into files, in order, not yet written.
+    pub(crate) closed_quarantine: Vec<Vec<QuarantineEntry>>,
     /// The rules it cuts by: the window's, not this environment's settings.
     pub(crate) rules: WindowRules,
     /// The window's `MAX_BUFFERED_BYTES`.
@@ -521,9 +525,48 @@ impl Builder {
             batcher: Batcher::for_window(thresholds),
             fed: Vec::new(),
             quarantined: Vec::new(),
+            quarantined_bytes: 0,
+            closed_quarantine: Vec::new(),
             used: Instant::now(),
         }
     }
+}
+
+impl Builder {
+    /// Takes a quarantined record. A window's bad records count against its
+    /// memory budget too: once they hold a quarter of it they are cut into a
+    /// file of their own. The cut depends only on the records, in sequence
+    /// order, and the window's rules, so a rebuild cuts where the cache did.
+    pub(crate) fn quarantine(&mut self, entry: QuarantineEntry) {
+        self.quarantined_bytes += entry.held_bytes();
+        self.quarantined.push(entry);
+        if self.quarantined_bytes >= self.budget / 4 {
+            self.closed_quarantine
+                .push(std::mem::take(&mut self.quarantined));
+            self.quarantined_bytes = 0;
+        }
+    }
+
+    /// Bytes of the quarantined records held, cut or not.
+    pub(crate) fn quarantine_bytes(&self) -> usize {
+        self.quarantined_bytes
+            + self
+                .closed_quarantine
+                .iter()
+                .flatten()
+                .map(QuarantineEntry::held_bytes)
+                .sum::<usize>()
+    }
+}
+
+/// The name a quarantine file of a window is noted by in the state's
+/// `written` (beside data parts' digests).
+pub fn quarantine_note(entries: &[QuarantineEntry]) -> String {
+    let ids: Vec<RecordId> = entries
+        .iter()
+        .filter_map(QuarantineEntry::record_id)
+        .collect();
+    format!("q{}", crate::layout::rows_digest(&ids))
 }
 
 /// The windows this environment holds decoded (a cache: any may be missing).
@@ -564,7 +607,7 @@ impl WindowCache {
     pub(crate) fn buffered_bytes(&self) -> usize {
         self.builders
             .values()
-            .map(|b| b.batcher.buffered_bytes())
+            .map(|b| b.batcher.buffered_bytes() + b.quarantine_bytes())
             .sum()
     }
 
@@ -741,6 +784,39 @@ mod tests {
         let again = WindowState::from_lambda(Some(&s.to_lambda().to_string())).unwrap();
         assert_eq!(again.rules.as_ref().map(|r| r.max_records), Some(7));
         assert_eq!(again.version, STATE_VERSION);
+    }
+
+    #[test]
+    fn a_windows_bad_records_are_cut_into_files_at_a_quarter_of_its_budget() {
+        let base = Thresholds {
+            max_buffered_bytes: 4 * 2000,
+            ..Thresholds::unlimited()
+        };
+        let rules = WindowRules::of(&base);
+        let mut b = Builder::new(&rules, &base);
+        let bad = |seq: &str| {
+            let mut e = QuarantineEntry::new(&record(seq, Ok(&"x".repeat(300))), "bad".into(), 0);
+            e.quarantined_at = String::new();
+            e
+        };
+        for seq in 1..=7 {
+            b.quarantine(bad(&seq.to_string()));
+        }
+        // Each entry holds about 500 bytes: the fourth reaches 2,000.
+        let sizes: Vec<usize> = b.closed_quarantine.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [4]);
+        assert_eq!(b.quarantined.len(), 3);
+        assert!(b.quarantine_bytes() >= 7 * 300);
+        // The same records cut the same way: the same file, the same note.
+        let mut again = Builder::new(&rules, &base);
+        for seq in 1..=7 {
+            again.quarantine(bad(&seq.to_string()));
+        }
+        assert_eq!(
+            quarantine_note(&again.closed_quarantine[0]),
+            quarantine_note(&b.closed_quarantine[0])
+        );
+        assert!(quarantine_note(&b.closed_quarantine[0]).starts_with('q'));
     }
 
     #[test]

@@ -1461,6 +1461,13 @@ impl Scenario {
     }
 }
 
+fn assert_once(rows: &BTreeMap<u64, usize>) {
+    assert!(
+        rows.values().all(|&n| n == 1),
+        "a row written twice: {rows:?}"
+    );
+}
+
 /// A lost range moves the cuts after it: row 4 alone is a part of its own
 /// when the window is rebuilt, though {3, 4} is already written. The
 /// rebuild leaves out the rows of files already written.
@@ -1478,10 +1485,7 @@ async fn after_a_lost_range_rows_already_in_files_are_not_written_again() {
     sc.invoke(&sc.env(), &[], &state, true).await;
     let (rows, lost) = sc.lake();
     assert_eq!(lost, 1, "the lost range is recorded");
-    assert!(
-        rows.values().all(|&n| n == 1),
-        "a row written twice: {rows:?}"
-    );
+    assert_once(&rows);
 }
 
 /// A final invocation retried after one that succeeded (its response
@@ -1496,10 +1500,7 @@ async fn a_final_invocation_retried_after_success_writes_nothing() {
     sc.lose_first_batch();
     sc.invoke(&sc.env(), &[], &state, true).await;
     let (rows, lost) = sc.lake();
-    assert!(
-        rows.values().all(|&n| n == 1),
-        "a row written twice: {rows:?}"
-    );
+    assert_once(&rows);
     assert_eq!(lost, 0, "nothing was lost: the window was written");
     assert_eq!(
         sc.world.objects.lock().unwrap().len(),
@@ -1538,10 +1539,7 @@ async fn after_a_recorded_loss_a_cached_environment_rebuilds_too() {
     sc.invoke(&a, &[], &state, true).await;
     let (rows, lost) = sc.lake();
     assert_eq!(lost, 1);
-    assert!(
-        rows.values().all(|&n| n == 1),
-        "a row written twice: {rows:?}"
-    );
+    assert_once(&rows);
 }
 
 /// `OpenWindowAge`: an invocation of a window that holds spooled records

@@ -374,6 +374,10 @@ impl Spool {
                 })
             })
             .collect();
+        Spool::new(window, records, spooled_at_us)
+    }
+
+    fn new(window: &WindowId, records: Vec<SpooledRecord>, spooled_at_us: i64) -> Spool {
         Spool {
             header: SpoolHeader {
                 format: SPOOL_FORMAT.to_string(),
@@ -405,17 +409,7 @@ impl Spool {
                 data_error: None,
             })
             .collect();
-        Spool {
-            header: SpoolHeader {
-                format: SPOOL_FORMAT.to_string(),
-                stream_arn: window.stream_arn.clone(),
-                shard: window.shard.clone(),
-                window_start: window.start.clone(),
-                spooled_at_us,
-                records: records.len(),
-            },
-            records,
-        }
+        Spool::new(window, records, spooled_at_us)
     }
 
     /// JSON Lines (header first), Snappy-framed.

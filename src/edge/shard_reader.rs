@@ -83,12 +83,7 @@ impl KinesisShardReader {
         from: &ReadFrom,
         last: &str,
     ) -> Result<ShardRange, ReadError> {
-        use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata as _};
         use aws_sdk_kinesis::types::ShardIteratorType;
-        let classify = |call: &str, code: Option<&str>, message: String| match code {
-            Some("ResourceNotFoundException") => ReadError::Gone(format!("{call}: {message}")),
-            _ => ReadError::Unavailable(format!("{call}: {message}")),
-        };
         let request = self
             .client
             .get_shard_iterator()
@@ -102,14 +97,10 @@ impl KinesisShardReader {
                 .shard_iterator_type(ShardIteratorType::AtTimestamp)
                 .timestamp(aws_sdk_kinesis::primitives::DateTime::from_secs_f64(*secs)),
         };
-        let iterator = request.send().await.map_err(|e| {
-            let code = e.code().map(str::to_string);
-            classify(
-                "GetShardIterator",
-                code.as_deref(),
-                DisplayErrorContext(&e).to_string(),
-            )
-        })?;
+        let iterator = request
+            .send()
+            .await
+            .map_err(|e| read_error("GetShardIterator", &e))?;
         let mut next = iterator.shard_iterator().map(str::to_string);
         let mut range = ShardRange::default();
         for _ in 0..MAX_PAGES {
@@ -125,14 +116,7 @@ impl KinesisShardReader {
                 .limit(10_000)
                 .send()
                 .await
-                .map_err(|e| {
-                    let code = e.code().map(str::to_string);
-                    classify(
-                        "GetRecords",
-                        code.as_deref(),
-                        DisplayErrorContext(&e).to_string(),
-                    )
-                })?;
+                .map_err(|e| read_error("GetRecords", &e))?;
             let records: Vec<StreamRecord> = page
                 .records()
                 .iter()
@@ -155,6 +139,19 @@ impl KinesisShardReader {
             next = page.next_shard_iterator().map(str::to_string);
         }
         finish_read(range, shard, last)
+    }
+}
+
+/// A stream or shard that is not there is gone; anything else may pass.
+fn read_error<E>(call: &str, e: &aws_sdk_kinesis::error::SdkError<E>) -> ReadError
+where
+    E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata as _};
+    let message = format!("{call}: {}", DisplayErrorContext(e));
+    match e.code() {
+        Some("ResourceNotFoundException") => ReadError::Gone(message),
+        _ => ReadError::Unavailable(message),
     }
 }
 

@@ -993,6 +993,8 @@ fn check_lake(
     let mut seen: HashMap<(String, String, u64), usize> = HashMap::new();
     let mut latest: HashMap<(String, usize, u32), (u64, Option<String>)> = HashMap::new();
     let mut landed_at: HashMap<(String, String, u64), u64> = HashMap::new();
+    // Where each row is (file, simulated second it landed): for a failure's message.
+    let mut files_of: HashMap<(String, String, u64), Vec<(String, u64)>> = HashMap::new();
     for (key, (bytes, at)) in objects.iter() {
         if !key.ends_with(".parquet") || key.contains("/_") {
             continue;
@@ -1041,6 +1043,10 @@ fn check_lake(
                 let id: u32 = ids[i].as_deref().unwrap().parse().unwrap();
                 let ident = (src.clone(), shard[i].clone().unwrap(), seq);
                 *seen.entry(ident.clone()).or_default() += 1;
+                files_of
+                    .entry(ident.clone())
+                    .or_default()
+                    .push((key.clone(), *at));
                 landed_at.insert(ident, *at);
                 let value = if ops[i].as_deref() == Some("delete") {
                     None
@@ -1126,8 +1132,10 @@ fn check_lake(
                     let ident = (src.clone(), s.id.clone(), r.seq);
                     let n = seen.get(&ident).copied().unwrap_or(0);
                     assert_eq!(
-                        n, 1,
-                        "seed {seed}: record {ident:?} is in the lake {n} times"
+                        n,
+                        1,
+                        "seed {seed}: record {ident:?} is in the lake {n} times: {:?}",
+                        files_of.get(&ident)
                     );
                     let latency = landed_at[&ident] - r.arrival;
                     run.max_latency = run.max_latency.max(latency);

@@ -1388,7 +1388,11 @@ impl Scenario {
     }
 
     fn env(&self) -> Pipeline<SimSink> {
-        Pipeline::new(self.cfg.clone(), SimSink(self.world.clone()))
+        self.env_with(self.cfg.clone())
+    }
+
+    fn env_with(&self, cfg: Config) -> Pipeline<SimSink> {
+        Pipeline::new(cfg, SimSink(self.world.clone()))
             .without_metrics()
             .with_shard_reader(Arc::new(SimReader {
                 streams: self.streams.clone(),
@@ -1575,4 +1579,28 @@ async fn an_open_window_reports_its_age() {
         age > 0 && age <= now_ms - started_ms && age + 60_000 >= now_ms - started_ms,
         "{age}"
     );
+}
+
+/// A window's first invocation settles its rules, but they are durable only
+/// once its response is: here the response is lost, a deployment comes, and
+/// the retry settles others (a part closes at 3 rows, not 2). Had the first
+/// attempt written its part {1, 2} early, the window cut at 3 would write
+/// rows 1 and 2 again.
+#[tokio::test(start_paused = true)]
+async fn a_first_invocation_writes_nothing_early_under_rules_not_yet_durable() {
+    let sc = Scenario::new();
+    let lost_response = sc.env();
+    sc.invoke(&lost_response, &[1, 2, 3], &json!({}), false)
+        .await;
+    let deployed = config(&[
+        ("S3_PREFIX", "lake/".into()),
+        ("BATCH_MAX_RECORDS_THRESHOLD", "3".into()),
+    ]);
+    let b = sc.env_with(deployed.clone());
+    let state = sc.invoke(&b, &[1, 2, 3], &json!({}), false).await["state"].clone();
+    let state = sc.invoke(&b, &[4], &state, false).await["state"].clone();
+    sc.invoke(&sc.env_with(deployed), &[], &state, true).await;
+    let (rows, _) = sc.lake();
+    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert_once(&rows);
 }

@@ -80,6 +80,10 @@ impl<S: Sink> Pipeline<S> {
         let mut wstate = WindowState::from_lambda(window.state.as_deref())?;
         // Cut by the rules the window started under, whatever this
         // environment is configured with.
+        // Rules that come in the state are durable; rules this invocation
+        // settles are not until its response is acknowledged: a retry after
+        // a deployment may settle others (see the early writes below).
+        let rules_from_state = wstate.rules.is_some();
         let rules = wstate.settle_rules(&self.config.thresholds);
         let ending = window.is_final || window.terminated_early;
 
@@ -211,8 +215,14 @@ impl<S: Sink> Pipeline<S> {
             json!({"state": {}, "batchItemFailures": []})
         } else {
             if let Some(mut b) = builder {
-                self.write_closed(state, &sink, &mut b, &mut wstate, &mut stats)
-                    .await;
+                // Parts are written early only under rules the state already
+                // carried: a part written under rules that a retried first
+                // invocation then replaced would be cut again, its rows
+                // written twice.
+                if rules_from_state {
+                    self.write_closed(state, &sink, &mut b, &mut wstate, &mut stats)
+                        .await;
+                }
                 state.windows.put(id.clone(), b);
             }
             state

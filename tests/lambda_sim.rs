@@ -348,6 +348,23 @@ struct ShardSim {
     trimmed_below: u64,
 }
 
+impl ShardSim {
+    fn new(stream: usize, id: String) -> ShardSim {
+        ShardSim {
+            stream,
+            id,
+            recs: Vec::new(),
+            next_seq: 0,
+            next: 0,
+            window: None,
+            state: json!({}),
+            retry: None,
+            failed: 0,
+            trimmed_below: 0,
+        }
+    }
+}
+
 struct Streams {
     arns: Vec<String>,
     shards: Vec<ShardSim>,
@@ -490,18 +507,7 @@ fn source(rng: &mut Rng) -> (Streams, Vec<BTreeMap<u32, Option<String>>>) {
     let mut streams = Streams {
         arns,
         shards: (0..4)
-            .map(|i| ShardSim {
-                stream: i / 2,
-                id: format!("shardId-00000000000{}", i % 2),
-                recs: Vec::new(),
-                next_seq: 0,
-                next: 0,
-                window: None,
-                state: json!({}),
-                retry: None,
-                failed: 0,
-                trimmed_below: 0,
-            })
+            .map(|i| ShardSim::new(i / 2, format!("shardId-00000000000{}", i % 2)))
             .collect(),
     };
     // Expected latest state per (stream, table): key → value.
@@ -1358,18 +1364,7 @@ impl Scenario {
         let arn = "arn:aws:kinesis:us-east-1:123456789012:stream/dms-a".to_string();
         let mut streams = Streams {
             arns: vec![arn.clone()],
-            shards: vec![ShardSim {
-                stream: 0,
-                id: "shardId-000000000000".into(),
-                recs: Vec::new(),
-                next_seq: 0,
-                next: 0,
-                window: None,
-                state: json!({}),
-                retry: None,
-                failed: 0,
-                trimmed_below: 0,
-            }],
+            shards: vec![ShardSim::new(0, "shardId-000000000000".into())],
         };
         for id in 1..=4u32 {
             let data = dms_row(0, id, "insert", Some(&format!("v{id}")), "a", u64::from(id));

@@ -42,9 +42,12 @@ start_function() {
   # setsid: the watcher and the function it starts form one process group,
   # stopped together on exit.
   cd "$ROOT"
+  # The sample window events' states record the window's rules, among them the memory
+  # budget of a function without AWS_LAMBDA_FUNCTION_MEMORY_SIZE (1,024 MB: a third of it);
+  # cargo lambda's emulator says 4,096 MB, so the budget is set to match the samples.
   setsid env S3_BUCKET_NAME="$BUCKET" AWS_ENDPOINT_URL_S3="$S3_ENDPOINT" S3_FORCE_PATH_STYLE=true \
     AWS_ENDPOINT_URL_KINESIS="$S3_ENDPOINT" HEARTBEAT_STREAMS="${HEARTBEAT_STREAMS:-}" \
-    FLUSH_MODE="${FLUSH_MODE:-}" \
+    FLUSH_MODE="${FLUSH_MODE:-}" MAX_BUFFERED_BYTES="${MAX_BUFFERED_BYTES:-357913941}" \
     AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 \
     cargo lambda watch -A 127.0.0.1 -P "$LAMBDA_PORT" >>"$STATE/function.log" 2>&1 &
   FUNCTION_PGID=$!

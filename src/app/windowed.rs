@@ -79,10 +79,9 @@ impl<S: Sink> Pipeline<S> {
         };
         let mut wstate = WindowState::from_lambda(window.state.as_deref())?;
         // Cut by the rules the window started under, whatever this
-        // environment is configured with.
-        // Rules that come in the state are durable; rules this invocation
-        // settles are not until its response is acknowledged: a retry after
-        // a deployment may settle others (see the early writes below).
+        // environment is configured with. Rules that come in the state are
+        // durable; rules this invocation settles are not until its response
+        // is acknowledged (a retry after a deployment may settle others).
         let rules_from_state = wstate.rules.is_some();
         let rules = wstate.settle_rules(&self.config.thresholds);
         let ending = window.is_final || window.terminated_early;
@@ -308,7 +307,7 @@ impl<S: Sink> Pipeline<S> {
             tracing::error!(%error, "control record not registered: the window will be rebuilt from its spool");
             return false;
         }
-        let budget = builder.budget;
+        let budget = builder.budget();
         let cut = builder.batcher.close_largest_open(budget);
         if cut > 0 {
             tracing::info!(
@@ -631,12 +630,11 @@ impl<S: Sink> Pipeline<S> {
     ) -> Result<SkipRows, String> {
         let mut skip = SkipRows::default();
         for (table, hour) in survey.table_hours() {
-            let (table, hour) = (&table, &hour);
             let dir = crate::layout::partition_dir(
                 &self.config.prefix,
                 self.config.partition_style,
-                table,
-                *hour,
+                &table,
+                hour,
             );
             let keys = sink
                 .list(&crate::layout::shard_files_prefix(&dir, &id.shard))
@@ -647,10 +645,10 @@ impl<S: Sink> Pipeline<S> {
                     continue;
                 };
                 let ours = notes.is_written(digest)
-                    || crate::layout::rows_digest(&survey.ids_between(table, *hour, first, last))
+                    || crate::layout::rows_digest(&survey.ids_between(&table, hour, first, last))
                         == digest;
                 if ours {
-                    skip.add(table.clone(), *hour, first.to_string(), last.to_string());
+                    skip.add(table.clone(), hour, first.to_string(), last.to_string());
                 }
             }
         }

@@ -504,8 +504,6 @@ pub(crate) struct Builder {
     pub(crate) closed_quarantine: Vec<Vec<QuarantineEntry>>,
     /// The rules it cuts by: the window's, not this environment's settings.
     pub(crate) rules: WindowRules,
-    /// The window's `MAX_BUFFERED_BYTES`.
-    pub(crate) budget: usize,
     used: Instant,
 }
 
@@ -515,7 +513,6 @@ impl Builder {
         let thresholds = rules.thresholds(base);
         Builder {
             rules: rules.clone(),
-            budget: thresholds.max_buffered_bytes,
             batcher: Batcher::for_window(thresholds),
             fed: Vec::new(),
             quarantined: Vec::new(),
@@ -527,6 +524,11 @@ impl Builder {
 }
 
 impl Builder {
+    /// The window's `MAX_BUFFERED_BYTES` (its rules').
+    pub(crate) fn budget(&self) -> usize {
+        usize::try_from(self.rules.max_buffered_bytes).unwrap_or(usize::MAX)
+    }
+
     /// Takes a quarantined record. A window's bad records count against its
     /// memory budget too: once they hold a quarter of it they are cut into a
     /// file of their own. The cut depends only on the records, in sequence
@@ -534,7 +536,7 @@ impl Builder {
     pub(crate) fn quarantine(&mut self, entry: QuarantineEntry) {
         self.quarantined_bytes += entry.held_bytes();
         self.quarantined.push(entry);
-        if self.quarantined_bytes >= self.budget / 4 {
+        if self.quarantined_bytes >= self.budget() / 4 {
             self.closed_quarantine
                 .push(std::mem::take(&mut self.quarantined));
             self.quarantined_bytes = 0;

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the sample invocation payloads in events/ (committed; rerun only to change them).
 
-Picks messages from the developer corpus (../shared/corpus) and wraps them as Lambda
+Picks messages from the test corpus (tests/fixtures/corpus) and wraps them as Lambda
 Kinesis events of one shard with increasing sequence numbers, plus the three
 force-flush shapes. Deterministic: a rerun gives byte-identical files.
 """
@@ -12,7 +12,7 @@ import pathlib
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus"
+CORPUS = ROOT / "tests" / "fixtures" / "corpus"
 OUT = ROOT / "events"
 SHARD = "shardId-000000000000"
 WINDOW_SHARD = "shardId-000000000001"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Smoke test of the real binary under the local Lambda emulator (cargo lambda
 # watch) against moto (S3 and Kinesis):
-#  1. window mode (the default): every file in events/ and the developer corpus
+#  1. window mode (the default): every file in events/ and the test corpus
 #     (bad records mixed in); the sample window's final invocation reaches a
 #     fresh process after the first one was killed (kill -9: no SIGTERM, memory
 #     gone), which must write the window from its spool; force flushes put a
@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/local-stack.sh
-CORPUS=${CORPUS:-../shared/corpus}
+CORPUS=${CORPUS:-tests/fixtures/corpus}
 fail() { echo "smoke: FAIL: $*" >&2; echo "--- function log tail:" >&2; tail -20 "$STATE/function.log" >&2; exit 1; }
 
 cargo build --quiet

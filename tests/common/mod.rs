@@ -16,7 +16,7 @@ pub fn repo() -> PathBuf {
 }
 
 pub fn corpus() -> PathBuf {
-    repo().join("../shared/corpus")
+    repo().join("tests/fixtures/corpus")
 }
 
 /// A tool from the project's venv (made by `scripts/setup.sh`), else PATH.

@@ -3,7 +3,9 @@
 (BENCHMARKS.md "A window's bad records"): N records of about 1 KB each, in
 1,000-record event files of one shard, all arriving inside one 120 s window.
 `--kind bad`: payloads that are base64 but not a DMS message (quarantined);
-`--kind good`: DMS data rows of the same size (buffered as rows).
+`--kind good`: DMS data rows of the same size (buffered as rows);
+`--kind sparse`: DMS rows of a 2,000-column table, each with 20 of its columns
+(BENCHMARKS.md "Wide, sparse tables").
 
 Usage: bench/bad_records.py --kind bad --records 40000 --out DIR
 """
@@ -26,12 +28,16 @@ def payload(kind: str, n: int) -> bytes:
            "metadata": {"timestamp": "2026-03-14T01:00:00.000000Z", "record-type": "data",
                         "operation": "insert", "partition-key-type": "schema-table",
                         "schema-name": "bench", "table-name": "t"}}
+    if kind == "sparse":
+        # 20 of 2,000 columns, a different set per row (deterministic).
+        cols = sorted({(n * 7919 + k * 104729) % 2000 for k in range(20)})
+        msg["data"] = {"id": n, **{f"c{c:04d}": f"v{n}-{c}" for c in cols}}
     return json.dumps(msg).encode()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--kind", choices=["bad", "good"], required=True)
+    ap.add_argument("--kind", choices=["bad", "good", "sparse"], required=True)
     ap.add_argument("--records", type=int, default=40000)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()

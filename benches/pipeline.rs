@@ -30,7 +30,7 @@ fn push(b: &mut Batcher, shard: &Arc<str>, i: usize, message: &[u8]) {
             shard: shard.clone(),
             sequence: format!("{:056}", i),
         };
-        b.push(id, &change, 0);
+        b.push(id, &change, 0, None);
     }
 }
 

@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SAM_CLI_TELEMETRY=0
-step() { printf '\n=== %s\n' "$*"; }
+# Each step's duration is printed when the next starts, and the total at the end.
+step_name="" step_start=$SECONDS
+step_done() { [ -z "$step_name" ] || printf '=== %s: %ds\n' "$step_name" $((SECONDS - step_start)); }
+step() { step_done; step_name="$*" step_start=$SECONDS; printf '\n=== %s\n' "$*"; }
 
 step setup
 scripts/setup.sh
@@ -37,5 +40,6 @@ step "sam build (arm64, provided.al2023, via cargo lambda)"
 CARGO_PROFILE_RELEASE_LTO=thin CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 sam build
 ls -l .aws-sam/build/CdcBatcherFunction/bootstrap
 
+step_done
 echo
-echo "all checks passed"
+echo "all checks passed in ${SECONDS}s"

@@ -648,3 +648,120 @@ fn window_mode_keeps_the_catalog_as_it_goes() {
         );
     }
 }
+
+/// A message for `schema.table` (the helpers above use schema `s`).
+fn in_schema(mut message: Value, schema: &str) -> Value {
+    message["metadata"]["schema-name"] = json!(schema);
+    message
+}
+
+/// Glue table names of the database, sorted.
+async fn glue_tables(glue: &aws_sdk_glue::Client) -> Vec<String> {
+    let out = glue.get_tables().database_name(DB).send().await.unwrap();
+    let mut names: Vec<String> = out
+        .table_list()
+        .iter()
+        .map(|t| t.name().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `Sales.Orders` and `sales.orders` (MySQL on Linux keeps them apart), or
+/// `a_.b` and `a._b`, share one SQL name: each gets a catalog table of its
+/// own, pointing at its own files, and keeps it as its schema evolves.
+#[test]
+fn source_tables_that_share_a_sql_name_get_a_catalog_table_each() {
+    use cdc_batcher::catalog::SOURCE_PARAM;
+    let moto = Moto::start_with_glue_versions();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s3 = s3_client(&moto.endpoint());
+    let (glue, athena) = catalog_clients(&moto.endpoint());
+    rt.block_on(create_bucket(&s3));
+    rt.block_on(create_database(&glue, DB));
+    rt.block_on(create_workgroup(&athena, WORKGROUP));
+    let p = pipeline("plain", &moto.endpoint());
+    let id = json!({"id": {"type": "INT32"}});
+    let pairs = [
+        (("Sales", "Orders"), ("sales", "orders")),
+        (("a_", "b"), ("a", "_b")),
+    ];
+    let mut seq = 0;
+    let mut messages = Vec::new();
+    for ((s1, t1), (s2, t2)) in pairs {
+        messages.push(in_schema(control(t1, "create-table", Some(id.clone())), s1));
+        messages.push(in_schema(control(t2, "create-table", Some(id.clone())), s2));
+        messages.push(in_schema(row(t1, 1, json!({"id": 1})), s1));
+        messages.push(in_schema(row(t2, 2, json!({"id": 2})), s2));
+    }
+    let stats = rt.block_on(send(&p, 0, &mut seq, &messages));
+    assert_eq!(stats.catalog_failures, 0);
+    let names = rt.block_on(glue_tables(&glue));
+    assert_eq!(names.len(), 4, "{names:?}");
+    for base in ["sales__orders", "a___b"] {
+        let own: Vec<&String> = names
+            .iter()
+            .filter(|n| {
+                n.strip_prefix(&format!("{base}__h"))
+                    .is_some_and(|h| h.len() == 8)
+            })
+            .collect();
+        assert!(
+            names.contains(&base.to_string()) && own.len() == 1,
+            "{names:?}"
+        );
+        let (a, b) = (
+            rt.block_on(glue_table(&glue, base)),
+            rt.block_on(glue_table(&glue, own[0])),
+        );
+        assert_ne!(a.params[SOURCE_PARAM], b.params[SOURCE_PARAM]);
+        // Each points at the files of the source table it names.
+        for t in [&a, &b] {
+            let source: Vec<String> = serde_json::from_str(&t.params[SOURCE_PARAM]).unwrap();
+            let dir = format!(
+                "/{}/{}/",
+                source[0].replacen('_', "%5F", usize::from(source[0].starts_with('_'))),
+                source[1]
+            );
+            assert!(t.location.ends_with(&dir), "{} for {source:?}", t.location);
+        }
+    }
+    // Each view reads its own table.
+    let views = rt.block_on(athena_statements(&athena));
+    for name in &names {
+        let view = format!("\"{DB}\".\"{name}__latest\"");
+        let made = views
+            .iter()
+            .find(|v| v.contains(&view))
+            .unwrap_or_else(|| panic!("{view}"));
+        assert!(
+            made.contains(&format!("FROM \"{DB}\".\"{name}\"")),
+            "{made}"
+        );
+    }
+    // A column added to the table holding the longer name: it stays there.
+    let second: Vec<String> = names
+        .iter()
+        .filter(|n| n.starts_with("sales__orders__h"))
+        .cloned()
+        .collect();
+    let owner: Vec<String> =
+        serde_json::from_str(&rt.block_on(glue_table(&glue, &second[0])).params[SOURCE_PARAM])
+            .unwrap();
+    let with_x = json!({"id": {"type": "INT32"}, "x": {"type": "INT64"}});
+    let add = in_schema(control(&owner[1], "add-column", Some(with_x)), &owner[0]);
+    rt.block_on(send(&p, 0, &mut seq, &[add]));
+    assert_eq!(rt.block_on(glue_tables(&glue)), names);
+    let moved = rt.block_on(glue_table(&glue, &second[0]));
+    assert!(
+        moved.columns.iter().any(|(c, _)| c == "x"),
+        "{:?}",
+        moved.columns
+    );
+    let kept = rt.block_on(glue_table(&glue, "sales__orders"));
+    assert!(
+        !kept.columns.iter().any(|(c, _)| c == "x"),
+        "{:?}",
+        kept.columns
+    );
+}

@@ -275,3 +275,83 @@ fn the_same_events_twice_and_overlapping_batches_give_no_duplicate_rows() {
     assert!(check.ok, "{}", check.summary);
     assert_eq!(check.summary["quarantined"], 15);
 }
+
+/// A DMS insert into `schema.table` committed at `commit`.
+fn insert(schema: &str, table: &str, commit: &str, id: u64) -> serde_json::Value {
+    serde_json::json!({"data": {"id": id}, "metadata": {
+        "timestamp": "2026-03-14T01:30:00.000000Z", "commit-timestamp": commit,
+        "record-type": "data", "operation": "insert", "partition-key-type": "schema-table",
+        "schema-name": schema, "table-name": table, "transaction-id": id}})
+}
+
+#[test]
+fn names_and_commit_times_that_could_escape_the_lake_stay_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Longer than a data key's 150-byte segments, short enough for a local
+    // file system's 255-byte names (the registry keeps names whole).
+    let long = "t".repeat(250);
+    let messages = vec![
+        // Schemas named like the function's own prefixes: `_spool/` and
+        // `_athena/` are emptied by lifecycle rules, `_errors/` and
+        // `_schemas/` are the quarantine and the registry.
+        insert("_spool", "orders", "2026-03-14T01:30:00Z", 1),
+        insert("_athena", "orders", "2026-03-14T01:30:00Z", 2),
+        insert("_errors", "orders", "2026-03-14T01:30:00Z", 3),
+        insert("_schemas", "orders", "2026-03-14T01:30:00Z", 4),
+        // Names shortened in data keys (two that differ only past the cut).
+        insert(&"s".repeat(200), &long, "2026-03-14T01:30:00Z", 5),
+        insert(
+            &"s".repeat(200),
+            &format!("{long}x"),
+            "2026-03-14T01:30:00Z",
+            6,
+        ),
+        // Commit times partition projection never shows.
+        insert("sales", "orders", "9999-12-31T23:59:59Z", 7),
+        insert("sales", "orders", "0001-01-01T00:00:00Z", 8),
+        insert("sales", "orders", "2026-03-14T01:30:00Z", 9),
+    ];
+    let event = dir.path().join("event.json");
+    std::fs::write(&event, kinesis_event(0, &mut 0, &messages)).unwrap();
+    let out = dir.path().join("lake");
+    let (summary, ok) = replay(&[], out.to_str().unwrap(), std::slice::from_ref(&event));
+    assert!(ok, "{summary}");
+    assert_eq!(summary["rows"], 9, "{summary}");
+    let root = out.join("cdc-data");
+    let keys: Vec<String> = walk(&root)
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .map(|p| p.strip_prefix(&root).unwrap().display().to_string())
+        .collect();
+    assert_eq!(keys.len(), 7, "{keys:?}");
+    for key in &keys {
+        assert!(
+            !key.starts_with('_'),
+            "a data file under an own prefix: {key}"
+        );
+        assert!(key.len() + "cdc-data/".len() <= 1024, "{key}");
+    }
+    for own in ["spool", "athena", "errors", "schemas"] {
+        assert!(
+            keys.iter()
+                .any(|k| k.starts_with(&format!("%5F{own}/orders/"))),
+            "{keys:?}"
+        );
+    }
+    // Rows stamped in year 1 and 9999 are in the hour their record arrived
+    // (2026-03-14 01:00), beside the ordinary one.
+    let orders: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.starts_with("sales/orders/"))
+        .collect();
+    assert_eq!(orders.len(), 1, "{keys:?}");
+    assert!(
+        orders[0].starts_with("sales/orders/2026/03/14/01/"),
+        "{keys:?}"
+    );
+    // The independent checker agrees: every row once, where the rules put it,
+    // with the registry's types.
+    let location = vec!["--dir".to_string(), out.display().to_string()];
+    let check = check_lake(&location, &["--expect-rows", "9"], &[event]);
+    assert!(check.ok, "{}", check.summary);
+}

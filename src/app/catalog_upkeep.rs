@@ -12,7 +12,7 @@ use futures_util::StreamExt as _;
 
 use crate::catalog::{self, Step, TableDefinition};
 use crate::dms::TableName;
-use crate::glue::{CatalogError, Synced, ViewStep};
+use crate::glue::{self, CatalogError, Synced, ViewStep};
 use crate::handler::{time_left, Pipeline, State, Stats};
 use crate::schema::TableSchema;
 use crate::sink::{Sink, DEADLINE_MARGIN};
@@ -48,12 +48,9 @@ impl<S: Sink> Pipeline<S> {
         let until =
             Instant::now() + BUDGET.min(time_left(deadline).saturating_sub(DEADLINE_MARGIN));
         let with_view = settings.workgroup.is_some();
-        let defs: Vec<TableDefinition> = due
-            .iter()
-            .map(|s| catalog::definition(s, &self.lake(), with_view))
-            .collect();
+        let due: Vec<(TableSchema, bool)> = due.into_iter().map(|s| (s, false)).collect();
         let mut again = Vec::new();
-        for (def, result) in self.sync_all(defs, until).await {
+        for (def, result) in self.sync_all(due, with_view, until).await {
             if let Some(rebuild_view) = self.note(state, &def, result, stats) {
                 again.push((def, rebuild_view));
             }
@@ -71,9 +68,8 @@ impl<S: Sink> Pipeline<S> {
                     continue;
                 }
             };
-            let mut def = catalog::definition(&fresh, &self.lake(), with_view);
-            def.rebuild_view = rebuild_view;
-            for (def, result) in self.sync_all(vec![def], until).await {
+            let fresh = vec![(fresh, rebuild_view)];
+            for (def, result) in self.sync_all(fresh, with_view, until).await {
                 if self.note(state, &def, result, stats).is_some() {
                     state.schemas.set_catalogued(&table, def.version);
                 }
@@ -95,24 +91,31 @@ impl<S: Sink> Pipeline<S> {
         }
     }
 
-    /// Syncs `defs`, at most [`CONCURRENT`] at once, each bounded by `until`.
+    /// Syncs the tables of `schemas` (each with whether its view is to be
+    /// made again), at most [`CONCURRENT`] at once, each bounded by `until`.
     async fn sync_all(
         &self,
-        defs: Vec<TableDefinition>,
+        schemas: Vec<(TableSchema, bool)>,
+        with_view: bool,
         until: Instant,
     ) -> Vec<(TableDefinition, Outcome)> {
         let Some(upkeep) = &self.catalog else {
             return Vec::new();
         };
-        futures_util::stream::iter(defs)
-            .map(|def| async move {
+        let lake = &self.lake();
+        futures_util::stream::iter(schemas)
+            .map(|(schema, rebuild_view)| async move {
                 let left = until.saturating_duration_since(Instant::now());
-                let result = match tokio::time::timeout(left, upkeep.sync(&def)).await {
-                    Ok(Ok(synced)) => Outcome::Synced(synced),
-                    Ok(Err(error)) => Outcome::Failed(error),
-                    Err(_) => Outcome::TimedOut,
-                };
-                (def, result)
+                let sync =
+                    glue::sync_schema(upkeep.as_ref(), &schema, lake, with_view, rebuild_view);
+                match tokio::time::timeout(left, sync).await {
+                    Ok((def, Ok(synced))) => (def, Outcome::Synced(synced)),
+                    Ok((def, Err(error))) => (def, Outcome::Failed(error)),
+                    Err(_) => (
+                        catalog::definition(&schema, lake, with_view),
+                        Outcome::TimedOut,
+                    ),
+                }
             })
             .buffer_unordered(CONCURRENT)
             .collect()

@@ -355,19 +355,25 @@ fn default_buffer_budget(memory_mb: usize) -> usize {
 
 fn normalise_prefix(raw: &str) -> Result<String, ConfigError> {
     let p = raw.trim();
-    if p.starts_with('/') || p.contains("//") || p.chars().any(char::is_control) {
+    let p = if p.is_empty() || p.ends_with('/') {
+        p.to_string()
+    } else {
+        format!("{p}/")
+    };
+    // Bounded so that every key stays within S3's 1,024 bytes (`layout`).
+    if p.starts_with('/')
+        || p.contains("//")
+        || p.chars().any(char::is_control)
+        || p.len() > crate::layout::MAX_PREFIX_BYTES
+    {
         return Err(ConfigError::Invalid {
             var: "S3_PREFIX",
             value: raw.to_string(),
-            expected:
-                "a key prefix such as `cdc-data/` (no leading `/`, no `//`, no control characters)",
+            expected: "a key prefix such as `cdc-data/` (no leading `/`, no `//`, no control \
+                 characters, at most 256 bytes with its trailing `/`)",
         });
     }
-    if p.is_empty() || p.ends_with('/') {
-        Ok(p.to_string())
-    } else {
-        Ok(format!("{p}/"))
-    }
+    Ok(p)
 }
 
 fn validate_bucket(b: &str) -> Result<(), ConfigError> {
@@ -487,6 +493,7 @@ mod tests {
             ("S3_FORCE_PATH_STYLE", "maybe", "true or false"),
             ("METRICS_PER_TABLE", "sometimes", "true or false"),
             ("S3_PREFIX", "/abs", "no leading"),
+            ("S3_PREFIX", &"p".repeat(256), "at most 256 bytes"),
             ("S3_BUCKET_NAME", "Bad_Bucket", "bucket name"),
             ("MAX_BUFFERED_BYTES", "12", "1048576"),
             ("BEFORE_IMAGE_FIELD", "data", "FieldName"),
@@ -520,6 +527,8 @@ mod tests {
     fn prefix_gets_a_trailing_slash_and_may_be_empty() {
         assert_eq!(cfg(&[("S3_PREFIX", "lake")]).unwrap().prefix, "lake/");
         assert_eq!(cfg(&[("S3_PREFIX", "a/b/")]).unwrap().prefix, "a/b/");
+        let longest = "p".repeat(255);
+        assert_eq!(cfg(&[("S3_PREFIX", &longest)]).unwrap().prefix.len(), 256);
         // An explicitly empty value means the default, as for every variable.
         assert_eq!(cfg(&[("S3_PREFIX", "")]).unwrap().prefix, "cdc-data/");
     }

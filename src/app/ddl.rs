@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 
+use crate::batcher::CUT_VERSION;
 use crate::dms::TableName;
 use crate::file_types;
 use crate::layout;
@@ -171,20 +172,26 @@ async fn sql_for(args: DdlArgs) -> Result<(String, usize), (i32, String)> {
         }
         return Ok((out, files));
     }
+    // Names over every table, so that `--table` names one as a full run does.
+    let names = sql::table_names(&schemas);
     for schema in selected {
+        let name = schemas
+            .iter()
+            .position(|s| std::ptr::eq(s, schema))
+            .map_or_else(|| sql::table_name(schema), |i| names[i].clone());
         let table = TableName {
             schema: schema.schema.clone(),
             table: schema.table.clone(),
         };
         let keys = sink
-            .list(&layout::table_dir(&config.prefix, &table))
+            .list(&layout::table_dir(&config.prefix, &table, CUT_VERSION))
             .await
             .map_err(|e| (1, format!("listing the files of {table}: {e}")))?;
         let has_files = keys.iter().any(|k| k.ends_with(".parquet"));
         let _ = write!(
             out,
             "-- {table}\n{}\n\n",
-            sql::table_sql(schema, &lake, dialect, has_files)
+            sql::table_sql(schema, &name, &lake, dialect, has_files)
         );
     }
     Ok((out, 0))
@@ -199,13 +206,12 @@ async fn apply(
     workgroup: Option<String>,
     out: &mut String,
 ) -> usize {
-    use crate::glue::Catalog as _;
     let with_view = workgroup.is_some();
     let glue = crate::glue::GlueCatalog::from_env(workgroup).await;
     let mut failed = 0;
     for schema in schemas {
-        let def = crate::catalog::definition(schema, lake, with_view);
-        match glue.sync(&def).await {
+        let (def, result) = crate::glue::sync_schema(&glue, schema, lake, with_view, false).await;
+        match result {
             Ok(s) => {
                 let _ = writeln!(
                     out,
@@ -240,7 +246,7 @@ async fn check_files<S: Sink>(
         table: schema.table.clone(),
     };
     let keys = sink
-        .list(&layout::table_dir(prefix, &table))
+        .list(&layout::table_dir(prefix, &table, CUT_VERSION))
         .await
         .map_err(|e| (1, format!("listing the files of {table}: {e}")))?;
     let mut files = 0;

@@ -557,7 +557,12 @@ impl<S: Sink> Pipeline<S> {
     ) -> Ingested {
         match self.decode(record, scratch) {
             Ok(Message::Row(change)) => {
-                batcher.push(id.clone(), &change, ingested_us);
+                // Whole milliseconds: the spool and a stream re-read give the
+                // same instant, so a rebuilt window files rows as before.
+                let arrival_us = record
+                    .arrival_seconds
+                    .map(|s| (s * 1e3).round() as i64 * 1_000);
+                batcher.push(id.clone(), &change, ingested_us, arrival_us);
                 stats.rows += 1;
                 Ingested::Row
             }

@@ -64,6 +64,7 @@ impl<S: Sink> Pipeline<S> {
             part.hour,
             &part.ids,
             part.digest(),
+            part.cut,
         )
     }
 
@@ -282,8 +283,14 @@ async fn upload<B: Sink>(
     let (key, body, content_type, encoded) = match encoded {
         Ok(e) => (key, e.bytes, PARQUET, Some((e.rescued, e.inexact_integers))),
         Err(error) => {
-            let key =
-                layout::unencodable_key(prefix, &part.table, part.hour, &part.ids, part.digest());
+            let key = layout::unencodable_key(
+                prefix,
+                &part.table,
+                part.hour,
+                &part.ids,
+                part.digest(),
+                part.cut,
+            );
             tracing::error!(
                 table = %part.table, key, rows = part.row_count(), error = error.kind(),
                 "rows could not be encoded as Parquet: writing them to the quarantine"

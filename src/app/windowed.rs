@@ -635,6 +635,7 @@ impl<S: Sink> Pipeline<S> {
                 self.config.partition_style,
                 &table,
                 hour,
+                survey.cut(),
             );
             let keys = sink
                 .list(&crate::layout::shard_files_prefix(&dir, &id.shard))

@@ -9,7 +9,7 @@ use std::time::Duration;
 use hashbrown::Equivalent;
 
 use crate::dms::{RowChange, TableName};
-use crate::layout::{Hour, RecordId};
+use crate::layout::{self, Hour, RecordId};
 use crate::row::{ColumnKinds, DataColumns, MetaColumns};
 
 /// When buffered rows are written.
@@ -51,6 +51,17 @@ impl Thresholds {
     }
 }
 
+/// How this build sizes rows, cuts a window into parts, picks a row's hour
+/// and names its files (`Batcher::for_window`, `row` sizes,
+/// `Batcher::close_largest_open`, `layout::partition_hour`,
+/// `layout::schema_segment`). A release that changes any of them must bump
+/// this and keep cutting and naming windows recorded with an older value the
+/// old way, or refuse them. History: 1 = the first; 2 = schema names kept
+/// out of the function's `_` prefixes, long names shortened, out-of-range
+/// commit times filed by arrival (see `layout`), empty cells of wide, sparse
+/// parts counted (`row::ABSENT_CELL_BYTES`).
+pub const CUT_VERSION: u32 = 2;
+
 /// A part that holds this much takes no more rows, whatever the thresholds
 /// (they are checked per batch in window mode): keeps each column's tokens
 /// addressable with `u32` offsets (`row::DataColumns`). Far above the largest
@@ -73,6 +84,8 @@ pub struct Part {
     pub bytes: usize,
     /// When the first row entered the buffer, µs since the epoch.
     pub oldest_us: i64,
+    /// The [`CUT_VERSION`] its hour and key follow.
+    pub cut: u32,
     /// [`Part::digest`] once computed; cleared when a row is added.
     digest: OnceLock<String>,
 }
@@ -165,6 +178,9 @@ pub struct Batcher {
     cut_per_row: bool,
     /// [`MAX_PART_BYTES`], lower in tests.
     part_ceiling: usize,
+    /// The [`CUT_VERSION`] rows are filed and parts named by: a window's
+    /// recorded one, else this build's.
+    cut: u32,
     tables: hashbrown::HashMap<TableName, TableBuffer>,
     buffered_bytes: usize,
     buffered_rows: usize,
@@ -210,6 +226,7 @@ impl Batcher {
             mode,
             cut_per_row: false,
             part_ceiling: MAX_PART_BYTES,
+            cut: CUT_VERSION,
             tables: hashbrown::HashMap::new(),
             buffered_bytes: 0,
             buffered_rows: 0,
@@ -266,9 +283,10 @@ impl Batcher {
     /// under its own memory bound; age and the environment's memory budget
     /// play no part (they depend on the clock and on other shards, and would
     /// make the cut differ between environments).
-    pub fn for_window(thresholds: Thresholds) -> Self {
+    pub fn for_window(thresholds: Thresholds, cut: u32) -> Self {
         Batcher {
             cut_per_row: true,
+            cut,
             ..Batcher::new(thresholds, FlushMode::Window)
         }
     }
@@ -290,9 +308,20 @@ impl Batcher {
             .map(|o| now_us.saturating_sub(o))
     }
 
-    /// Buffers one row.
-    pub fn push(&mut self, id: RecordId, change: &RowChange<'_>, now_us: i64) {
-        let hour = Hour::from_micros(change.partition_time_us());
+    /// The [`CUT_VERSION`] this batcher files rows and names parts by.
+    pub fn cut(&self) -> u32 {
+        self.cut
+    }
+
+    /// Buffers one row. `arrival_us`: when its record reached Kinesis.
+    pub fn push(
+        &mut self,
+        id: RecordId,
+        change: &RowChange<'_>,
+        now_us: i64,
+        arrival_us: Option<i64>,
+    ) {
+        let hour = layout::partition_hour(change.partition_time_us(), arrival_us, self.cut);
         let name = TableRef {
             schema: &change.schema,
             table: &change.table,
@@ -320,6 +349,7 @@ impl Batcher {
                     ids: Vec::new(),
                     bytes: 0,
                     oldest_us: now_us,
+                    cut: self.cut,
                     digest: OnceLock::new(),
                 });
                 let i = buffer.parts.len() - 1;
@@ -328,7 +358,12 @@ impl Batcher {
             }
         };
         let part = &mut buffer.parts[index];
-        let added = part.data.push(change) + part.meta.push(change, &id, now_us);
+        let absent_cell_bytes = if self.cut >= 2 {
+            crate::row::ABSENT_CELL_BYTES
+        } else {
+            0
+        };
+        let added = part.data.push(change, absent_cell_bytes) + part.meta.push(change, &id, now_us);
         part.bytes += added;
         part.ids.push(id);
         part.digest.take();
@@ -560,7 +595,7 @@ mod tests {
         let Message::Row(change) = decode(text.as_bytes(), "before-image").unwrap() else {
             panic!()
         };
-        b.push(rid(seq), &change, now_us);
+        b.push(rid(seq), &change, now_us, None);
     }
 
     fn tables_of(parts: &[(Part, DueReason)]) -> Vec<String> {
@@ -770,7 +805,7 @@ mod tests {
 
     #[test]
     fn a_window_cuts_at_the_row_that_reaches_a_threshold() {
-        let mut b = Batcher::for_window(thresholds(1 << 20, 3));
+        let mut b = Batcher::for_window(thresholds(1 << 20, 3), CUT_VERSION);
         for seq in 0..5 {
             push(&mut b, "a", seq, 0);
         }
@@ -791,14 +826,14 @@ mod tests {
         let rows: Vec<(String, u32)> = (0..40u32)
             .map(|i| (["a", "b", "c"][(i * 7 % 3) as usize].to_string(), i))
             .collect();
-        let mut eager = Batcher::for_window(thresholds(300, 4));
+        let mut eager = Batcher::for_window(thresholds(300, 4), CUT_VERSION);
         let mut parts_eager = Vec::new();
         for (table, seq) in &rows {
             push(&mut eager, table, *seq, 0);
             parts_eager.extend(eager.take_closed());
         }
         parts_eager.extend(eager.take_all());
-        let mut lazy = Batcher::for_window(thresholds(300, 4));
+        let mut lazy = Batcher::for_window(thresholds(300, 4), CUT_VERSION);
         for (table, seq) in &rows {
             push(&mut lazy, table, *seq, 1_000);
         }
@@ -814,7 +849,7 @@ mod tests {
 
     #[test]
     fn ddl_closes_a_windows_parts() {
-        let mut b = Batcher::for_window(thresholds(1 << 20, 100));
+        let mut b = Batcher::for_window(thresholds(1 << 20, 100), CUT_VERSION);
         push(&mut b, "a", 0, 0);
         b.close_table(&TableName {
             schema: "s".into(),
@@ -836,7 +871,7 @@ mod tests {
                 push(b, table, seq, 0);
             }
         };
-        let mut b = Batcher::for_window(thresholds(1 << 20, 1000));
+        let mut b = Batcher::for_window(thresholds(1 << 20, 1000), CUT_VERSION);
         feed(&mut b, 0..60);
         let held = b.buffered_bytes();
         assert_eq!(
@@ -858,7 +893,7 @@ mod tests {
         // Whether the parts cut so far were written (taken) or failed and
         // came back, the next cuts fall at the same rows.
         let cuts = |writes_fail: bool| {
-            let mut b = Batcher::for_window(thresholds(1 << 20, 1000));
+            let mut b = Batcher::for_window(thresholds(1 << 20, 1000), CUT_VERSION);
             let mut cut = Vec::new();
             for r in [0..20, 20..40, 40..60, 60..80] {
                 feed(&mut b, r);

@@ -16,6 +16,15 @@ use crate::sql::{self, Dialect, Lake};
 pub const VERSION_PARAM: &str = "cdc_batcher.schema_version";
 /// Table parameter: the registry version the latest-state view was made from.
 pub const VIEW_VERSION_PARAM: &str = "cdc_batcher.view_version";
+/// Table parameter naming the source table a catalog table holds
+/// ([`source_param`]): a table that names another one is not replaced, and
+/// this one takes [`sql::disambiguated_name`] instead.
+pub const SOURCE_PARAM: &str = "cdc_batcher.source";
+
+/// [`SOURCE_PARAM`]'s value: `["schema","table"]`, exactly as DMS names them.
+pub fn source_param(schema: &str, table: &str) -> String {
+    serde_json::json!([schema, table]).to_string()
+}
 
 /// Where catalog upkeep writes (`GLUE_DATABASE`, `ATHENA_WORKGROUP`,
 /// `CATALOG_SINCE`).
@@ -101,8 +110,19 @@ fn metadata_comment(name: &str) -> &'static str {
     }
 }
 
-/// The Glue table (and view) for `schema` in `lake`.
+/// The Glue table (and view) for `schema` in `lake`, under its
+/// [`sql::table_name`].
 pub fn definition(schema: &TableSchema, lake: &Lake, with_view: bool) -> TableDefinition {
+    definition_as(schema, lake, with_view, sql::table_name(schema))
+}
+
+/// The Glue table (and view) for `schema` in `lake`, named `name`.
+pub fn definition_as(
+    schema: &TableSchema,
+    lake: &Lake,
+    with_view: bool,
+    name: String,
+) -> TableDefinition {
     let location = sql::location(schema, lake);
     let columns = schema
         .columns
@@ -131,6 +151,10 @@ pub fn definition(schema: &TableSchema, lake: &Lake, with_view: bool) -> TableDe
     parameters.insert("EXTERNAL".into(), "TRUE".into());
     parameters.insert("classification".into(), "parquet".into());
     parameters.insert(VERSION_PARAM.into(), schema.version.to_string());
+    parameters.insert(
+        SOURCE_PARAM.into(),
+        source_param(&schema.schema, &schema.table),
+    );
     if !schema.primary_key.is_empty() {
         parameters.insert(
             "cdc_batcher.primary_key".into(),
@@ -150,8 +174,8 @@ pub fn definition(schema: &TableSchema, lake: &Lake, with_view: bool) -> TableDe
         ));
     }
     let view = if with_view {
-        sql::latest_view_statement(schema, lake, Dialect::Athena).map(|sql| ViewDefinition {
-            name: sql::view_name(schema),
+        sql::latest_view_statement(schema, lake, Dialect::Athena, &name).map(|sql| ViewDefinition {
+            name: sql::view_name_of(&name),
             sql,
         })
     } else {
@@ -162,7 +186,7 @@ pub fn definition(schema: &TableSchema, lake: &Lake, with_view: bool) -> TableDe
         schema: schema.schema.clone(),
         table: schema.table.clone(),
         database: lake.database.clone(),
-        name: sql::table_name(schema),
+        name,
         description,
         location,
         columns,
@@ -171,6 +195,13 @@ pub fn definition(schema: &TableSchema, lake: &Lake, with_view: bool) -> TableDe
         version: schema.version,
         view,
         rebuild_view: false,
+    }
+}
+
+impl TableDefinition {
+    /// Its [`SOURCE_PARAM`].
+    pub fn source_param(&self) -> Option<&str> {
+        self.parameters.get(SOURCE_PARAM).map(String::as_str)
     }
 }
 
@@ -207,6 +238,7 @@ pub fn plan(stored: Option<u64>, wanted: u64) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batcher::CUT_VERSION;
     use crate::dms::{ColumnDef, TableDef, TableName};
     use crate::layout::{self, Hour, PartitionStyle};
 
@@ -290,7 +322,13 @@ mod tests {
         assert_eq!(plain.partition_keys[0].name, "dt");
         let template =
             plain.parameters["storage.location.template"].replace("${dt}", "2026/03/14/01");
-        let dir = layout::partition_dir("cdc-data/", PartitionStyle::Plain, &table, hour);
+        let dir = layout::partition_dir(
+            "cdc-data/",
+            PartitionStyle::Plain,
+            &table,
+            hour,
+            CUT_VERSION,
+        );
         assert_eq!(template, format!("s3://lake/{dir}"));
         assert_eq!(plain.parameters["projection.dt.range"], "2026/01/01/00,NOW");
 
@@ -302,7 +340,8 @@ mod tests {
             .collect();
         assert_eq!(keys, ["year", "month", "day", "hour"]);
         assert!(!hive.parameters.contains_key("storage.location.template"));
-        let dir = layout::partition_dir("cdc-data/", PartitionStyle::Hive, &table, hour);
+        let dir =
+            layout::partition_dir("cdc-data/", PartitionStyle::Hive, &table, hour, CUT_VERSION);
         assert!(dir.ends_with("year=2026/month=03/day=14/hour=01/"));
         assert_eq!(hive.parameters["projection.month.digits"], "2");
     }

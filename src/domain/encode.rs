@@ -492,7 +492,7 @@ mod tests {
                 shard: Arc::from("shardId-1"),
                 sequence: i.to_string(),
             };
-            b.push(id, &change, 5);
+            b.push(id, &change, 5, None);
         }
         let mut parts = b.take_all();
         assert_eq!(parts.len(), 1);

@@ -68,6 +68,11 @@ impl Kinds {
 /// Hashed with foldhash: the default SipHash was a visible share of buffering.
 pub type ColumnKinds = IndexMap<String, Kinds, hashbrown::DefaultHashBuilder>;
 
+/// What an empty cell of a part costs, charged by cut version 2 on: 4 bytes
+/// of the token's end here; when encoded, 4 to 8 bytes of an Arrow offset or
+/// value, a validity bit and a Parquet definition level (`encode`).
+pub const ABSENT_CELL_BYTES: usize = 16;
+
 /// A part's `data` columns, column by column: each value's JSON token as
 /// the message spelled it (objects and arrays as a JSON string of their
 /// compact text), copied once while the message is decoded. Encoding turns
@@ -152,10 +157,15 @@ impl DataColumns {
     }
 
     /// Appends `change`'s `data` columns as a row and records their kinds.
-    /// Returns the row's size as one JSON line (`{"name":value,…}\n`), the
-    /// measure the size thresholds have always used.
-    pub fn push(&mut self, change: &RowChange<'_>) -> usize {
+    /// Returns what the row adds: its size as one JSON line
+    /// (`{"name":value,…}\n`), plus `absent_cell_bytes` for each cell the
+    /// part now holds empty for it (its columns the row lacks, and this
+    /// column's earlier rows when the row brings a new one). A wide, sparse
+    /// table costs memory per column × row, here and when encoded, that its
+    /// JSON does not show ([`ABSENT_CELL_BYTES`]).
+    pub fn push(&mut self, change: &RowChange<'_>, absent_cell_bytes: usize) -> usize {
         let row = self.rows;
+        let columns_before = self.values.len();
         let mut size = 3 + change.columns.len().saturating_sub(1);
         let mut written = 0;
         let mut compact = String::new();
@@ -200,7 +210,8 @@ impl DataColumns {
             }
         }
         self.rows += 1;
-        size
+        let absent = (self.values.len() - written) + (self.values.len() - columns_before) * row;
+        size + absent * absent_cell_bytes
     }
 
     /// Each row as one JSON object of its `data` columns, a line each, in
@@ -402,7 +413,7 @@ mod tests {
     fn row_of(msg: &str) -> (String, String, ColumnKinds) {
         let change = change_of(msg);
         let mut data = DataColumns::default();
-        let n = data.push(&change);
+        let n = data.push(&change, ABSENT_CELL_BYTES);
         let out = data.json_lines();
         assert_eq!(n, out.len());
         let kinds = data.kinds().clone();
@@ -431,11 +442,19 @@ mod tests {
         let mut sizes = Vec::new();
         for row in rows {
             let msg = format!(r#"{{"data":{row}{meta}"#);
-            sizes.push(data.push(&change_of(&msg)));
+            sizes.push(data.push(&change_of(&msg), 0));
         }
         assert_eq!(data.rows(), 4);
         // Each row counts as its own JSON line did (structures compacted).
         assert_eq!(sizes, [19, 23, 19, 3]);
+        // Charging empty cells: row 2 lacks `a` and brings `c`, which row 1
+        // lacks; row 3 lacks `b`; row 4 lacks all three.
+        let mut charged = DataColumns::default();
+        let sizes: Vec<usize> = rows
+            .iter()
+            .map(|row| charged.push(&change_of(&format!(r#"{{"data":{row}{meta}"#)), 16))
+            .collect();
+        assert_eq!(sizes, [19, 23 + 2 * 16, 19 + 16, 3 + 3 * 16]);
         let (a, b, c) = (0, 1, 2);
         assert_eq!(data.column("c"), Some(c));
         assert_eq!(data.column("d"), None);

@@ -45,7 +45,9 @@ const METADATA: [(&str, &str); 9] = [
     ("_rescued", "string"),
 ];
 
-/// `schema__table`: the SQL name of a lake table.
+/// `schema__table`: the SQL name of a lake table. Two source tables may
+/// share it (`Sales.Orders` and `sales.orders`, `a_.b` and `a._b`): the
+/// catalog gives the second one to arrive [`disambiguated_name`].
 pub fn table_name(schema: &TableSchema) -> String {
     format!(
         "{}__{}",
@@ -54,15 +56,57 @@ pub fn table_name(schema: &TableSchema) -> String {
     )
 }
 
+/// The SQL name of each of `schemas` (in their order) for SQL printed by
+/// hand: [`table_name`], except where a source table sorting before it has
+/// that name already ([`disambiguated_name`]). The function's catalog gives
+/// the plain name to the table that reached it first; `ddl --apply` reports
+/// the names it used.
+pub fn table_names(schemas: &[TableSchema]) -> Vec<String> {
+    let mut order: Vec<usize> = (0..schemas.len()).collect();
+    order.sort_by(|&a, &b| {
+        (&schemas[a].schema, &schemas[a].table).cmp(&(&schemas[b].schema, &schemas[b].table))
+    });
+    let mut taken = std::collections::HashSet::new();
+    let mut names = vec![String::new(); schemas.len()];
+    for i in order {
+        let name = table_name(&schemas[i]);
+        names[i] = if taken.insert(name) {
+            table_name(&schemas[i])
+        } else {
+            disambiguated_name(&schemas[i])
+        };
+    }
+    names
+}
+
+/// [`table_name`], `__h` and 8 hex digits of a SHA-256 of the source names:
+/// a name no other source table has.
+pub fn disambiguated_name(schema: &TableSchema) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(schema.schema.as_bytes());
+    hash.update([0]);
+    hash.update(schema.table.as_bytes());
+    let digest = hash.finalize();
+    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}__h{hex}", table_name(schema))
+}
+
 /// Every statement for one table, `;`-terminated. `has_files`: whether the
 /// table has a data file yet (DuckDB's `read_parquet` fails on none).
-pub fn table_sql(schema: &TableSchema, lake: &Lake, dialect: Dialect, has_files: bool) -> String {
+pub fn table_sql(
+    schema: &TableSchema,
+    name: &str,
+    lake: &Lake,
+    dialect: Dialect,
+    has_files: bool,
+) -> String {
     let table = match (dialect, has_files) {
-        (Dialect::Athena, _) => athena_table(schema, lake),
-        (Dialect::DuckDb, true) => duckdb_table(schema, lake),
-        (Dialect::DuckDb, false) => duckdb_empty_table(schema),
+        (Dialect::Athena, _) => athena_table(schema, name, lake),
+        (Dialect::DuckDb, true) => duckdb_table(schema, name, lake),
+        (Dialect::DuckDb, false) => duckdb_empty_table(schema, name),
     };
-    format!("{table}\n\n{}", latest_view(schema, lake, dialect))
+    format!("{table}\n\n{}", latest_view(schema, name, lake, dialect))
 }
 
 /// DuckDB's name for a lake type.
@@ -83,7 +127,7 @@ fn duckdb_type(ty: ColumnType) -> String {
 /// A registered table with no file yet: an empty table of its registered
 /// columns, so the latest-state view (and queries) work until files come;
 /// run `ddl` again then.
-fn duckdb_empty_table(schema: &TableSchema) -> String {
+fn duckdb_empty_table(schema: &TableSchema, name: &str) -> String {
     let meta = |t: &str| match t {
         "timestamp" => "TIMESTAMPTZ",
         _ => "VARCHAR",
@@ -101,7 +145,7 @@ fn duckdb_empty_table(schema: &TableSchema) -> String {
     format!(
         "-- No data file yet: an empty table with the registered columns (run ddl again once\n\
          -- files exist).\nCREATE OR REPLACE TABLE \"{}\" (\n{}\n);",
-        table_name(schema),
+        name,
         columns.join(",\n")
     )
 }
@@ -112,19 +156,22 @@ pub fn location(schema: &TableSchema, lake: &Lake) -> String {
         schema: schema.schema.clone(),
         table: schema.table.clone(),
     };
-    format!("{}{}", lake.root, layout::table_dir(&lake.prefix, &table))
+    format!(
+        "{}{}",
+        lake.root,
+        layout::table_dir(&lake.prefix, &table, crate::batcher::CUT_VERSION)
+    )
 }
 
 fn quote(s: &str) -> String {
     s.replace('\'', "''")
 }
 
-fn athena_table(schema: &TableSchema, lake: &Lake) -> String {
+fn athena_table(schema: &TableSchema, name: &str, lake: &Lake) -> String {
     let loc = location(schema, lake);
     let mut sql = format!(
         "CREATE EXTERNAL TABLE IF NOT EXISTS `{}`.`{}` (\n",
-        lake.database,
-        table_name(schema)
+        lake.database, name
     );
     let columns: Vec<String> = schema
         .columns
@@ -209,11 +256,11 @@ pub fn table_properties(lake: &Lake, loc: &str) -> Vec<(String, String)> {
     p.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
-fn duckdb_table(schema: &TableSchema, lake: &Lake) -> String {
+fn duckdb_table(schema: &TableSchema, name: &str, lake: &Lake) -> String {
     format!(
         "CREATE OR REPLACE VIEW \"{}\" AS\nSELECT * FROM read_parquet('{}**/*.parquet', \
          union_by_name = true, hive_partitioning = false);",
-        table_name(schema),
+        name,
         quote(&location(schema, lake))
     )
 }
@@ -263,8 +310,7 @@ fn timestamp_literal(us: i64, dialect: Dialect) -> String {
 }
 
 /// The latest-state view, or a comment saying why there is none.
-fn latest_view(schema: &TableSchema, lake: &Lake, dialect: Dialect) -> String {
-    let name = table_name(schema);
+fn latest_view(schema: &TableSchema, name: &str, lake: &Lake, dialect: Dialect) -> String {
     if schema.primary_key.is_empty() {
         let declared = schema
             .columns
@@ -281,34 +327,40 @@ fn latest_view(schema: &TableSchema, lake: &Lake, dialect: Dialect) -> String {
         "-- Latest row per primary key ({}) in change order; deleted keys and keys a\n\
          -- primary-key change moved away (seen in the before image) are left out.\n{}",
         schema.primary_key.join(", "),
-        view_statement(schema, lake, dialect)
+        view_statement(schema, lake, dialect, name)
     )
 }
 
 /// The latest-state view's name: `schema__table__latest`.
 pub fn view_name(schema: &TableSchema) -> String {
-    format!("{}__latest", table_name(schema))
+    view_name_of(&table_name(schema))
 }
 
-/// `CREATE OR REPLACE VIEW` of the latest-state view, one statement without
-/// comments (what the function submits to Athena), or `None` for a table
-/// without a known primary key.
+/// The latest-state view's name for the table named `table`.
+pub fn view_name_of(table: &str) -> String {
+    format!("{table}__latest")
+}
+
+/// `CREATE OR REPLACE VIEW` of the latest-state view of the table named
+/// `name`, one statement without comments (what the function submits to
+/// Athena), or `None` for a table without a known primary key.
 pub fn latest_view_statement(
     schema: &TableSchema,
     lake: &Lake,
     dialect: Dialect,
+    name: &str,
 ) -> Option<String> {
-    (!schema.primary_key.is_empty()).then(|| view_statement(schema, lake, dialect))
+    (!schema.primary_key.is_empty()).then(|| view_statement(schema, lake, dialect, name))
 }
 
-fn view_statement(schema: &TableSchema, lake: &Lake, dialect: Dialect) -> String {
-    let name = table_name(schema);
+fn view_statement(schema: &TableSchema, lake: &Lake, dialect: Dialect, name: &str) -> String {
+    let view_name = view_name_of(name);
     let (source, view) = match dialect {
         Dialect::Athena => (
             format!("\"{}\".\"{name}\"", lake.database),
-            format!("\"{}\".\"{}\"", lake.database, view_name(schema)),
+            format!("\"{}\".\"{view_name}\"", lake.database),
         ),
-        Dialect::DuckDb => (format!("\"{name}\""), format!("\"{}\"", view_name(schema))),
+        Dialect::DuckDb => (format!("\"{name}\""), format!("\"{view_name}\"")),
     };
     let keys: Vec<(String, String, ColumnType)> = schema
         .primary_key
@@ -382,6 +434,7 @@ fn view_statement(schema: &TableSchema, lake: &Lake, dialect: Dialect) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batcher::CUT_VERSION;
     use crate::dms::{ColumnDef, TableDef};
     use crate::layout::Hour;
 
@@ -421,7 +474,7 @@ mod tests {
     #[test]
     fn projection_template_matches_the_key_layout() {
         let s = schema();
-        let sql = athena_table(&s, &lake(PartitionStyle::Plain));
+        let sql = athena_table(&s, &table_name(&s), &lake(PartitionStyle::Plain));
         assert!(sql.contains("`so_id` bigint,"), "{sql}");
         assert!(sql.contains("`_dms_timestamp` timestamp"), "{sql}");
         let template = sql
@@ -431,7 +484,13 @@ mod tests {
             .unwrap();
         // The hour partition the writer uses, spelled as projection would.
         let hour = Hour::from_micros(1_773_450_000_000_000);
-        let dir = layout::partition_dir("cdc-data/", PartitionStyle::Plain, &table(), hour);
+        let dir = layout::partition_dir(
+            "cdc-data/",
+            PartitionStyle::Plain,
+            &table(),
+            hour,
+            CUT_VERSION,
+        );
         assert_eq!(
             template.replace("${dt}", "2026/03/14/01"),
             format!("s3://bucket/{dir}")
@@ -447,9 +506,15 @@ mod tests {
 
     #[test]
     fn hive_layout_uses_integer_projection() {
-        let sql = athena_table(&schema(), &lake(PartitionStyle::Hive));
+        let sql = athena_table(&schema(), "t", &lake(PartitionStyle::Hive));
         let hour = Hour::from_micros(1_773_450_000_000_000);
-        let dir = layout::partition_dir("cdc-data/", PartitionStyle::Hive, &table(), hour);
+        let dir = layout::partition_dir(
+            "cdc-data/",
+            PartitionStyle::Hive,
+            &table(),
+            hour,
+            CUT_VERSION,
+        );
         assert!(dir.ends_with("year=2026/month=03/day=14/hour=01/"), "{dir}");
         assert!(sql.contains("'projection.month.digits' = '2'"));
         assert!(sql.contains("'projection.year.range' = '2026,2099'"));
@@ -459,7 +524,12 @@ mod tests {
     fn latest_view_follows_composite_key_changes() {
         let mut s = schema();
         s.mark_dropped(1_773_450_000_000_000);
-        let sql = latest_view(&s, &lake(PartitionStyle::Plain), Dialect::DuckDb);
+        let sql = latest_view(
+            &s,
+            &table_name(&s),
+            &lake(PartitionStyle::Plain),
+            Dialect::DuckDb,
+        );
         assert!(sql.contains("PARTITION BY \"_key_1\", \"_key_2\""), "{sql}");
         assert!(sql.contains(
             "CAST(json_extract_string(\"_before_image\", '$.\"line_no\"') AS bigint) <> \"line_no\""
@@ -468,7 +538,12 @@ mod tests {
             sql.contains("TIMESTAMPTZ '2026-03-14 01:00:00.000000+00'"),
             "{sql}"
         );
-        let athena = latest_view(&s, &lake(PartitionStyle::Plain), Dialect::Athena);
+        let athena = latest_view(
+            &s,
+            &table_name(&s),
+            &lake(PartitionStyle::Plain),
+            Dialect::Athena,
+        );
         assert!(athena.contains("json_extract_scalar(\"_before_image\", '$[\"so_id\"]')"));
         assert!(athena.contains("from_iso8601_timestamp('2026-03-14T01:00:00.000000Z')"));
     }
@@ -476,11 +551,21 @@ mod tests {
     #[test]
     fn no_key_no_view_and_the_comment_says_what_dms_sent() {
         let s = TableSchema::new(&table());
-        let sql = latest_view(&s, &lake(PartitionStyle::Plain), Dialect::Athena);
+        let sql = latest_view(
+            &s,
+            &table_name(&s),
+            &lake(PartitionStyle::Plain),
+            Dialect::Athena,
+        );
         assert!(sql.contains("DMS sent no table-def"), "{sql}");
         let mut s = schema();
         s.primary_key.clear();
-        let sql = latest_view(&s, &lake(PartitionStyle::Plain), Dialect::Athena);
+        let sql = latest_view(
+            &s,
+            &table_name(&s),
+            &lake(PartitionStyle::Plain),
+            Dialect::Athena,
+        );
         assert!(
             sql.contains("table-def for it lists no primary key"),
             "{sql}"
@@ -488,9 +573,43 @@ mod tests {
     }
 
     #[test]
+    fn source_tables_sharing_a_name_get_names_of_their_own() {
+        let of = |schema: &str, table: &str| {
+            TableSchema::new(&TableName {
+                schema: schema.into(),
+                table: table.into(),
+            })
+        };
+        let schemas = [
+            of("sales", "orders"),
+            of("a", "_b"),
+            of("Sales", "Orders"),
+            of("a_", "b"),
+            of("hr", "staff"),
+        ];
+        let names = table_names(&schemas);
+        // The first in source-name order keeps the plain name.
+        assert_eq!(names[2], "sales__orders");
+        assert_eq!(names[1], "a___b");
+        assert_eq!(names[4], "hr__staff");
+        assert_eq!(names[0], disambiguated_name(&schemas[0]));
+        assert_eq!(names[3], disambiguated_name(&schemas[3]));
+        assert!(names[0].starts_with("sales__orders__h") && names[0].len() == 24);
+        let unique: std::collections::HashSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len());
+        // Stable: the same names whatever order the registry lists them in.
+        let mut reversed = schemas.to_vec();
+        reversed.reverse();
+        let mut again = table_names(&reversed);
+        again.reverse();
+        assert_eq!(again, names);
+    }
+
+    #[test]
     fn a_table_without_files_is_an_empty_duckdb_table() {
         let sql = table_sql(
             &schema(),
+            "sales__order_item",
             &lake(PartitionStyle::Plain),
             Dialect::DuckDb,
             false,

@@ -41,11 +41,7 @@ pub const STATE_WARN_BYTES: usize = 256 * 1024;
 /// first sequence number.
 pub const STATE_VERSION: u32 = 2;
 
-/// How this build sizes rows and cuts a window into parts
-/// (`Batcher::for_window`, `row` sizes, `Batcher::close_largest_open`). A
-/// release that changes any of them must bump this and keep cutting windows
-/// recorded with an older value the old way, or refuse them.
-pub const CUT_VERSION: u32 = 1;
+pub use crate::batcher::CUT_VERSION;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WindowError {
@@ -189,11 +185,17 @@ impl WindowState {
     }
 
     /// The rules this window is cut by: the recorded ones, or (a new window,
-    /// or a version 1 state) `current`, which are recorded from now on.
+    /// or a version 1 state) `current`, which are recorded from now on. A
+    /// version 1 state was written by a release that cut and named by cut
+    /// version 1, so its window keeps that.
     pub fn settle_rules(&mut self, current: &Thresholds) -> WindowRules {
+        let from_version_1 = self.version == 1;
         self.version = STATE_VERSION;
         self.rules
-            .get_or_insert_with(|| WindowRules::of(current))
+            .get_or_insert_with(|| WindowRules {
+                cut: if from_version_1 { 1 } else { CUT_VERSION },
+                ..WindowRules::of(current)
+            })
             .clone()
     }
 
@@ -513,7 +515,7 @@ impl Builder {
         let thresholds = rules.thresholds(base);
         Builder {
             rules: rules.clone(),
-            batcher: Batcher::for_window(thresholds),
+            batcher: Batcher::for_window(thresholds, rules.cut),
             fed: Vec::new(),
             quarantined: Vec::new(),
             quarantined_bytes: 0,
@@ -744,6 +746,7 @@ mod tests {
         };
         let mut s = WindowState::fresh();
         let rules = s.settle_rules(&started);
+        assert_eq!(rules.cut, CUT_VERSION);
         s.spools.push("5".into());
         let back = WindowState::from_lambda(Some(&s.to_lambda().to_string())).unwrap();
         // Another deployment, other settings: the window keeps its own.
@@ -776,7 +779,11 @@ mod tests {
             max_records: 7,
             ..Thresholds::unlimited()
         };
-        assert_eq!(s.settle_rules(&t).max_records, 7);
+        let rules = s.settle_rules(&t);
+        assert_eq!(rules.max_records, 7);
+        // Its parts were named by the release that started it: cut version 1.
+        assert_eq!(rules.cut, 1);
+        assert_eq!(Builder::new(&rules, &t).batcher.cut(), 1);
         let again = WindowState::from_lambda(Some(&s.to_lambda().to_string())).unwrap();
         assert_eq!(again.rules.as_ref().map(|r| r.max_records), Some(7));
         assert_eq!(again.version, STATE_VERSION);

@@ -30,6 +30,8 @@ use crate::catalog::{
     self, Step, TableDefinition, INPUT_FORMAT, OUTPUT_FORMAT, SERDE, VERSION_PARAM,
     VIEW_VERSION_PARAM,
 };
+use crate::schema::TableSchema;
+use crate::sql::{self, Lake};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -46,6 +48,9 @@ pub enum CatalogError {
     Contended(u32),
     #[error("a table definition could not be built: {0}")]
     Build(String),
+    /// The name is another source table's (see `catalog::SOURCE_PARAM`).
+    #[error("the catalog table {name} holds another source table ({owner})")]
+    NameTaken { name: String, owner: String },
 }
 
 /// What happened to the latest-state view.
@@ -88,6 +93,9 @@ struct Stored {
     version: u64,
     view_version: u64,
     version_id: Option<String>,
+    /// `catalog::SOURCE_PARAM`; absent in tables of earlier releases or made
+    /// by hand (taken over).
+    source: Option<String>,
 }
 
 impl GlueCatalog {
@@ -132,6 +140,7 @@ impl GlueCatalog {
                     version: catalog::version_in(param(VERSION_PARAM)),
                     view_version: catalog::version_in(param(VIEW_VERSION_PARAM)),
                     version_id: t.version_id().map(String::from),
+                    source: param(catalog::SOURCE_PARAM).map(String::from),
                 }
             })),
             Err(e)
@@ -201,6 +210,13 @@ impl GlueCatalog {
         let mut done: Option<Step> = None;
         for _ in 0..ATTEMPTS {
             let stored = self.get(def).await?;
+            let owner = stored.as_ref().and_then(|s| s.source.as_deref());
+            if let Some(owner) = owner.filter(|&o| Some(o) != def.source_param()) {
+                return Err(CatalogError::NameTaken {
+                    name: def.name.clone(),
+                    owner: owner.to_string(),
+                });
+            }
             let step = catalog::plan(stored.as_ref().map(|s| s.version), def.version);
             match (step, stored) {
                 (Step::Create, _) => {
@@ -290,6 +306,35 @@ impl GlueCatalog {
                 _ => tokio::time::sleep(POLL).await,
             }
         }
+    }
+}
+
+/// Syncs `schema`'s table under [`sql::table_name`], or, when a table of
+/// that name holds another source table, under [`sql::disambiguated_name`]
+/// (every sync tries the first name again: the second stays its own).
+/// Returns the definition synced and what happened.
+pub async fn sync_schema(
+    catalog: &dyn Catalog,
+    schema: &TableSchema,
+    lake: &Lake,
+    with_view: bool,
+    rebuild_view: bool,
+) -> (TableDefinition, Result<Synced, CatalogError>) {
+    let mut def = catalog::definition(schema, lake, with_view);
+    def.rebuild_view = rebuild_view;
+    match catalog.sync(&def).await {
+        Err(CatalogError::NameTaken { name, owner }) => {
+            let own = sql::disambiguated_name(schema);
+            let mut own = catalog::definition_as(schema, lake, with_view, own);
+            own.rebuild_view = rebuild_view;
+            tracing::warn!(
+                table = def.source, name, owner, own_name = own.name,
+                "the catalog table of this name holds another source table: this one has a name of its own"
+            );
+            let result = catalog.sync(&own).await;
+            (own, result)
+        }
+        other => (def, other),
     }
 }
 

@@ -3,7 +3,9 @@
 
 Given the Kinesis event files that went in, it checks that:
   * every DMS data record is in exactly one Parquet file, in its table's partition for
-    the hour of its commit time (else DMS timestamp), with its data values and the
+    the hour of its commit time (else DMS timestamp; the hour the record reached Kinesis
+    when that time is over a year before it or over a day after), under its schema's
+    and table's key segments (data_segment), with its data values and the
     metadata columns (_op, _dms_timestamp, _commit_timestamp, _transaction_id,
     _shard_id, _sequence_number, _ingested_at, _before_image, _rescued); a value in
     _rescued is NULL in its column and its text there is exactly the source value;
@@ -33,10 +35,12 @@ import base64
 import binascii
 import datetime as dt
 import decimal
+import hashlib
 import json
 import math
 import re
 import sys
+import urllib.parse
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -52,6 +56,49 @@ SPOOL_OBJECT = re.compile(r"_spool/[^/]+/[^/]+/[^/]+/\d{6}_\d+\.jsonl\.sz")
 WINDOW_MARKER = re.compile(r"_spool/[^/]+/[^/]+/[^/]+/_done\.json")
 # A range of records gone from both the spool and the stream (never expected in a test run).
 LOST_RANGE = re.compile(r"_errors/lost/[^/]+/[^/]+/[^/]+/\d{6}\.json")
+
+
+def path_segment(raw):
+    """A name as one key segment: `/`, `%`, `=` and control characters percent-encoded."""
+    out = "".join("".join(f"%{b:02X}" for b in ch.encode()) if ch in "/%=" or
+                  ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F else ch for ch in raw)
+    return f"%{len(out)}" if out in ("", ".", "..") else out
+
+
+def data_segment(raw, schema):
+    """A schema's or table's segment of a data key: a schema's leading `_` spelled `%5F`
+    (never one of the function's own prefixes), a segment over 150 bytes shortened to
+    its first <=128 bytes (no character or escape split), `_h` and 16 hex of SHA-256."""
+    seg = path_segment(raw)
+    if schema and seg.startswith("_"):
+        seg = "%5F" + seg[1:]
+    b = seg.encode()
+    if len(b) <= 150:
+        return seg
+    keep = 128
+    while (b[keep] & 0xC0) == 0x80 or b"%" in b[max(0, keep - 2):keep]:
+        keep -= 1
+    return b[:keep].decode() + "_h" + hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def registry_name(segment):
+    """The name behind a schema registry key segment (path_segment inverted)."""
+    if re.fullmatch(r"%[012]", segment):
+        return ["", ".", ".."][int(segment[1:])]
+    return urllib.parse.unquote(segment)
+
+
+def partition_time(when, arrival):
+    """The instant whose hour a row is filed under (layout::partition_hour)."""
+    if arrival is None:
+        return when
+    arrival_us = round(arrival * 1e3) * 1000
+    if arrival_us < 946_684_800_000_000:
+        return when
+    at = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=arrival_us)
+    if when < at - dt.timedelta(days=366) or when > at + dt.timedelta(days=1):
+        return at
+    return when
 
 
 class JsonFloat(float):
@@ -233,7 +280,7 @@ def main():
         root = f"{a.bucket}/{a.prefix}"
     root = root.rstrip("/")
 
-    expected_rows, expected_bad, raw_seq = {}, {}, {}
+    expected_rows, expected_bad, raw_seq, arrivals = {}, {}, {}, {}
     for path in a.events:
         with open(path) as f:
             ev = json.load(f)
@@ -247,6 +294,7 @@ def main():
             if kind == "row":
                 # A record delivered again is still one row.
                 expected_rows.setdefault(key, msg)
+                arrivals.setdefault(key, k.get("approximateArrivalTimestamp"))
             elif kind == "bad":
                 expected_bad.setdefault(key, k.get("data"))
 
@@ -276,7 +324,10 @@ def main():
             except ValueError as e:
                 problems.append(f"{path}: schema version is not JSON: {e}")
                 continue
-        table_dir = path[len(root) + 1:].split("/", 1)[1].rsplit("/", 1)[0]
+        reg_schema, reg_table = path[len(root) + 1:].split("/")[1:3]
+        # Keyed as the table's data files are.
+        table_dir = (data_segment(registry_name(reg_schema), True) + "/"
+                     + data_segment(registry_name(reg_table), False))
         version = int(path.rsplit("/v", 1)[1].split(".")[0])
         if version >= registered.get(table_dir, (-1, None))[0]:
             registered[table_dir] = (version, {c["name"]: registry_arrow(c["type"])
@@ -332,8 +383,10 @@ def main():
                 problems.append(f"row {seq} _sequence_number {got_seq!r} is not {SEQ_WIDTH} digits")
             shard, msg = seq[0], expected_rows[seq]
             meta, data = msg["metadata"], msg["data"]
-            when = parse_ts(meta.get("commit-timestamp") or meta["timestamp"])
-            want_dir = f"{meta['schema-name']}/{meta['table-name']}/"
+            when = partition_time(parse_ts(meta.get("commit-timestamp") or meta["timestamp"]),
+                                  arrivals.get(seq))
+            want_dir = (f"{data_segment(meta['schema-name'], True)}/"
+                        f"{data_segment(meta['table-name'], False)}/")
             plain = when.strftime("%Y/%m/%d/%H/")
             hive = when.strftime("year=%Y/month=%m/day=%d/hour=%H/")
             if not (rel.startswith(want_dir + plain) or rel.startswith(want_dir + hive)):

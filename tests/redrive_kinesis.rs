@@ -230,3 +230,83 @@ async fn a_redrive_event_runs_inside_lambda() {
     assert_eq!(report["deleted"], 1, "{report}");
     assert_eq!(report["rows_written"], 1, "{report}");
 }
+
+/// A window's final invocation wrote some of its files before it failed for
+/// good: the failed batch's range holds rows already in the lake, under keys
+/// of the window's cut. The redrive writes only the others.
+#[test]
+fn a_redrive_leaves_out_rows_already_in_the_lake() {
+    let moto = Moto::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let kinesis = kinesis_client(&moto.endpoint());
+    let sqs = sqs_client(&moto.endpoint());
+    let s3 = s3_client(&moto.endpoint());
+    let (arn, records, queue) = rt.block_on(async {
+        create_bucket(&s3).await;
+        let arn = create_stream(&kinesis, "dms-cdc", 1).await;
+        let mut records = Vec::new();
+        for id in 1..=6 {
+            let put = kinesis
+                .put_record()
+                .stream_arn(&arn)
+                .partition_key("s.t")
+                .data(aws_sdk_kinesis::primitives::Blob::new(dms_row(id)))
+                .send()
+                .await
+                .unwrap();
+            records.push((
+                put.shard_id().to_string(),
+                put.sequence_number().to_string(),
+                id,
+            ));
+        }
+        (arn, records, create_queue(&sqs, "failures").await)
+    });
+    let shard = records[0].0.clone();
+    let as_stream = |rs: &[(String, String, u32)]| -> Vec<StreamRecord> {
+        rs.iter()
+            .map(|(_, s, id)| StreamRecord {
+                sequence: s.clone(),
+                partition_key: "s.t".into(),
+                data: dms_row(*id),
+                arrival_seconds: 1_773_450_000.0,
+            })
+            .collect()
+    };
+    // Rows 1-2 and 3-4 as two files (the window's cut), written before the
+    // failure; rows 5-6 never were.
+    let dir = tempfile::tempdir().unwrap();
+    let mut early = Vec::new();
+    for (i, rs) in [&records[0..2], &records[2..4]].into_iter().enumerate() {
+        let path = dir.path().join(format!("early-{i}.json"));
+        std::fs::write(&path, event_json(&arn, &shard, &as_stream(rs))).unwrap();
+        early.push(path);
+    }
+    let mut env = s3_env(&moto.endpoint());
+    env.push(("FLUSH_MODE", "invocation".into()));
+    let (summary, ok) = replay(&env, &format!("s3://{BUCKET}/lake/"), &early);
+    assert!(ok && summary["rows_written"] == 4, "{summary}");
+
+    let body = failure(&arn, &shard, &records[0].1, &records[5].1);
+    rt.block_on(
+        sqs.send_message()
+            .queue_url(&queue)
+            .message_body(body)
+            .send(),
+    )
+    .unwrap();
+    let (report, code) = run_redrive(&moto, &queue);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["already_in_lake"], 4, "{report}");
+    assert_eq!(report["rows_written"], 2, "{report}");
+
+    // Every row once (the independent checker).
+    let all = dir.path().join("all.json");
+    std::fs::write(&all, event_json(&arn, &shard, &as_stream(&records))).unwrap();
+    let check = check_lake(
+        &s3_location(&moto.endpoint()),
+        &["--prefix", "lake/", "--expect-rows", "6"],
+        &[all],
+    );
+    assert!(check.ok, "{}", check.summary);
+}

@@ -89,6 +89,10 @@ pub struct Report {
     pub failed: Vec<Failed>,
     pub deleted: usize,
     pub records: u64,
+    /// Records whose rows a file of their stream and shard already holds
+    /// (the window's final invocation wrote it before it failed): not
+    /// written again.
+    pub already_in_lake: u64,
     pub rows_written: u64,
     pub files: u64,
 }
@@ -296,7 +300,18 @@ async fn redrive_one<S: Sink>(
         });
     }
     for chunk in range.records.chunks(CHUNK) {
-        let event = event_json(&batch.stream_arn, &batch.shard_id, chunk);
+        let written = already_written(pipeline, &batch.stream_arn, &batch.shard_id, chunk).await?;
+        let read = chunk.len();
+        let chunk: Vec<StreamRecord> = chunk
+            .iter()
+            .filter(|r| !written.contains(&r.sequence))
+            .cloned()
+            .collect();
+        report.already_in_lake += (read - chunk.len()) as u64;
+        if chunk.is_empty() {
+            continue;
+        }
+        let event = event_json(&batch.stream_arn, &batch.shard_id, &chunk);
         let outcome = pipeline
             .handle(&event, None)
             .await
@@ -317,6 +332,95 @@ async fn redrive_one<S: Sink>(
         records: range.records.len(),
     });
     Ok(())
+}
+
+/// The sequence numbers of `chunk`'s rows that files in the lake already
+/// hold. A failed batch may be a window's final invocation that wrote some
+/// of its files before it gave up, cut by the window's rules: their rows are
+/// in the lake under keys a redrive would not give them. A file of this
+/// shard, in a table and hour of the chunk's rows, whose range meets the
+/// chunk's is read (its `_sequence_number` column); it holds rows of this
+/// stream when its name's digest is theirs with this stream's ARN (another
+/// stream's file of the same shard id is left alone).
+async fn already_written<S: Sink>(
+    pipeline: &Pipeline<S>,
+    stream: &str,
+    shard: &str,
+    chunk: &[StreamRecord],
+) -> Result<std::collections::HashSet<String>, String> {
+    use crate::batcher::CUT_VERSION;
+    use crate::dms::{Message, TableName};
+    use crate::event::sequence_cmp;
+    use crate::layout::{self, RecordId};
+    let mut found = std::collections::HashSet::new();
+    let (Some(low), Some(high)) = (chunk.first(), chunk.last()) else {
+        return Ok(found);
+    };
+    let config = &pipeline.config;
+    // Every directory a row of the chunk may be in, by either cut version.
+    let mut dirs = std::collections::BTreeSet::new();
+    for r in chunk {
+        let Ok(Message::Row(change)) = crate::dms::decode(&r.data, &config.before_image_field)
+        else {
+            continue;
+        };
+        let table = TableName {
+            schema: change.schema.to_string(),
+            table: change.table.to_string(),
+        };
+        let arrival = Some((r.arrival_seconds * 1e3).round() as i64 * 1_000);
+        for cut in [1, CUT_VERSION] {
+            let hour = layout::partition_hour(change.partition_time_us(), arrival, cut);
+            dirs.insert(layout::partition_dir(
+                &config.prefix,
+                config.partition_style,
+                &table,
+                hour,
+                cut,
+            ));
+        }
+    }
+    let (stream, shard_id): (std::sync::Arc<str>, std::sync::Arc<str>) =
+        (stream.into(), shard.into());
+    for dir in dirs {
+        let keys = pipeline
+            .sink
+            .list(&layout::shard_files_prefix(&dir, shard))
+            .await
+            .map_err(|e| format!("listing {dir}: {e}"))?;
+        for key in keys {
+            let Some((first, last, digest)) = layout::stem_parts(&key) else {
+                continue;
+            };
+            if sequence_cmp(last, &low.sequence).is_lt()
+                || sequence_cmp(first, &high.sequence).is_gt()
+            {
+                continue;
+            }
+            let Some(bytes) = pipeline
+                .sink
+                .get(&key)
+                .await
+                .map_err(|e| format!("reading {key}: {e}"))?
+            else {
+                continue;
+            };
+            let sequences = crate::file_types::sequence_numbers(bytes)
+                .map_err(|e| format!("reading {key}: {e}"))?;
+            let ids: Vec<RecordId> = sequences
+                .iter()
+                .map(|s| RecordId {
+                    stream: stream.clone(),
+                    shard: shard_id.clone(),
+                    sequence: s.clone(),
+                })
+                .collect();
+            if layout::rows_digest(&ids) == digest {
+                found.extend(sequences);
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// `cdc-batcher redrive`.

@@ -33,6 +33,43 @@ pub fn footer_schema(file: Vec<u8>) -> Result<Schema, FooterError> {
     Ok(reader.schema().as_ref().clone())
 }
 
+/// The `_sequence_number` of each row of a data file, in row order, as
+/// Kinesis spelled it (the column's zero padding taken off).
+pub fn sequence_numbers(file: Vec<u8>) -> Result<Vec<String>, FooterError> {
+    use arrow::array::{Array as _, StringArray};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::ProjectionMask;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(file))?;
+    let Some(index) = builder
+        .parquet_schema()
+        .columns()
+        .iter()
+        .position(|c| c.name() == "_sequence_number")
+    else {
+        return Ok(Vec::new());
+    };
+    let mask = ProjectionMask::leaves(builder.parquet_schema(), [index]);
+    let mut out = Vec::new();
+    for batch in builder.with_projection(mask).build()? {
+        let batch = batch.map_err(|e| parquet::errors::ParquetError::General(e.to_string()))?;
+        let Some(column) = batch.column(0).as_any().downcast_ref::<StringArray>() else {
+            continue;
+        };
+        for i in 0..column.len() {
+            if column.is_valid(i) {
+                let padded = column.value(i);
+                let digits = padded.trim_start_matches('0');
+                out.push(if digits.is_empty() && !padded.is_empty() {
+                    "0".to_string()
+                } else {
+                    digits.to_string()
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Does a file column of type `file` hold the registered type `ty`?
 fn holds(file: &DataType, ty: ColumnType) -> bool {
     match (file, ty.arrow()) {

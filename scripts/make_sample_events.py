@@ -27,6 +27,15 @@ SAMPLES = {
     # CDC: insert/update/delete on two tables, add-column and drop-column DDL
     "kinesis-2-cdc.json": [146, 150, 154, 155, 157, 158, 159, 165, 166, 167, 190],
 }
+# The window shard's own data (other tables than the plain batches', so the quick start
+# shows every row once): create-table and load of orders and their lines, then CDC with a
+# column-type-change DDL record for each table (which closes their parts mid-window).
+WINDOW_SAMPLES = {
+    "first": [3, 4, 30, 31, 32, 33, 36, 37, 40, 41],
+    "middle": [147, 148, 149, 151, 169, 170, 172, 173],
+    # a window Lambda ended early: two order updates around a bad record
+    "early": [194, 197],
+}
 # Good messages around malformed ones: bad base64, not JSON, unknown operation, empty.
 MALFORMED_GOOD = [191, 192]
 MALFORMED_BAD_LINES = [1, 7, 12]  # bad_messages.jsonl
@@ -89,8 +98,8 @@ def main() -> int:
     # ended early.
     w1 = ("2026-03-14T01:00:00Z", "2026-03-14T01:02:00Z")
     w2 = ("2026-03-14T01:02:00Z", "2026-03-14T01:04:00Z")
-    first = [next_record(lines[n - 1], shard=WINDOW_SHARD) for n in SAMPLES["kinesis-1-load.json"]]
-    middle = [next_record(lines[n - 1], shard=WINDOW_SHARD) for n in SAMPLES["kinesis-2-cdc.json"]]
+    first = [next_record(lines[n - 1], shard=WINDOW_SHARD) for n in WINDOW_SAMPLES["first"]]
+    middle = [next_record(lines[n - 1], shard=WINDOW_SHARD) for n in WINDOW_SAMPLES["middle"]]
     spools = []
     WINDOW_FIRST[w1[0]] = first[0]["kinesis"]["sequenceNumber"]
     write("window-1-first.json", window_event(first, w1, spools))
@@ -99,9 +108,9 @@ def main() -> int:
     spools.append(middle[-1]["kinesis"]["sequenceNumber"])
     written = closed_by_ddl(first + middle)
     write("window-3-final.json", window_event([], w1, spools, final=True, written=written))
-    early = [next_record(lines[MALFORMED_GOOD[0] - 1], shard=WINDOW_SHARD),
+    early = [next_record(lines[WINDOW_SAMPLES["early"][0] - 1], shard=WINDOW_SHARD),
              next_record(None, raw_data="{not base64!}", shard=WINDOW_SHARD),
-             next_record(lines[MALFORMED_GOOD[1] - 1], shard=WINDOW_SHARD)]
+             next_record(lines[WINDOW_SAMPLES["early"][1] - 1], shard=WINDOW_SHARD)]
     write("window-4-terminated-early.json", window_event(early, w2, [], early=True))
 
     write("force-flush.json", {"force_flush": True})

@@ -84,6 +84,26 @@ fn sample_events_replay_into_a_local_directory_and_the_checker_notices_a_lost_fi
     let location = vec!["--dir".to_string(), dir.path().display().to_string()];
     let check = check_lake(&location, &["--expect-rows", "20"], &events);
     assert!(check.ok, "{}", check.summary);
+    // What the quick start shows of it: each table as it is now.
+    let shown = Command::new(python())
+        .arg(repo().join("scripts/show_lake.py"))
+        .args(["--dir", dir.path().to_str().unwrap(), "--cdc-batcher"])
+        .arg(env!("CARGO_BIN_EXE_cdc-batcher"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    for view in [
+        "sales__client__latest): 9 rows",
+        "hr__employees__latest): 5 rows",
+    ] {
+        assert!(text.contains(view), "{view}: {text}");
+    }
+    assert!(text.contains("Quarantined: 4 records"), "{text}");
 
     // The checker is not a rubber stamp: remove one file and it must object.
     let victim = walk(dir.path())

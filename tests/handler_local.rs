@@ -316,3 +316,22 @@ async fn a_batch_out_of_order_loses_no_record() {
     assert_eq!(out.stats.rows, 9);
     assert_eq!(out.stats.rows_written, 9);
 }
+
+/// A window of a stream `HEARTBEAT_STREAMS` does not list is counted
+/// (`WindowsWithoutHeartbeat`, alarmed): its quiet shards would wait.
+#[tokio::test]
+async fn a_window_of_a_stream_without_heartbeats_is_counted() {
+    let arn = sample("window-1-first.json")["eventSourceARN"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (listed, expected) in [("", 1), (arn.as_str(), 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let env = pipeline(dir.path(), &[("HEARTBEAT_STREAMS", listed)]);
+        let out = env
+            .handle(&sample("window-1-first.json").to_string(), None)
+            .await
+            .unwrap();
+        assert_eq!(out.stats.windows_without_heartbeat, expected, "{listed:?}");
+    }
+}

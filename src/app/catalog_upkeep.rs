@@ -60,7 +60,21 @@ impl<S: Sink> Pipeline<S> {
         for (old, rebuild_view) in again {
             let table = table_of(&old);
             let overrides = self.config.overrides_for(&table);
-            let fresh = match state.schemas.get_fresh(&self.sink, &table, overrides).await {
+            // Bounded like the syncs: rows come first.
+            let left = until.saturating_duration_since(Instant::now());
+            let read = state.schemas.get_fresh(&self.sink, &table, overrides);
+            let fresh = match tokio::time::timeout(left, read).await {
+                Err(_) => {
+                    tracing::error!(
+                        table = old.source.as_str(),
+                        "catalog update out of time reading the registry: retried at the next invocation"
+                    );
+                    stats.catalog_failures += 1;
+                    continue;
+                }
+                Ok(read) => read,
+            };
+            let fresh = match fresh {
                 Ok(fresh) if fresh.version > old.version => fresh.clone(),
                 // Its environment brings the catalog to its version.
                 _ => {

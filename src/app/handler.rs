@@ -80,6 +80,9 @@ pub struct Stats {
     pub windows_written: u64,
     /// Streams whose heartbeat could not be sent (a force flush).
     pub heartbeat_failures: u64,
+    /// Window invocations of a stream `HEARTBEAT_STREAMS` does not list: its
+    /// quiet shards' windows get no heartbeat.
+    pub windows_without_heartbeat: u64,
     /// Glue tables and latest-state views created or replaced.
     pub catalog_updates: u64,
     /// Tables whose catalog entry could not be brought to their schema
@@ -129,6 +132,7 @@ impl Stats {
         self.spooled += o.spooled;
         self.windows_written += o.windows_written;
         self.heartbeat_failures += o.heartbeat_failures;
+        self.windows_without_heartbeat += o.windows_without_heartbeat;
         self.catalog_updates += o.catalog_updates;
         self.catalog_failures += o.catalog_failures;
         self.budget_cuts += o.budget_cuts;

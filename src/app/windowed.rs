@@ -77,6 +77,17 @@ impl<S: Sink> Pipeline<S> {
                 .unwrap_or_default(),
             start: window.start.clone(),
         };
+        if !id.stream_arn.is_empty() && !self.config.heartbeat_streams.contains(&id.stream_arn) {
+            // Counted (alarmed) every time; logged once per window.
+            stats.windows_without_heartbeat = 1;
+            if window.is_final || window.terminated_early {
+                tracing::warn!(
+                    stream = id.stream_arn,
+                    "HEARTBEAT_STREAMS does not list this stream: its quiet shards' windows get no \
+                     heartbeat and end only when a record arrives"
+                );
+            }
+        }
         let mut wstate = WindowState::from_lambda(window.state.as_deref())?;
         // Cut by the rules the window started under, whatever this
         // environment is configured with. Rules that come in the state are

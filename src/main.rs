@@ -63,7 +63,7 @@ async fn run(started: std::time::Instant) -> Result<(), lambda_runtime::Error> {
     tracing::info!(bucket, startup_ms, "cdc-batcher ready");
 
     // On SIGTERM (environment recycled) write what is buffered: Lambda allows
-    // about 500 ms, see README "Guarantees".
+    // about 500 ms, see docs/guarantees.md.
     let on_shutdown = pipeline.clone();
     lambda_runtime::spawn_graceful_shutdown_handler(move || async move {
         tracing::info!("shutdown: flushing every buffer");

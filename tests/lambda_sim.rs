@@ -590,7 +590,7 @@ struct Life {
     deploys: bool,
     /// Deployments may also switch `FLUSH_MODE` to `invocation` and back.
     /// Only without faults: `invocation` mode is at-least-once across
-    /// environments (README "Guarantees"), so a crash there may duplicate.
+    /// environments (docs/guarantees.md), so a crash there may duplicate.
     mode_switches: bool,
     /// Chance per second that a spool object is lost (deleted by hand, by
     /// the lifecycle rule during a long stall, or an `S3Prefix` change).
@@ -727,7 +727,7 @@ async fn simulate(
                 // open window was started with the settings in force): open
                 // windows' states are as the release before it wrote them (no
                 // rules, no first sequence number), and the settings stay
-                // (README "Upgrades and rollbacks").
+                // (docs/operating.md "Upgrades and rollbacks").
                 let mut st = streams.lock().unwrap();
                 for s in &mut st.shards {
                     s.state = as_version_1(&s.state);

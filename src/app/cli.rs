@@ -11,7 +11,8 @@ use crate::{ddl, redrive, replay};
     about = "AWS DMS change records from Kinesis to typed Parquet in S3",
     long_about = "AWS DMS change records from Kinesis to typed Parquet in S3. Without a \
         command it runs as the AWS Lambda function (the runtime starts it that way). \
-        Configuration is read from the environment (see README \"Configuration\").\n\n\
+        Configuration is read from the environment (see docs/operating.md \
+        \"Configuration\").\n\n\
         Exit codes: 0 done, 1 the command failed (see its --help), 2 bad arguments or \
         configuration, 3 `ddl --check` found files to rewrite."
 )]

@@ -517,7 +517,7 @@ mod tests {
             &digest,
             CUT_VERSION,
         );
-        assert_eq!(key.len(), 1005, "the README gives this figure");
+        assert_eq!(key.len(), 1005, "docs/lake.md gives this figure");
         // The registry's keys: whole while they fit, shortened beyond.
         let registry = format!("{}v99999999.json", schema_dir(&prefix, &table));
         assert!(registry.len() <= 1024, "{registry}");

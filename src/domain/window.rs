@@ -55,7 +55,8 @@ pub enum WindowError {
     /// differently (duplicate rows) or misread what it lists.
     #[error(
         "window state written by a newer release ({what} {found}, this build knows up to {known}): \
-         the invocation fails and Lambda retries it; deploy that release again (README \"Upgrades and rollbacks\")"
+         the invocation fails and Lambda retries it; deploy that release again \
+         (docs/operating.md \"Upgrades and rollbacks\")"
     )]
     Newer {
         what: &'static str,

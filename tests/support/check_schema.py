@@ -76,7 +76,7 @@ def arrow_name(t):
 
 
 def mapped_type(d):
-    """Arrow type the spec (README "Column types") maps a DMS table-def column to."""
+    """Arrow type the spec (docs/lake.md "Column types") maps a DMS table-def column to."""
     ty = d.get("type", "").upper().split("(")[0]
     if ty in ("INT1", "INT2", "INT4", "INT8", "INT16", "INT32", "INT64", "UINT1", "UINT2", "UINT4",
               "TINYINT", "SMALLINT", "MEDIUMINT", "INT", "INTEGER", "BIGINT", "UINT16", "UINT32"):

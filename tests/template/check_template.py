@@ -3,9 +3,9 @@
 runs in CloudFormation) and asserts the IAM the stack gets, exactly: one role, the
 function's, with no managed policies and these statements — so a later change cannot widen
 the function's rights unnoticed. Also checks that every alarm notifies the alarm topic and
-that README's runbook has a section for each alarm.
+that the runbook (docs/operating.md) has a section for each alarm.
 
-Usage: check_template.py [template.yaml] [README.md]   (exits 1 listing what differs)
+Usage: check_template.py [template.yaml] [docs/operating.md]   (exits 1 listing what differs)
 """
 import json
 import os
@@ -69,7 +69,7 @@ class NoManagedPolicies:
 
 def main():
     template_path = sys.argv[1] if len(sys.argv) > 1 else "template.yaml"
-    readme_path = sys.argv[2] if len(sys.argv) > 2 else "README.md"
+    readme_path = sys.argv[2] if len(sys.argv) > 2 else "docs/operating.md"
     template = yaml_parse(open(template_path, encoding="utf-8").read())
     # `sam deploy` uploads the code first; the translator only accepts an S3 URI.
     template["Resources"]["CdcBatcherFunction"]["Properties"]["CodeUri"] = "s3://bucket/code.zip"

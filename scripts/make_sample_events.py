@@ -136,7 +136,7 @@ def closed_by_ddl(records: list) -> list:
     go to one part per hour; a DDL record for the table closes its parts; closed parts
     are written in table order, then in the order they were opened. A part's digest is
     the first 8 bytes of SHA-256 over stream, shard and sequence number of each row,
-    each followed by a NUL byte. `tests/handler_local.rs` checks it against the function.
+    each followed by a NUL byte. `tests/integration/handler_local.rs` checks it against the function.
     """
     open_parts = {}  # table -> {hour: [records]}
     closed = {}  # table -> [parts]

@@ -51,10 +51,12 @@ pub mod app {
     pub mod redrive;
     pub mod replay;
     pub mod windowed;
+    pub mod windows;
 }
 
 pub use app::{
     cli, config, ddl, handler, lambda, logging, metrics, part_writer, redrive, replay, windowed,
+    windows,
 };
 pub use domain::{
     batcher, catalog, delivery, dms, encode, event, file_types, json, layout, quarantine, row,

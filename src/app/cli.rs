@@ -1,8 +1,8 @@
 //! The command line: with no arguments the binary is the Lambda function
-//! (what the runtime starts); `replay`, `ddl` and `redrive` are tools for a
-//! workstation.
+//! (what the runtime starts); `replay`, `ddl`, `redrive` and `windows` are
+//! tools for a workstation.
 
-use crate::{ddl, redrive, replay};
+use crate::{ddl, redrive, replay, windows};
 
 #[derive(Debug, clap::Parser)]
 #[command(
@@ -26,6 +26,7 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     Ddl(ddl::DdlArgs),
     Redrive(redrive::RedriveArgs),
+    Windows(windows::WindowsArgs),
 }
 
 /// Runs a workstation command; returns the process exit code.
@@ -34,6 +35,7 @@ pub async fn run(command: Command) -> i32 {
         Command::Replay(args) => replay::run(args).await,
         Command::Ddl(args) => ddl::run(args).await,
         Command::Redrive(args) => redrive::run(args).await,
+        Command::Windows(args) => windows::run(args).await,
     }
 }
 

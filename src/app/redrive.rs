@@ -342,7 +342,7 @@ async fn redrive_one<S: Sink>(
 /// chunk's is read (its `_sequence_number` column); it holds rows of this
 /// stream when its name's digest is theirs with this stream's ARN (another
 /// stream's file of the same shard id is left alone).
-async fn already_written<S: Sink>(
+pub(crate) async fn already_written<S: Sink>(
     pipeline: &Pipeline<S>,
     stream: &str,
     shard: &str,

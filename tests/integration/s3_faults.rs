@@ -3,15 +3,13 @@
 //! write none twice. Kinesis is simulated: a reported failure makes the next
 //! invocation start again from the reported sequence number.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::common::fault_proxy::{Fault, FaultProxy};
+use crate::common::*;
 use cdc_batcher::handler::{Outcome, Pipeline};
 use cdc_batcher::sink::S3Sink;
-use common::fault_proxy::{Fault, FaultProxy};
-use common::*;
 use serde_json::Value;
 
 fn load(path: &Path) -> Value {

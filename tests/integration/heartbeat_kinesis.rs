@@ -3,18 +3,16 @@
 //! starting hash key, that this function reads back as a task-level control
 //! record and skips.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::common::{create_stream, kinesis_client, Moto};
 use aws_sdk_kinesis::types::ShardIteratorType;
 use base64::Engine as _;
 use cdc_batcher::config::Config;
 use cdc_batcher::handler::Pipeline;
 use cdc_batcher::heartbeat::{KinesisHeartbeat, PARTITION_KEY};
 use cdc_batcher::sink::LocalDirSink;
-use common::{create_stream, kinesis_client, Moto};
 use serde_json::json;
 
 #[tokio::test]

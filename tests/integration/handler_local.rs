@@ -1,15 +1,13 @@
 //! The handler with a local-directory sink: time budget and force-flush
 //! behaviour that needs no S3 server.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use crate::common::*;
 use cdc_batcher::config::Config;
 use cdc_batcher::handler::Pipeline;
 use cdc_batcher::sink::LocalDirSink;
-use common::*;
 use serde_json::{json, Value};
 
 fn pipeline(dir: &std::path::Path, vars: &[(&str, &str)]) -> Pipeline<LocalDirSink> {
@@ -334,4 +332,88 @@ async fn a_window_of_a_stream_without_heartbeats_is_counted() {
             .unwrap();
         assert_eq!(out.stats.windows_without_heartbeat, expected, "{listed:?}");
     }
+}
+
+/// Runs `cdc-batcher windows ARGS` over the local lake `dir`; its stdout
+/// lines as JSON, and whether it succeeded.
+fn windows_command(dir: &std::path::Path, args: &[&str]) -> (Vec<Value>, bool) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-batcher"))
+        .arg("windows")
+        .arg(args[0])
+        .args(["--lake", dir.to_str().unwrap()])
+        .args(&args[1..])
+        .env("LOG_LEVEL", "warn")
+        .output()
+        .unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (lines, out.status.success())
+}
+
+/// A window whose final invocation never comes (Lambda gave up on it): its
+/// spool is listed, `windows finish` writes it (leaving out the parts its
+/// DDL records closed and wrote early), every row once, and a final
+/// invocation that arrives after all writes nothing.
+#[tokio::test]
+async fn an_abandoned_window_is_listed_and_finished_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = pipeline(dir.path(), &[]);
+    let mut rows = 0;
+    for name in ["window-1-first.json", "window-2-middle.json"] {
+        rows += env
+            .handle(&sample(name).to_string(), None)
+            .await
+            .unwrap()
+            .stats
+            .rows;
+    }
+    let early = parquet_files(dir.path()).len();
+    assert_eq!(early, 4, "the DDL records closed four parts");
+    // A retried invocation's orphan: the same records under another index.
+    let spools: Vec<_> = walk_files(dir.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".jsonl.sz"))
+        .collect();
+    assert_eq!(spools.len(), 2);
+    let orphan = spools[1].with_file_name("000002_1.jsonl.sz");
+    std::fs::copy(&spools[1], &orphan).unwrap();
+
+    let (open, ok) = windows_command(dir.path(), &["list"]);
+    assert!(ok);
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0]["spool_objects"], 3);
+    let window_dir = open[0]["dir"].as_str().unwrap().to_string();
+    assert!(window_dir.starts_with("_spool/dms-cdc-"), "{window_dir}");
+
+    let (report, ok) = windows_command(dir.path(), &["finish", &window_dir]);
+    assert!(ok, "{report:?}");
+    let report = &report[0];
+    assert_eq!(report["records"], 18, "{report}");
+    let already = report["already_in_lake"].as_u64().unwrap();
+    let written = report["rows_written"].as_u64().unwrap();
+    assert!(already > 0, "{report}");
+    assert_eq!(already + written, rows, "{report}");
+    assert_eq!(windows_command(dir.path(), &["list"]).0.len(), 0);
+    // A second finish is refused: the window is written.
+    assert!(!windows_command(dir.path(), &["finish", &window_dir]).1);
+
+    // Every row once (the independent checker over the window's records).
+    let events: Vec<std::path::PathBuf> = ["window-1-first.json", "window-2-middle.json"]
+        .iter()
+        .map(|f| repo().join("events").join(f))
+        .collect();
+    let location = vec!["--dir".to_string(), dir.path().display().to_string()];
+    let check = check_lake(&location, &["--expect-rows", &rows.to_string()], &events);
+    assert!(check.ok, "{}", check.summary);
+
+    // The final invocation Lambda still sends, late: nothing more.
+    let files = parquet_files(dir.path());
+    let late = pipeline(dir.path(), &[])
+        .handle(&sample("window-3-final.json").to_string(), None)
+        .await
+        .unwrap();
+    assert_eq!(late.stats.rows_written, 0);
+    assert_eq!(parquet_files(dir.path()), files);
 }

@@ -5,10 +5,8 @@
 //! stream and written once, a message delivered twice, and a range whose
 //! beginning is no longer in the stream.
 
-mod common;
-
+use crate::common::*;
 use cdc_batcher::redrive::{event_json, StreamRecord};
-use common::*;
 use serde_json::{json, Value};
 
 fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {

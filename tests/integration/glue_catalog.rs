@@ -7,17 +7,15 @@
 //! from Glue and turned into DuckDB SQL, read the lake's files
 //! (`tests/support/check_glue.py`).
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::common::*;
 use cdc_batcher::catalog::{VERSION_PARAM, VIEW_VERSION_PARAM};
 use cdc_batcher::config::Config;
 use cdc_batcher::glue::GlueCatalog;
 use cdc_batcher::handler::{Pipeline, Stats};
 use cdc_batcher::sink::S3Sink;
-use common::*;
 use serde_json::{json, Value};
 
 const DB: &str = "cdc";
@@ -559,9 +557,9 @@ fn an_older_definition_never_replaces_a_newer_one() {
 /// fails, A reads again and finds the newer version: Glue stays at 3.
 #[test]
 fn a_stale_update_loses_to_a_newer_one() {
+    use crate::common::fault_proxy::{Fault, FaultProxy};
     use cdc_batcher::catalog::{definition, Step};
     use cdc_batcher::glue::Catalog as _;
-    use common::fault_proxy::{Fault, FaultProxy};
     let moto = Moto::start_with_glue_versions();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (glue, athena) = catalog_clients(&moto.endpoint());

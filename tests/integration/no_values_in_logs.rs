@@ -6,12 +6,10 @@
 //! may print (schemas, tables, columns, operations) or that also appear in
 //! a record's metadata are not searched for.
 
-mod common;
-
 use std::collections::BTreeSet;
 
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use serde_json::Value;
 
 /// Every scalar value under `v`, as the text a log line would show.

@@ -2,12 +2,10 @@
 //! the sample events into a real S3 server (moto) and a local directory, read
 //! back by the independent pyarrow checker; and start-up configuration errors.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 const SETS: [(&str, u64); 6] = [
     ("basic", 213),

@@ -4,14 +4,12 @@
 //! Observed at a proxy in front of a real S3 server (moto) that delays every
 //! answer, so requests that were sent one after another cannot overlap.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::fault_proxy::{max_in_flight, Fault, FaultProxy};
+use crate::common::*;
 use cdc_batcher::handler::Pipeline;
 use cdc_batcher::sink::S3Sink;
-use common::fault_proxy::{max_in_flight, Fault, FaultProxy};
-use common::*;
 use serde_json::{json, Value};
 
 const TABLES: usize = 40;

@@ -3,11 +3,9 @@
 //! pyarrow (types per column per file) and DuckDB (the latest-state SQL that
 //! `cdc-batcher ddl` prints, compared with `expected_final_state.json`).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 
 /// Small enough that every table is cut into several files.
 fn small_files() -> Vec<(&'static str, String)> {

@@ -5,13 +5,11 @@
 //! engine (MySQL, PostgreSQL, Oracle, SQL Server) whose DMS type names and
 //! odd values follow the DMS documentation's source data-type chapters.
 
-mod common;
-
 use std::path::Path;
 
+use crate::common::*;
 use cdc_batcher::handler::{Pipeline, Stats};
 use cdc_batcher::sink::{LocalDirSink, S3Sink, Sink};
-use common::*;
 use serde_json::{json, Value};
 
 fn row(table: &str, seq: u64, data: Value) -> Value {

@@ -1,0 +1,301 @@
+//! `cdc-batcher windows`: the tumbling windows a lake's spool holds that no
+//! final invocation has written (`list`), and writing one of them from its
+//! spool by hand (`finish`) when Lambda has given up on it: its final
+//! invocation's retries ran out, its records expired, or the event source
+//! mapping was deleted (Lambda developer guide, "Using Lambda with Kinesis":
+//! a batch that exhausts `MaximumRetryAttempts` or `MaximumRecordAgeInSeconds`
+//! is skipped; only its own range reaches the on-failure destination).
+//!
+//! A window is open while its spool directory
+//! (`_spool/<stream>/<shard>/<window start>/`) has spool objects and no
+//! `_done.json`. `finish` reads every spool object of the window (the
+//! records of orphaned objects, which a retried invocation wrote again under
+//! another key, are the same records: taken once by sequence number), leaves
+//! out the rows files of the window's stream and shard already hold (written
+//! early or by a final invocation that failed later), writes the rest, and
+//! writes `_done.json`, so a final invocation that still comes writes nothing.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::handler::Pipeline;
+use crate::redrive::{already_written, StreamRecord};
+use crate::replay::Output;
+use crate::sink::Sink;
+use crate::window::{Spool, SpooledRecord};
+
+/// `cdc-batcher windows`.
+#[derive(Debug, clap::Args)]
+#[command(
+    about = "List the tumbling windows whose spool no final invocation has written, or write one",
+    long_about = "Lists the tumbling windows a lake's spool holds that no final invocation has \
+        written (window mode), or writes one from its spool: for a window Lambda has given up \
+        on (its final invocation's retries ran out, its records expired, the event source \
+        mapping was deleted). Do not finish a window whose final invocation Lambda may still \
+        retry: run `list` again after the window's end plus the mapping's retry time.\n\n\
+        Exit codes: 0 done, 1 the lake could not be read or a file not written, 2 bad \
+        arguments or configuration."
+)]
+pub struct WindowsArgs {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Print one JSON line per open window (stream, shard, window start, spool objects)
+    List {
+        /// The lake: s3://bucket/prefix/ or a local directory
+        #[arg(long, value_name = "s3://bucket/prefix/ | DIR", value_parser = Output::parse)]
+        lake: Output,
+    },
+    /// Write one open window from its spool, then mark it written
+    Finish {
+        /// The lake: s3://bucket/prefix/ or a local directory
+        #[arg(long, value_name = "s3://bucket/prefix/ | DIR", value_parser = Output::parse)]
+        lake: Output,
+        /// The window's spool directory under the prefix, as `list` prints it
+        /// (`_spool/<stream>/<shard>/<window start>/`)
+        #[arg(value_name = "SPOOL_DIR")]
+        dir: String,
+    },
+}
+
+/// One window whose spool no final invocation has written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OpenWindow {
+    /// Under the prefix: `_spool/<stream>/<shard>/<window start>/`.
+    pub dir: String,
+    pub spool_objects: usize,
+}
+
+/// The open windows among the keys under `{prefix}_spool/` (pure).
+pub fn open_windows(prefix: &str, keys: &[String]) -> Vec<OpenWindow> {
+    let mut dirs: BTreeMap<&str, (usize, bool)> = BTreeMap::new();
+    for key in keys {
+        let Some(rel) = key.strip_prefix(prefix) else {
+            continue;
+        };
+        let Some((dir, name)) = rel.rsplit_once('/') else {
+            continue;
+        };
+        if dir.split('/').count() != 4 || !dir.starts_with("_spool/") {
+            continue;
+        }
+        let entry = dirs.entry(dir).or_default();
+        if name == "_done.json" {
+            entry.1 = true;
+        } else if name.ends_with(".jsonl.sz") {
+            entry.0 += 1;
+        }
+    }
+    dirs.into_iter()
+        .filter(|(_, (objects, done))| *objects > 0 && !done)
+        .map(|(dir, (objects, _))| OpenWindow {
+            dir: format!("{dir}/"),
+            spool_objects: objects,
+        })
+        .collect()
+}
+
+/// What `finish` did (no row values).
+#[derive(Debug, Default, Serialize)]
+pub struct Finished {
+    pub dir: String,
+    pub spool_objects: usize,
+    pub records: usize,
+    pub already_in_lake: u64,
+    pub rows_written: u64,
+    pub files: u64,
+    pub quarantined: u64,
+}
+
+/// Writes the window whose spool is `dir` (under the prefix) and marks it
+/// written.
+pub async fn finish<S: Sink>(pipeline: &Pipeline<S>, dir: &str) -> Result<Finished, String> {
+    let prefix = &pipeline.config.prefix;
+    let dir = format!("{}/", dir.trim_end_matches('/'));
+    let base = format!("{prefix}{dir}");
+    let keys = pipeline
+        .sink
+        .list(&base)
+        .await
+        .map_err(|e| format!("listing {base}: {e}"))?;
+    if keys.iter().any(|k| k.ends_with("/_done.json")) {
+        return Err(format!("{dir} is already written (it has _done.json)"));
+    }
+    let mut report = Finished {
+        dir: dir.clone(),
+        ..Finished::default()
+    };
+    // Every record once, in sequence order, whichever objects hold it.
+    let mut records: BTreeMap<(usize, String), SpooledRecord> = BTreeMap::new();
+    let mut header = None;
+    for key in keys.iter().filter(|k| k.ends_with(".jsonl.sz")) {
+        let bytes = pipeline
+            .sink
+            .get(key)
+            .await
+            .map_err(|e| format!("reading {key}: {e}"))?
+            .ok_or_else(|| format!("{key} is gone"))?;
+        let spool = Spool::from_bytes(key, &bytes).map_err(|e| e.to_string())?;
+        report.spool_objects += 1;
+        for r in spool.records {
+            records.insert((r.sequence.len(), r.sequence.clone()), r);
+        }
+        header.get_or_insert(spool.header);
+    }
+    let Some(header) = header else {
+        return Err(format!("{dir} holds no spool object"));
+    };
+    let records: Vec<SpooledRecord> = records.into_values().collect();
+    report.records = records.len();
+    for chunk in records.chunks(1000) {
+        let readable: Vec<StreamRecord> = chunk
+            .iter()
+            .filter_map(|r| {
+                use base64::Engine as _;
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(r.data.as_deref()?)
+                    .ok()?;
+                Some(StreamRecord {
+                    sequence: r.sequence.clone(),
+                    partition_key: r.partition_key.clone().unwrap_or_default(),
+                    data,
+                    arrival_seconds: r.arrival_seconds.unwrap_or(0.0),
+                })
+            })
+            .collect();
+        let written =
+            already_written(pipeline, &header.stream_arn, &header.shard, &readable).await?;
+        let fresh: Vec<&SpooledRecord> = chunk
+            .iter()
+            .filter(|r| !written.contains(&r.sequence))
+            .collect();
+        report.already_in_lake += (chunk.len() - fresh.len()) as u64;
+        if fresh.is_empty() {
+            continue;
+        }
+        let event = event_json(&header.stream_arn, &header.shard, &fresh);
+        let outcome = pipeline
+            .handle(&event, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        report.rows_written += outcome.stats.rows_written;
+        report.files += outcome.stats.files;
+        report.quarantined += outcome.stats.quarantined;
+        if let Some(from) = outcome.redeliver_from {
+            return Err(format!(
+                "records from {from} could not be written (see the log); run it again"
+            ));
+        }
+    }
+    let marker = serde_json::json!({
+        "window_start": header.window_start,
+        "spools": report.spool_objects,
+        "written_at": chrono::Utc::now().to_rfc3339(),
+        "by": "cdc-batcher windows finish",
+    });
+    let body = serde_json::to_vec(&marker).map_err(|e| e.to_string())?;
+    pipeline
+        .sink
+        .put(&format!("{base}_done.json"), body, "application/json")
+        .await
+        .map_err(|e| format!("window marker not written: {e}"))?;
+    Ok(report)
+}
+
+/// A Kinesis event of spooled records, `kinesis.data` exactly as it arrived.
+fn event_json(stream_arn: &str, shard: &str, records: &[&SpooledRecord]) -> String {
+    let records: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": r.partition_key,
+                    "sequenceNumber": r.sequence,
+                    "data": r.data,
+                    "approximateArrivalTimestamp": r.arrival_seconds,
+                },
+                "eventSource": "aws:kinesis",
+                "eventID": format!("{shard}:{}", r.sequence),
+                "eventSourceARN": stream_arn,
+            })
+        })
+        .collect();
+    serde_json::json!({ "Records": records }).to_string()
+}
+
+/// Runs `cdc-batcher windows`; returns the process exit code.
+pub async fn run(args: WindowsArgs) -> i32 {
+    let lake = match &args.action {
+        Action::List { lake } | Action::Finish { lake, .. } => lake,
+    };
+    let (mut config, sink) = match lake.open().await {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    // Every record written before `finish` goes on, whatever FLUSH_MODE says.
+    config.flush_mode = crate::batcher::FlushMode::Invocation;
+    let pipeline = Pipeline::new(config, sink).without_metrics();
+    match args.action {
+        Action::List { .. } => {
+            let prefix = pipeline.config.prefix.clone();
+            match pipeline.sink.list(&format!("{prefix}_spool/")).await {
+                Ok(keys) => {
+                    for window in open_windows(&prefix, &keys) {
+                        println!("{}", serde_json::json!(window));
+                    }
+                    0
+                }
+                Err(e) => {
+                    eprintln!("listing the spool: {e}");
+                    1
+                }
+            }
+        }
+        Action::Finish { dir, .. } => match finish(&pipeline, &dir).await {
+            Ok(report) => {
+                println!("{}", serde_json::json!(report));
+                0
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                1
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_is_open_while_it_has_spool_objects_and_no_marker() {
+        let keys: Vec<String> = [
+            "p/_spool/s-1/shardId-0/20260314T010000Z/000000_5.jsonl.sz",
+            "p/_spool/s-1/shardId-0/20260314T010000Z/000001_9.jsonl.sz",
+            "p/_spool/s-1/shardId-0/20260314T010200Z/000000_12.jsonl.sz",
+            "p/_spool/s-1/shardId-0/20260314T010200Z/_done.json",
+            "p/_spool/s-1/shardId-1/20260314T010000Z/_done.json",
+            "p/sales/client/2026/03/14/01/shardId-0_1_5_ab.parquet",
+        ]
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+        assert_eq!(
+            open_windows("p/", &keys),
+            [OpenWindow {
+                dir: "_spool/s-1/shardId-0/20260314T010000Z/".into(),
+                spool_objects: 2,
+            }]
+        );
+        assert!(open_windows("other/", &keys).is_empty());
+    }
+}

@@ -26,6 +26,12 @@ EXPECTED_STATEMENTS = [
      "Resource": {"Ref": "StreamArn"}},
     {"Sid": "HeartbeatIntoQuietShards", "Effect": "Allow", "Action": "kinesis:PutRecord",
      "Resource": {"Ref": "StreamArn"}},
+    # Only with StreamKmsKeyArn set: the stream's own key.
+    {"Fn::If": ["StreamHasCustomerKey", {
+        "Sid": "UseTheStreamKey", "Effect": "Allow",
+        "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+        "Resource": {"Ref": "StreamKmsKeyArn"}},
+        {"Ref": "AWS::NoValue"}]},
     {"Sid": "WriteParquetQuarantineAndSchemas", "Effect": "Allow", "Action": "s3:PutObject",
      "Resource": {"Fn::Sub": "${LakeBucket.Arn}/${S3Prefix}*"}},
     {"Sid": "ReadSchemaRegistryAndSpool", "Effect": "Allow", "Action": "s3:GetObject",

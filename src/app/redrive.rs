@@ -14,14 +14,15 @@
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::handler::Pipeline;
+use crate::handler::{Pipeline, Stats};
 pub use crate::shard_reader::StreamRecord;
 use crate::shard_reader::{KinesisShardReader, ReadFrom, ShardReader as _};
 use crate::sink::Sink;
+use crate::window::SpooledRecord;
 
 /// Records per invocation of the pipeline: Lambda's largest Kinesis batch
 /// that the template configures.
-const CHUNK: usize = 1000;
+pub(crate) const CHUNK: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedriveError {
@@ -55,6 +56,29 @@ pub fn parse_failure(body: &str) -> Result<FailedBatch, RedriveError> {
 
 /// The Kinesis event Lambda sends for `records` of one shard (pure).
 pub fn event_json(stream_arn: &str, shard: &str, records: &[StreamRecord]) -> String {
+    let spooled: Vec<SpooledRecord> = records.iter().map(spooled).collect();
+    spooled_event_json(stream_arn, shard, &spooled.iter().collect::<Vec<_>>())
+}
+
+/// A record read from the stream as the spool keeps it (`kinesis.data` in
+/// base64).
+fn spooled(r: &StreamRecord) -> SpooledRecord {
+    SpooledRecord {
+        sequence: r.sequence.clone(),
+        partition_key: Some(r.partition_key.clone()),
+        arrival_seconds: Some(r.arrival_seconds),
+        data: Some(base64::engine::general_purpose::STANDARD.encode(&r.data)),
+        data_error: None,
+    }
+}
+
+/// The Kinesis event of spooled records, `kinesis.data` exactly as it
+/// arrived (pure).
+pub(crate) fn spooled_event_json(
+    stream_arn: &str,
+    shard: &str,
+    records: &[&SpooledRecord],
+) -> String {
     let region = stream_arn.split(':').nth(3).unwrap_or("");
     let records: Vec<serde_json::Value> = records
         .iter()
@@ -64,7 +88,7 @@ pub fn event_json(stream_arn: &str, shard: &str, records: &[StreamRecord]) -> St
                     "kinesisSchemaVersion": "1.0",
                     "partitionKey": r.partition_key,
                     "sequenceNumber": r.sequence,
-                    "data": base64::engine::general_purpose::STANDARD.encode(&r.data),
+                    "data": r.data,
                     "approximateArrivalTimestamp": r.arrival_seconds,
                 },
                 "eventSource": "aws:kinesis",
@@ -300,30 +324,13 @@ async fn redrive_one<S: Sink>(
         });
     }
     for chunk in range.records.chunks(CHUNK) {
-        let written = already_written(pipeline, &batch.stream_arn, &batch.shard_id, chunk).await?;
-        let read = chunk.len();
-        let chunk: Vec<StreamRecord> = chunk
-            .iter()
-            .filter(|r| !written.contains(&r.sequence))
-            .cloned()
-            .collect();
-        report.already_in_lake += (read - chunk.len()) as u64;
-        if chunk.is_empty() {
-            continue;
-        }
-        let event = event_json(&batch.stream_arn, &batch.shard_id, &chunk);
-        let outcome = pipeline
-            .handle(&event, None)
-            .await
-            .map_err(|e| e.to_string())?;
-        report.records += outcome.stats.records;
-        report.rows_written += outcome.stats.rows_written;
-        report.files += outcome.stats.files;
-        if let Some(from) = outcome.redeliver_from {
-            return Err(format!(
-                "records from {from} could not be written (see the log); try again"
-            ));
-        }
+        let chunk: Vec<SpooledRecord> = chunk.iter().map(spooled).collect();
+        let (already, stats) =
+            write_chunk(pipeline, &batch.stream_arn, &batch.shard_id, &chunk).await?;
+        report.already_in_lake += already;
+        report.records += stats.records;
+        report.rows_written += stats.rows_written;
+        report.files += stats.files;
     }
     report.redriven.push(Redriven {
         shard: batch.shard_id,
@@ -332,6 +339,52 @@ async fn redrive_one<S: Sink>(
         records: range.records.len(),
     });
     Ok(())
+}
+
+/// Writes `records` of one shard (at most [`CHUNK`]) through the pipeline,
+/// leaving out those whose rows files in the lake already hold
+/// ([`already_written`]). Returns how many were left out, and what the
+/// pipeline did; an error when a row could not be written (run it again).
+pub(crate) async fn write_chunk<S: Sink>(
+    pipeline: &Pipeline<S>,
+    stream: &str,
+    shard: &str,
+    records: &[SpooledRecord],
+) -> Result<(u64, Stats), String> {
+    let readable: Vec<StreamRecord> = records
+        .iter()
+        .filter_map(|r| {
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(r.data.as_deref()?)
+                .ok()?;
+            Some(StreamRecord {
+                sequence: r.sequence.clone(),
+                partition_key: r.partition_key.clone().unwrap_or_default(),
+                data,
+                arrival_seconds: r.arrival_seconds.unwrap_or(0.0),
+            })
+        })
+        .collect();
+    let written = already_written(pipeline, stream, shard, &readable).await?;
+    let fresh: Vec<&SpooledRecord> = records
+        .iter()
+        .filter(|r| !written.contains(&r.sequence))
+        .collect();
+    let already = (records.len() - fresh.len()) as u64;
+    if fresh.is_empty() {
+        return Ok((already, Stats::default()));
+    }
+    let event = spooled_event_json(stream, shard, &fresh);
+    let outcome = pipeline
+        .handle(&event, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    match outcome.redeliver_from {
+        Some(from) => Err(format!(
+            "records from {from} could not be written (see the log); run it again"
+        )),
+        None => Ok((already, outcome.stats)),
+    }
 }
 
 /// The sequence numbers of `chunk`'s rows that files in the lake already

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::handler::Pipeline;
-use crate::redrive::{already_written, StreamRecord};
+use crate::redrive::{write_chunk, CHUNK};
 use crate::replay::Output;
 use crate::sink::Sink;
 use crate::window::{Spool, SpooledRecord};
@@ -151,45 +151,13 @@ pub async fn finish<S: Sink>(pipeline: &Pipeline<S>, dir: &str) -> Result<Finish
     };
     let records: Vec<SpooledRecord> = records.into_values().collect();
     report.records = records.len();
-    for chunk in records.chunks(1000) {
-        let readable: Vec<StreamRecord> = chunk
-            .iter()
-            .filter_map(|r| {
-                use base64::Engine as _;
-                let data = base64::engine::general_purpose::STANDARD
-                    .decode(r.data.as_deref()?)
-                    .ok()?;
-                Some(StreamRecord {
-                    sequence: r.sequence.clone(),
-                    partition_key: r.partition_key.clone().unwrap_or_default(),
-                    data,
-                    arrival_seconds: r.arrival_seconds.unwrap_or(0.0),
-                })
-            })
-            .collect();
-        let written =
-            already_written(pipeline, &header.stream_arn, &header.shard, &readable).await?;
-        let fresh: Vec<&SpooledRecord> = chunk
-            .iter()
-            .filter(|r| !written.contains(&r.sequence))
-            .collect();
-        report.already_in_lake += (chunk.len() - fresh.len()) as u64;
-        if fresh.is_empty() {
-            continue;
-        }
-        let event = event_json(&header.stream_arn, &header.shard, &fresh);
-        let outcome = pipeline
-            .handle(&event, None)
-            .await
-            .map_err(|e| e.to_string())?;
-        report.rows_written += outcome.stats.rows_written;
-        report.files += outcome.stats.files;
-        report.quarantined += outcome.stats.quarantined;
-        if let Some(from) = outcome.redeliver_from {
-            return Err(format!(
-                "records from {from} could not be written (see the log); run it again"
-            ));
-        }
+    for chunk in records.chunks(CHUNK) {
+        let (already, stats) =
+            write_chunk(pipeline, &header.stream_arn, &header.shard, chunk).await?;
+        report.already_in_lake += already;
+        report.rows_written += stats.rows_written;
+        report.files += stats.files;
+        report.quarantined += stats.quarantined;
     }
     let marker = serde_json::json!({
         "window_start": header.window_start,
@@ -204,28 +172,6 @@ pub async fn finish<S: Sink>(pipeline: &Pipeline<S>, dir: &str) -> Result<Finish
         .await
         .map_err(|e| format!("window marker not written: {e}"))?;
     Ok(report)
-}
-
-/// A Kinesis event of spooled records, `kinesis.data` exactly as it arrived.
-fn event_json(stream_arn: &str, shard: &str, records: &[&SpooledRecord]) -> String {
-    let records: Vec<serde_json::Value> = records
-        .iter()
-        .map(|r| {
-            serde_json::json!({
-                "kinesis": {
-                    "kinesisSchemaVersion": "1.0",
-                    "partitionKey": r.partition_key,
-                    "sequenceNumber": r.sequence,
-                    "data": r.data,
-                    "approximateArrivalTimestamp": r.arrival_seconds,
-                },
-                "eventSource": "aws:kinesis",
-                "eventID": format!("{shard}:{}", r.sequence),
-                "eventSourceARN": stream_arn,
-            })
-        })
-        .collect();
-    serde_json::json!({ "Records": records }).to_string()
 }
 
 /// Runs `cdc-batcher windows`; returns the process exit code.

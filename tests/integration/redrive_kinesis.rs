@@ -60,6 +60,34 @@ fn dms_row(id: u32) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The bucket, a one-shard stream and `n` DMS rows put into it: the
+/// stream's ARN and each row's (shard, sequence number, id).
+async fn stream_of_rows(
+    s3: &aws_sdk_s3::Client,
+    kinesis: &aws_sdk_kinesis::Client,
+    n: u32,
+) -> (String, Vec<(String, String, u32)>) {
+    create_bucket(s3).await;
+    let arn = create_stream(kinesis, "dms-cdc", 1).await;
+    let mut records = Vec::new();
+    for id in 1..=n {
+        let put = kinesis
+            .put_record()
+            .stream_arn(&arn)
+            .partition_key("s.t")
+            .data(aws_sdk_kinesis::primitives::Blob::new(dms_row(id)))
+            .send()
+            .await
+            .unwrap();
+        records.push((
+            put.shard_id().to_string(),
+            put.sequence_number().to_string(),
+            id,
+        ));
+    }
+    (arn, records)
+}
+
 fn run_redrive(moto: &Moto, queue: &str) -> (Value, i32) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-batcher"))
         .args(["redrive", "--queue-url", queue, "--output"])
@@ -87,24 +115,10 @@ fn failed_batches_are_read_back_written_once_and_expiry_is_named() {
     let sqs = sqs_client(&moto.endpoint());
     let s3 = s3_client(&moto.endpoint());
     let (arn, shard, sequences, queue) = rt.block_on(async {
-        create_bucket(&s3).await;
-        let arn = create_stream(&kinesis, "dms-cdc", 1).await;
-        let mut shard = String::new();
-        let mut sequences = Vec::new();
-        for id in 1..=3 {
-            let put = kinesis
-                .put_record()
-                .stream_arn(&arn)
-                .partition_key("s.t")
-                .data(aws_sdk_kinesis::primitives::Blob::new(dms_row(id)))
-                .send()
-                .await
-                .unwrap();
-            shard = put.shard_id().to_string();
-            sequences.push(put.sequence_number().to_string());
-        }
+        let (arn, put) = stream_of_rows(&s3, &kinesis, 3).await;
+        let sequences = put.iter().map(|(_, s, _)| s.clone()).collect::<Vec<_>>();
         let queue = create_queue(&sqs, "failures").await;
-        (arn, shard, sequences, queue)
+        (arn, put[0].0.clone(), sequences, queue)
     });
     let send = |body: String| {
         rt.block_on(
@@ -240,24 +254,7 @@ fn a_redrive_leaves_out_rows_already_in_the_lake() {
     let sqs = sqs_client(&moto.endpoint());
     let s3 = s3_client(&moto.endpoint());
     let (arn, records, queue) = rt.block_on(async {
-        create_bucket(&s3).await;
-        let arn = create_stream(&kinesis, "dms-cdc", 1).await;
-        let mut records = Vec::new();
-        for id in 1..=6 {
-            let put = kinesis
-                .put_record()
-                .stream_arn(&arn)
-                .partition_key("s.t")
-                .data(aws_sdk_kinesis::primitives::Blob::new(dms_row(id)))
-                .send()
-                .await
-                .unwrap();
-            records.push((
-                put.shard_id().to_string(),
-                put.sequence_number().to_string(),
-                id,
-            ));
-        }
+        let (arn, records) = stream_of_rows(&s3, &kinesis, 6).await;
         (arn, records, create_queue(&sqs, "failures").await)
     });
     let shard = records[0].0.clone();

@@ -280,7 +280,17 @@ impl<S: Sink> Pipeline<S> {
         payload: &str,
         deadline: Option<SystemTime>,
     ) -> Result<Outcome, HandleError> {
-        match event::classify(payload)? {
+        self.invoke(event::classify(payload)?, deadline).await
+    }
+
+    /// Handles one invocation, already parsed (what `redrive` and
+    /// `windows finish` build from records they read).
+    pub async fn invoke(
+        &self,
+        event: Event<'_>,
+        deadline: Option<SystemTime>,
+    ) -> Result<Outcome, HandleError> {
+        match event {
             Event::Kinesis(batch) => match (&batch.window, self.config.flush_mode) {
                 (Some(window), FlushMode::Window) => {
                     self.handle_window(&batch.records, window, deadline).await

@@ -374,9 +374,17 @@ pub(crate) async fn write_chunk<S: Sink>(
     if fresh.is_empty() {
         return Ok((already, Stats::default()));
     }
-    let event = spooled_event_json(stream, shard, &fresh);
+    // The batch as Lambda would deliver it, built directly (no JSON).
+    let (stream, shard): (std::sync::Arc<str>, std::sync::Arc<str>) = (stream.into(), shard.into());
+    let batch = crate::event::KinesisBatch {
+        records: fresh
+            .iter()
+            .map(|r| r.kinesis_record(&stream, &shard))
+            .collect(),
+        window: None,
+    };
     let outcome = pipeline
-        .handle(&event, None)
+        .invoke(crate::event::Event::Kinesis(batch), None)
         .await
         .map_err(|e| e.to_string())?;
     match outcome.redeliver_from {

@@ -473,21 +473,28 @@ impl Spool {
         let shard: Arc<str> = Arc::from(self.header.shard.as_str());
         self.records
             .iter()
-            .map(|r| KinesisRecord {
-                id: Ok(RecordId {
-                    stream: stream.clone(),
-                    shard: shard.clone(),
-                    sequence: r.sequence.clone(),
-                }),
-                data: match (&r.data, &r.data_error) {
-                    (Some(d), _) => Ok(Cow::Borrowed(d.as_str())),
-                    (None, Some(e)) => Err(e.clone()),
-                    (None, None) => Err("record has no kinesis.data".to_string()),
-                },
-                partition_key: r.partition_key.as_deref().map(Cow::Borrowed),
-                arrival_seconds: r.arrival_seconds,
-            })
+            .map(|r| r.kinesis_record(&stream, &shard))
             .collect()
+    }
+}
+
+impl SpooledRecord {
+    /// The record as the pipeline reads it, borrowing from this one.
+    pub fn kinesis_record(&self, stream: &Arc<str>, shard: &Arc<str>) -> KinesisRecord<'_> {
+        KinesisRecord {
+            id: Ok(RecordId {
+                stream: stream.clone(),
+                shard: shard.clone(),
+                sequence: self.sequence.clone(),
+            }),
+            data: match (&self.data, &self.data_error) {
+                (Some(d), _) => Ok(Cow::Borrowed(d.as_str())),
+                (None, Some(e)) => Err(e.clone()),
+                (None, None) => Err("record has no kinesis.data".to_string()),
+            },
+            partition_key: self.partition_key.as_deref().map(Cow::Borrowed),
+            arrival_seconds: self.arrival_seconds,
+        }
     }
 }
 

@@ -290,10 +290,13 @@ impl<S: Sink> Pipeline<S> {
         event: Event<'_>,
         deadline: Option<SystemTime>,
     ) -> Result<Outcome, HandleError> {
+        // The paths are boxed: their futures are large (a debug build
+        // overflowed a 2 MiB test thread's stack), and a box keeps them off
+        // the caller's stack.
         match event {
             Event::Kinesis(batch) => match (&batch.window, self.config.flush_mode) {
                 (Some(window), FlushMode::Window) => {
-                    self.handle_window(&batch.records, window, deadline).await
+                    Box::pin(self.handle_window(&batch.records, window, deadline)).await
                 }
                 // A window that an environment in `window` mode started (its
                 // records are acknowledged and only in the spool) is carried
@@ -307,16 +310,16 @@ impl<S: Sink> Pipeline<S> {
                         window = window.start,
                         "a window started in window mode: finished as it was started"
                     );
-                    self.handle_window(&batch.records, window, deadline).await
+                    Box::pin(self.handle_window(&batch.records, window, deadline)).await
                 }
                 (Some(_), _) => {
                     // Tumbling windows without `window` mode: every batch is
                     // handled on its own, and Lambda still needs a `state`.
-                    let mut outcome = self.handle_kinesis(&batch.records, deadline).await;
+                    let mut outcome = Box::pin(self.handle_kinesis(&batch.records, deadline)).await;
                     outcome.response["state"] = serde_json::json!({});
                     Ok(outcome)
                 }
-                (None, _) => Ok(self.handle_kinesis(&batch.records, deadline).await),
+                (None, _) => Ok(Box::pin(self.handle_kinesis(&batch.records, deadline)).await),
             },
             Event::ForceFlush { source } => {
                 tracing::info!(source, "force flush requested");
@@ -330,7 +333,7 @@ impl<S: Sink> Pipeline<S> {
                     }
                     _ => None,
                 };
-                let mut outcome = self.flush_all(deadline).await;
+                let mut outcome = Box::pin(self.flush_all(deadline)).await;
                 if let Some((sent, failed)) = beats {
                     outcome.response["heartbeats"] = sent.into();
                     outcome.stats.heartbeat_failures = failed;

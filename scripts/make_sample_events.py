@@ -114,6 +114,7 @@ def main() -> int:
     write("window-4-terminated-early.json", window_event(early, w2, [], early=True))
 
     write("force-flush.json", {"force_flush": True})
+    write("sweep-windows.json", {"sweep_windows": True})
     write("eventbridge-scheduled.json", {
         "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
         "detail-type": "Scheduled Event", "source": "aws.events",

@@ -865,35 +865,96 @@ async fn simulate(
         }
     }
 
-    let st = streams.lock().unwrap();
-    for s in &st.shards {
-        assert!(
-            s.recs[s.next..]
-                .iter()
-                .all(|r| matches!(r.kind, Kind::Heartbeat)),
-            "seed {seed}: shard {} {} did not finish",
-            s.stream,
-            s.id
-        );
-        // Heartbeats keep opening windows; the last one may stay open, as
-        // long as it holds nothing but heartbeats.
-        if let (true, Some(ws)) = (windowed, s.window) {
+    let shards = {
+        let st = streams.lock().unwrap();
+        for s in &st.shards {
             assert!(
-                s.recs
+                s.recs[s.next..]
                     .iter()
-                    .filter(|r| r.arrival >= ws)
                     .all(|r| matches!(r.kind, Kind::Heartbeat)),
-                "seed {seed}: a window with data stayed open"
+                "seed {seed}: shard {} {} did not finish",
+                s.stream,
+                s.id
             );
+            // Heartbeats keep opening windows; the last one may stay open, as
+            // long as it holds nothing but heartbeats.
+            if let (true, Some(ws)) = (windowed, s.window) {
+                assert!(
+                    s.recs
+                        .iter()
+                        .filter(|r| r.arrival >= ws)
+                        .all(|r| matches!(r.kind, Kind::Heartbeat)),
+                    "seed {seed}: a window with data stayed open"
+                );
+            }
         }
+        // Freshness: the window, one schedule period (the heartbeat that ends it)
+        // and the step the final invocation takes; each failed invocation of the
+        // shard (retried one step later) adds a step.
+        let freshness =
+            (windowed && !life.deploys && life.lose_spools == 0.0).then_some(WINDOW + schedule + 2);
+        check_lake(seed, &st, &model, &world, freshness, &mut run);
+        st.shards.len()
+    };
+    if windowed {
+        check_sweep(seed, &world, shards).await;
     }
-    // Freshness: the window, one schedule period (the heartbeat that ends it)
-    // and the step the final invocation takes; each failed invocation of the
-    // shard (retried one step later) adds a step.
-    let freshness =
-        (windowed && !life.deploys && life.lose_spools == 0.0).then_some(WINDOW + schedule + 2);
-    check_lake(seed, &st, &model, &world, freshness, &mut run);
     run
+}
+
+/// The lake as it is, read without faults (what the scheduled sweep sees).
+struct Snapshot(BTreeMap<String, Vec<u8>>);
+
+impl Sink for Snapshot {
+    async fn put(&self, _: &str, _: Vec<u8>, _: &'static str) -> Result<PutOutcome, SinkError> {
+        Ok(PutOutcome::Written)
+    }
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, SinkError> {
+        Ok(self.0.get(key).cloned())
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+        Ok(self
+            .0
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+    fn location(&self) -> String {
+        "snapshot".into()
+    }
+}
+
+/// After every shard finished, the sweep finds no window left behind: at
+/// most each shard's newest window (heartbeats only) is open.
+async fn check_sweep(seed: u64, world: &World, shards: usize) {
+    let objects: BTreeMap<String, Vec<u8>> = world
+        .objects
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, (b, _))| (k.clone(), b.clone()))
+        .collect();
+    let snapshot = Snapshot(objects);
+    let report = cdc_batcher::windows::sweep(&snapshot, "lake/", chrono::Utc::now())
+        .await
+        .unwrap();
+    assert!(report.open.len() <= shards, "seed {seed}: {report:?}");
+    for open in &report.open {
+        let (shard_dir, _) = open.dir.trim_end_matches('/').rsplit_once('/').unwrap();
+        let newest = snapshot
+            .0
+            .keys()
+            .filter_map(|k| k.strip_prefix(&format!("lake/{shard_dir}/")))
+            .filter_map(|rest| rest.split_once('/').map(|(w, _)| w))
+            .max()
+            .unwrap();
+        assert!(
+            open.dir.ends_with(&format!("/{newest}/")),
+            "seed {seed}: {} is open, and not its shard's newest window",
+            open.dir
+        );
+    }
 }
 
 /// Deletes one spool object (the lowest-keyed of a random open window's);
@@ -902,7 +963,7 @@ fn lose_a_spool_object(world: &World, streams: &Mutex<Streams>, rng: &mut Rng, e
     let mut objects = world.objects.lock().unwrap();
     let spools: Vec<String> = objects
         .keys()
-        .filter(|k| k.contains("/_spool/") && !k.ends_with("_done.json"))
+        .filter(|k| k.contains("/_spool/") && k.ends_with(".jsonl.sz"))
         .cloned()
         .collect();
     if spools.is_empty() {

@@ -41,6 +41,9 @@ pub enum HandleError {
     /// never the data): Lambda retries it until it succeeds.
     #[error("window {window} not written: {reason}; the final invocation will be retried")]
     WindowNotWritten { window: String, reason: String },
+    /// The scheduled sweep could not list or read the spool.
+    #[error("windows not swept: {0}")]
+    Sweep(String),
     /// Records could not be made durable and cannot be reported one by one.
     #[error("records not durable: {0}; the batch will be retried")]
     NotDurable(String),
@@ -321,6 +324,7 @@ impl<S: Sink> Pipeline<S> {
                 }
                 (None, _) => Ok(Box::pin(self.handle_kinesis(&batch.records, deadline)).await),
             },
+            Event::SweepWindows => Box::pin(self.sweep_windows(deadline)).await,
             Event::ForceFlush { source } => {
                 tracing::info!(source, "force flush requested");
                 // Heartbeats first: a slow or failing write must not keep
@@ -372,6 +376,40 @@ impl<S: Sink> Pipeline<S> {
             }
         }
         (sent, failed)
+    }
+
+    /// The scheduled sweep: finds the windows whose spooled records no final
+    /// invocation has written (`windows` module) and sends their count and
+    /// the oldest one's age. A listing that fails fails the invocation: an
+    /// incomplete sweep must not report "nothing open".
+    async fn sweep_windows(&self, deadline: Option<SystemTime>) -> Result<Outcome, HandleError> {
+        let sink = crate::sink::Bounded::new(&self.sink, deadline);
+        let report = crate::windows::sweep(&sink, &self.config.prefix, chrono::Utc::now())
+            .await
+            .map_err(|e| HandleError::Sweep(e.to_string()))?;
+        for w in &report.open {
+            tracing::info!(window = w.dir, age_seconds = w.age_seconds, "open window");
+        }
+        let oldest = report.oldest_age();
+        tracing::info!(
+            shards = report.shards,
+            open = report.open.len(),
+            oldest_age_seconds = oldest.as_secs(),
+            indexed = report.indexed,
+            deferred = report.deferred,
+            "windows swept"
+        );
+        if self.emit_metrics {
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            let doc = metrics::sweep_document(report.open.len(), oldest.as_millis() as u64, now_ms);
+            println!("{doc}");
+        }
+        Ok(Outcome {
+            response: serde_json::to_value(&report).unwrap_or_default(),
+            stats: Stats::default(),
+            redeliver_from: None,
+            is_flush: false,
+        })
     }
 
     /// Writes every buffer now (force flush, shutdown, end of a replay).

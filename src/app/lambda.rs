@@ -90,6 +90,7 @@ impl From<InvokeError> for lambda_runtime::Diagnostic {
             InvokeError::Handle(HandleError::State(_)) => "WindowStateUnreadable",
             InvokeError::Handle(HandleError::WindowNotWritten { .. }) => "WindowNotWritten",
             InvokeError::Handle(HandleError::NotDurable(_)) => "NotDurable",
+            InvokeError::Handle(HandleError::Sweep(_)) => "SweepIncomplete",
             InvokeError::FlushIncomplete { .. } => "FlushIncomplete",
             InvokeError::NoQueue => "NoQueue",
             InvokeError::RedriveIncomplete { .. } => "RedriveIncomplete",

@@ -108,6 +108,31 @@ pub fn table_documents(stats: &Stats, now_ms: i64) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The scheduled sweep's own document: emitted only by a sweep, so a
+/// period without one has no data point (not a 0 that would clear the
+/// alarm between sweeps).
+pub fn sweep_document(
+    open_windows: usize,
+    oldest_open_age_ms: u64,
+    now_ms: i64,
+) -> serde_json::Value {
+    json!({
+        "_aws": {
+            "Timestamp": now_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [[]],
+                "Metrics": [
+                    {"Name": "OpenWindows", "Unit": "Count"},
+                    {"Name": "OldestOpenWindowAge", "Unit": "Milliseconds"},
+                ],
+            }],
+        },
+        "OpenWindows": open_windows,
+        "OldestOpenWindowAge": oldest_open_age_ms,
+    })
+}
+
 /// Prints the EMF lines. Plain stdout, not tracing: EMF must be the whole line.
 pub fn emit(stats: &Stats, buffered_bytes: usize, oldest_age_us: i64, per_table: bool) {
     let now_ms = chrono::Utc::now().timestamp_millis();
@@ -122,6 +147,20 @@ pub fn emit(stats: &Stats, buffered_bytes: usize, oldest_age_us: i64, per_table:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sweep_declares_what_it_sends() {
+        let doc = sweep_document(2, 7_200_000, 1);
+        let declared = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>();
+        assert_eq!(declared, ["OpenWindows", "OldestOpenWindowAge"]);
+        assert_eq!(doc["OpenWindows"], 2);
+        assert_eq!(doc["OldestOpenWindowAge"], 7_200_000);
+    }
 
     #[test]
     fn every_declared_metric_has_a_value() {

@@ -458,7 +458,15 @@ impl<S: Sink> Pipeline<S> {
             });
             let body = serde_json::to_vec(&marker).unwrap_or_default();
             match sink.put(&done_key, body, "application/json").await {
-                Ok(_) => true,
+                Ok(_) => {
+                    // Only an index: a window without it is looked up by
+                    // its `_done.json` (and indexed) by the sweep.
+                    let index = id.done_index_key(&self.config.prefix);
+                    if let Err(e) = sink.put(&index, Vec::new(), "text/plain").await {
+                        tracing::warn!(key = index, error = %e, "window index marker not written");
+                    }
+                    true
+                }
                 Err(e) => {
                     tracing::error!(key = done_key, error = %e, "window marker not written");
                     false

@@ -14,16 +14,34 @@
 //! out the rows files of the window's stream and shard already hold (written
 //! early or by a final invocation that failed later), writes the rest, and
 //! writes `_done.json`, so a final invocation that still comes writes nothing.
+//!
+//! The scheduled sweep (`{"sweep_windows": true}`) finds open windows
+//! without reading every spool object: a written window also has a
+//! `<window start>.done` key beside its directory, so one listing per shard
+//! (with a delimiter) shows the windows to look at; those are checked by
+//! their `_done.json` (windows written before the index existed get it
+//! then). The oldest open window's age is a metric with an alarm: a window
+//! Lambda gave up on is never silent. Writing it stays `finish`, by hand: a
+//! sweep cannot know that Lambda will not retry the window's final
+//! invocation, and the two at once could write rows twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
+use chrono::{DateTime, NaiveDateTime, Utc};
+use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
 use crate::handler::Pipeline;
 use crate::redrive::{write_chunk, CHUNK};
 use crate::replay::Output;
-use crate::sink::Sink;
+use crate::sink::{Listing, Sink, SinkError};
 use crate::window::{Spool, SpooledRecord};
+
+/// `_done.json` reads per sweep: after an upgrade, windows written before
+/// the index are indexed over a few sweeps, not in one long invocation.
+pub const SWEEP_LOOKUPS: usize = 400;
+const SWEEP_CONCURRENCY: usize = 8;
 
 /// `cdc-batcher windows`.
 #[derive(Debug, clap::Args)]
@@ -99,6 +117,108 @@ pub fn open_windows(prefix: &str, keys: &[String]) -> Vec<OpenWindow> {
         .collect()
 }
 
+/// An open window the sweep found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FoundWindow {
+    /// Under the prefix: `_spool/<stream>/<shard>/<window start>/`.
+    pub dir: String,
+    /// Since the window started (`None`: its name is not a time).
+    pub age_seconds: Option<u64>,
+}
+
+/// What a sweep saw (no row values).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    pub open: Vec<FoundWindow>,
+    pub shards: u64,
+    /// Written windows that lacked the index key and got it.
+    pub indexed: u64,
+    /// Windows not looked up in this sweep ([`SWEEP_LOOKUPS`]); the next
+    /// sweeps take them.
+    pub deferred: u64,
+}
+
+impl SweepReport {
+    /// The oldest open window's age (0 without one).
+    pub fn oldest_age(&self) -> Duration {
+        let secs = self.open.iter().filter_map(|w| w.age_seconds).max();
+        Duration::from_secs(secs.unwrap_or(0))
+    }
+}
+
+/// The windows of one shard's level that have no `.done` index key (pure).
+pub fn unindexed(level: &Listing) -> Vec<&str> {
+    let indexed: BTreeSet<&str> = level
+        .keys
+        .iter()
+        .filter_map(|k| k.strip_suffix(".done"))
+        .collect();
+    level
+        .dirs
+        .iter()
+        .map(String::as_str)
+        .filter(|d| !indexed.contains(d.trim_end_matches('/')))
+        .collect()
+}
+
+/// How long before `now` the window whose directory is `dir` started (its
+/// last segment is Lambda's `window.start` without `-` and `:`).
+pub fn window_age(dir: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let name = dir.trim_end_matches('/').rsplit('/').next()?;
+    // Lambda sends UTC (`…Z`, or `+00:00`, which keys spell `_0000`): the
+    // seconds are enough for an age.
+    let start = NaiveDateTime::parse_from_str(name.get(..15)?, "%Y%m%dT%H%M%S")
+        .ok()?
+        .and_utc();
+    Some((now - start).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Finds the open windows under `{prefix}_spool/`: one listing per stream
+/// and shard, then `_done.json` of each window without an index key.
+pub async fn sweep<S: Sink>(
+    sink: &S,
+    prefix: &str,
+    now: DateTime<Utc>,
+) -> Result<SweepReport, SinkError> {
+    let mut report = SweepReport::default();
+    let mut candidates = Vec::new();
+    for stream_dir in sink.list_dirs(&format!("{prefix}_spool/")).await?.dirs {
+        for shard_dir in sink.list_dirs(&stream_dir).await?.dirs {
+            report.shards += 1;
+            let level = sink.list_dirs(&shard_dir).await?;
+            candidates.extend(unindexed(&level).into_iter().map(str::to_string));
+        }
+    }
+    // Newest first: the windows written before the index existed are the
+    // old ones; a window Lambda just gave up on is looked at now.
+    candidates.sort_unstable_by(|a, b| b.cmp(a));
+    report.deferred = candidates.len().saturating_sub(SWEEP_LOOKUPS) as u64;
+    candidates.truncate(SWEEP_LOOKUPS);
+    let looked_up: Vec<_> = stream::iter(candidates)
+        .map(|dir| async move {
+            let done = sink.get(&format!("{dir}_done.json")).await;
+            (dir, done)
+        })
+        .buffered(SWEEP_CONCURRENCY)
+        .collect()
+        .await;
+    for (dir, done) in looked_up {
+        if done?.is_some() {
+            let index = format!("{}.done", dir.trim_end_matches('/'));
+            sink.put(&index, Vec::new(), "text/plain").await?;
+            report.indexed += 1;
+        } else {
+            let rel = dir.strip_prefix(prefix).unwrap_or(&dir).to_string();
+            report.open.push(FoundWindow {
+                age_seconds: window_age(&rel, now).map(|a| a.as_secs()),
+                dir: rel,
+            });
+        }
+    }
+    report.open.sort_by(|a, b| a.dir.cmp(&b.dir));
+    Ok(report)
+}
+
 /// What `finish` did (no row values).
 #[derive(Debug, Default, Serialize)]
 pub struct Finished {
@@ -171,6 +291,12 @@ pub async fn finish<S: Sink>(pipeline: &Pipeline<S>, dir: &str) -> Result<Finish
         .put(&format!("{base}_done.json"), body, "application/json")
         .await
         .map_err(|e| format!("window marker not written: {e}"))?;
+    let index = format!("{}.done", base.trim_end_matches('/'));
+    pipeline
+        .sink
+        .put(&index, Vec::new(), "text/plain")
+        .await
+        .map_err(|e| format!("window index marker not written: {e}"))?;
     Ok(report)
 }
 
@@ -243,5 +369,41 @@ mod tests {
             }]
         );
         assert!(open_windows("other/", &keys).is_empty());
+    }
+
+    #[test]
+    fn windows_with_an_index_key_are_not_looked_up() {
+        let level = Listing {
+            dirs: vec![
+                "p/_spool/s/sh/20260314T010000Z/".into(),
+                "p/_spool/s/sh/20260314T010200Z/".into(),
+                "p/_spool/s/sh/20260314T010400Z/".into(),
+            ],
+            keys: vec![
+                "p/_spool/s/sh/20260314T010200Z.done".into(),
+                "p/_spool/s/sh/20260314T0104.done".into(),
+            ],
+        };
+        assert_eq!(
+            unindexed(&level),
+            [
+                "p/_spool/s/sh/20260314T010000Z/",
+                "p/_spool/s/sh/20260314T010400Z/"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_window_age_is_read_from_its_directory_name() {
+        let now = DateTime::parse_from_rfc3339("2026-03-14T01:10:30Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let age = |d| window_age(d, now).map(|a| a.as_secs());
+        assert_eq!(age("_spool/s/sh/20260314T010000Z/"), Some(630));
+        assert_eq!(age("_spool/s/sh/20260314T011000.000Z"), Some(30));
+        assert_eq!(age("_spool/s/sh/20260314T011000_0000/"), Some(30));
+        // A window that starts after `now` (clocks apart) is 0 old.
+        assert_eq!(age("_spool/s/sh/20260314T020000Z/"), Some(0));
+        assert_eq!(age("_spool/s/sh/not-a-time/"), None);
     }
 }

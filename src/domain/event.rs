@@ -22,6 +22,9 @@ pub enum Event<'a> {
     ForceFlush {
         source: &'static str,
     },
+    /// `{"sweep_windows": true}` (a second schedule): find the windows that
+    /// hold spooled records no final invocation has written.
+    SweepWindows,
 }
 
 /// A Kinesis invocation: its records and, when the event source mapping
@@ -73,7 +76,8 @@ pub struct KinesisRecord<'a> {
 pub enum EventError {
     #[error(
         "unrecognised invocation payload ({0}): expected a Kinesis event (Records[] with \
-         eventSource aws:kinesis), {{\"force_flush\": true}}, or an EventBridge scheduled event"
+         eventSource aws:kinesis), {{\"force_flush\": true}}, {{\"sweep_windows\": true}}, or an \
+         EventBridge scheduled event"
     )]
     Unrecognised(String),
 }
@@ -198,6 +202,9 @@ pub fn classify(payload: &str) -> Result<Event<'_>, EventError> {
         return Ok(Event::ForceFlush {
             source: "force_flush",
         });
+    }
+    if top.get("sweep_windows").map(RawValue::get) == Some("true") {
+        return Ok(Event::SweepWindows);
     }
     let text = |name: &str| top.get(name).and_then(json::as_str);
     match (text("source").as_deref(), text("detail-type").as_deref()) {
@@ -339,6 +346,7 @@ mod tests {
         classify(&text).map(|e| match e {
             Event::Kinesis(b) => b.records.len(),
             Event::ForceFlush { .. } => usize::MAX,
+            Event::SweepWindows => usize::MAX - 1,
         })
     }
 
@@ -451,6 +459,16 @@ mod tests {
         for s in shapes {
             assert_eq!(classify_value(&s), Ok(usize::MAX), "{s}");
         }
+    }
+
+    #[test]
+    fn a_sweep_is_asked_for_by_name() {
+        assert_eq!(
+            classify_value(&json!({"sweep_windows": true})),
+            Ok(usize::MAX - 1)
+        );
+        let err = classify_value(&json!({"sweep_windows": 1})).unwrap_err();
+        assert!(err.to_string().contains("sweep_windows"), "{err}");
     }
 
     #[test]

@@ -263,6 +263,14 @@ impl WindowId {
         format!("{}_done.json", self.spool_dir(prefix))
     }
 
+    /// A second marker beside the window's spool directory
+    /// (`prefix/_spool/<stream>/<shard>/<window start>.done`): one listing
+    /// of a shard shows which windows are written without reading each
+    /// `_done.json` (the scheduled sweep). `_done.json` stays the rule.
+    pub fn done_index_key(&self, prefix: &str) -> String {
+        format!("{}.done", self.spool_dir(prefix).trim_end_matches('/'))
+    }
+
     /// Where the window's lost ranges are recorded.
     pub fn lost_dir(&self, prefix: &str) -> String {
         format!(

@@ -27,6 +27,39 @@ pub enum PutOutcome {
     AlreadyExists,
 }
 
+/// One level of keys (see [`Sink::list_dirs`]), each sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Full keys ending with `/`.
+    pub dirs: Vec<String>,
+    /// Full keys of objects directly under the prefix.
+    pub keys: Vec<String>,
+}
+
+impl Listing {
+    /// The level under `prefix` of a full, recursive listing.
+    pub fn of(prefix: &str, keys: &[String]) -> Listing {
+        let mut listing = Listing::default();
+        for key in keys {
+            let Some(rest) = key.strip_prefix(prefix) else {
+                continue;
+            };
+            match rest.find('/') {
+                Some(i) => {
+                    let dir = &key[..prefix.len() + i + 1];
+                    if listing.dirs.last().map(String::as_str) != Some(dir) {
+                        listing.dirs.push(dir.to_string());
+                    }
+                }
+                None => listing.keys.push(key.clone()),
+            }
+        }
+        listing.dirs.sort();
+        listing.dirs.dedup();
+        listing
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("S3 {operation} s3://{bucket}/{key} failed: {message}")]
@@ -64,6 +97,14 @@ pub trait Sink: Send + Sync {
 
     /// Every key that starts with `prefix`, sorted.
     fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, SinkError>> + Send;
+
+    /// One level under `prefix` (which ends with `/`): the keys directly
+    /// under it and the "directories" (ending with `/`) that hold more, as
+    /// S3 lists with a delimiter. The default walks [`Sink::list`]; S3 and
+    /// the local directory answer without reading the level below.
+    fn list_dirs(&self, prefix: &str) -> impl Future<Output = Result<Listing, SinkError>> + Send {
+        async move { Ok(Listing::of(prefix, &self.list(prefix).await?)) }
+    }
 
     /// Where objects go, for logs and summaries.
     fn location(&self) -> String;
@@ -189,6 +230,34 @@ impl Sink for S3Sink {
         Ok(keys)
     }
 
+    async fn list_dirs(&self, prefix: &str) -> Result<Listing, SinkError> {
+        let mut listing = Listing::default();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error("ListObjectsV2", prefix, &e))?;
+            listing.keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+            listing.dirs.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(str::to_string)),
+            );
+        }
+        listing.keys.sort();
+        listing.dirs.sort();
+        Ok(listing)
+    }
+
     fn location(&self) -> String {
         format!("s3://{}/", self.bucket)
     }
@@ -283,6 +352,37 @@ impl Sink for LocalDirSink {
         Ok(keys)
     }
 
+    async fn list_dirs(&self, prefix: &str) -> Result<Listing, SinkError> {
+        let mut listing = Listing::default();
+        if !prefix.ends_with('/') && !prefix.is_empty() {
+            return Ok(Listing::of(prefix, &self.list(prefix).await?));
+        }
+        let path = self.root.join(prefix);
+        let io = |source| SinkError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut entries = match tokio::fs::read_dir(&path).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(listing),
+            Err(e) => return Err(io(e)),
+        };
+        while let Some(entry) = entries.next_entry().await.map_err(io)? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp-") {
+                continue;
+            }
+            if entry.file_type().await.is_ok_and(|t| t.is_dir()) {
+                listing.dirs.push(format!("{prefix}{name}/"));
+            } else {
+                listing.keys.push(format!("{prefix}{name}"));
+            }
+        }
+        listing.keys.sort();
+        listing.dirs.sort();
+        Ok(listing)
+    }
+
     fn location(&self) -> String {
         self.root.display().to_string()
     }
@@ -357,6 +457,11 @@ impl<S: Sink> Sink for Bounded<'_, S> {
         self.bounded("LIST", prefix, self.inner.list(prefix)).await
     }
 
+    async fn list_dirs(&self, prefix: &str) -> Result<Listing, SinkError> {
+        self.bounded("LIST", prefix, self.inner.list_dirs(prefix))
+            .await
+    }
+
     fn location(&self) -> String {
         self.inner.location()
     }
@@ -393,6 +498,13 @@ impl Sink for AnySink {
         match self {
             AnySink::S3(s) => s.list(prefix).await,
             AnySink::Local(l) => l.list(prefix).await,
+        }
+    }
+
+    async fn list_dirs(&self, prefix: &str) -> Result<Listing, SinkError> {
+        match self {
+            AnySink::S3(s) => s.list_dirs(prefix).await,
+            AnySink::Local(l) => l.list_dirs(prefix).await,
         }
     }
 
@@ -454,6 +566,39 @@ mod tests {
             Some(&b"p/s/t/x.parquet"[..])
         );
         assert_eq!(sink.get("p/missing").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn one_level_is_listed_alike_from_the_directory_and_from_a_full_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = LocalDirSink::new(dir.path());
+        for key in [
+            "p/_spool/s/sh/20260314T010000Z/000000_5.jsonl.sz",
+            "p/_spool/s/sh/20260314T010000Z/_done.json",
+            "p/_spool/s/sh/20260314T010000Z.done",
+            "p/_spool/s/sh/20260314T010200Z/000000_9.jsonl.sz",
+            "p/_spool/s/other/20260314T010000Z/000000_1.jsonl.sz",
+        ] {
+            sink.put(key, vec![], "x").await.unwrap();
+        }
+        let level = sink.list_dirs("p/_spool/s/sh/").await.unwrap();
+        assert_eq!(
+            level,
+            Listing {
+                dirs: vec![
+                    "p/_spool/s/sh/20260314T010000Z/".into(),
+                    "p/_spool/s/sh/20260314T010200Z/".into()
+                ],
+                keys: vec!["p/_spool/s/sh/20260314T010000Z.done".into()],
+            }
+        );
+        let all = sink.list("p/_spool/s/sh/").await.unwrap();
+        assert_eq!(Listing::of("p/_spool/s/sh/", &all), level);
+        assert_eq!(
+            sink.list_dirs("p/_spool/s/").await.unwrap().dirs,
+            ["p/_spool/s/other/", "p/_spool/s/sh/"]
+        );
+        assert_eq!(sink.list_dirs("p/none/").await.unwrap(), Listing::default());
     }
 
     /// Answers after `delay`.

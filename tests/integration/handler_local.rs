@@ -396,6 +396,13 @@ async fn an_abandoned_window_is_listed_and_finished_by_hand() {
     assert!(already > 0, "{report}");
     assert_eq!(already + written, rows, "{report}");
     assert_eq!(windows_command(dir.path(), &["list"]).0.len(), 0);
+    // The sweep sees it written too, by the index key `finish` wrote.
+    let report = sweep(&env).await;
+    assert_eq!(
+        (&report["open"], &report["indexed"]),
+        (&json!([]), &json!(0)),
+        "{report}"
+    );
     // A second finish is refused: the window is written.
     assert!(!windows_command(dir.path(), &["finish", &window_dir]).1);
 
@@ -416,4 +423,53 @@ async fn an_abandoned_window_is_listed_and_finished_by_hand() {
         .unwrap();
     assert_eq!(late.stats.rows_written, 0);
     assert_eq!(parquet_files(dir.path()), files);
+}
+
+/// What `{"sweep_windows": true}` answers.
+async fn sweep(p: &Pipeline<LocalDirSink>) -> Value {
+    p.handle(&sample("sweep-windows.json").to_string(), None)
+        .await
+        .unwrap()
+        .response
+}
+
+#[tokio::test]
+async fn the_sweep_finds_the_windows_no_final_invocation_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = pipeline(dir.path(), &[]);
+    assert_eq!(sweep(&env).await["open"], json!([]), "an empty lake");
+    for name in ["window-1-first.json", "window-2-middle.json"] {
+        env.handle(&sample(name).to_string(), None).await.unwrap();
+    }
+    let report = sweep(&env).await;
+    let open = report["open"].as_array().unwrap();
+    assert_eq!(open.len(), 1, "{report}");
+    let window_dir = open[0]["dir"].as_str().unwrap();
+    assert!(window_dir.starts_with("_spool/dms-cdc-"), "{window_dir}");
+    // The sample window started in 2026-03: months, not seconds.
+    assert!(
+        open[0]["age_seconds"].as_u64().unwrap() > 86_400,
+        "{report}"
+    );
+
+    // Its final invocation writes it, with the index key beside it.
+    env.handle(&sample("window-3-final.json").to_string(), None)
+        .await
+        .unwrap();
+    let index = dir.path().join(format!(
+        "cdc-data/{}.done",
+        window_dir.trim_end_matches('/')
+    ));
+    assert!(index.exists(), "{}", index.display());
+    let report = sweep(&env).await;
+    assert_eq!(report["open"], json!([]), "{report}");
+    assert_eq!(report["indexed"], 0, "{report}");
+
+    // A window written before the index existed: looked up by its
+    // `_done.json`, not reported, and indexed for the next sweep.
+    std::fs::remove_file(&index).unwrap();
+    let report = sweep(&env).await;
+    assert_eq!(report["open"], json!([]), "{report}");
+    assert_eq!(report["indexed"], 1, "{report}");
+    assert!(index.exists());
 }

@@ -233,6 +233,7 @@ async fn windows_survive(fault: Fault) {
     let fresh = Pipeline::new(cfg, sink).without_metrics();
     let events = corpus_set("mixed-bad");
     let (mut retries, mut rebuilt) = (0, 0);
+    let mut shards = std::collections::BTreeSet::new();
     for (i, f) in events.iter().enumerate() {
         let event = load(f);
         let shard = event["Records"][0]["eventID"]
@@ -242,6 +243,7 @@ async fn windows_survive(fault: Fault) {
             .next()
             .unwrap()
             .to_string();
+        shards.insert(shard.clone());
         let window = serde_json::json!({"start": format!("2026-03-14T01:{i:02}:00Z"),
             "end": format!("2026-03-14T01:{:02}:00Z", i + 2)});
         let wrap = |records: &Value, state: &Value, last: bool| {
@@ -310,6 +312,33 @@ async fn windows_survive(fault: Fault) {
     );
     assert!(check.ok, "{fault:?} window: {}", check.summary);
     assert_eq!(check.summary["quarantined"], 15);
+
+    // The sweep over S3 (one listing with a delimiter per shard): every
+    // window is written (an index key a fault kept out is looked up)…
+    let sweep = r#"{"sweep_windows": true}"#;
+    let report = fresh.handle(sweep, None).await.unwrap().response;
+    assert_eq!(report["open"], serde_json::json!([]), "{report}");
+    assert_eq!(report["shards"], shards.len(), "{report}");
+    // …until a window gets no final invocation.
+    let first = load(&events[0]);
+    let shard = shards.iter().next().unwrap();
+    let records: Vec<&Value> = first["Records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["eventID"].as_str().unwrap().starts_with(shard.as_str()))
+        .collect();
+    let open = serde_json::json!({"Records": records,
+        "window": {"start": "2026-03-14T03:00:00Z", "end": "2026-03-14T03:02:00Z"},
+        "state": {}, "shardId": shard,
+        "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/dms",
+        "isFinalInvokeForWindow": false, "isWindowTerminatedEarly": false});
+    seen.handle(&open.to_string(), None).await.unwrap();
+    let report = fresh.handle(sweep, None).await.unwrap().response;
+    let found = report["open"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{report}");
+    let dir = found[0]["dir"].as_str().unwrap();
+    assert!(dir.ends_with("/20260314T030000Z/"), "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

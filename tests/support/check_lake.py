@@ -53,7 +53,8 @@ SCHEMA_OBJECT = re.compile(r"_schemas/[^/]+/[^/]+/v\d+\.json")
 # Window mode's spool: _spool/<stream>/<shard>/<window start>/<index>_<last seq>.jsonl.sz
 SPOOL_OBJECT = re.compile(r"_spool/[^/]+/[^/]+/[^/]+/\d{6}_\d+\.jsonl\.sz")
 # ... and the marker a window's final invocation writes once every file is stored.
-WINDOW_MARKER = re.compile(r"_spool/[^/]+/[^/]+/[^/]+/_done\.json")
+# (and beside the window's directory, the index key the sweep lists: <window start>.done).
+WINDOW_MARKER = re.compile(r"_spool/[^/]+/[^/]+/[^/]+(/_done\.json|\.done)")
 # A range of records gone from both the spool and the stream (never expected in a test run).
 LOST_RANGE = re.compile(r"_errors/lost/[^/]+/[^/]+/[^/]+/\d{6}\.json")
 

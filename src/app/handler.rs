@@ -384,9 +384,34 @@ impl<S: Sink> Pipeline<S> {
     /// incomplete sweep must not report "nothing open".
     async fn sweep_windows(&self, deadline: Option<SystemTime>) -> Result<Outcome, HandleError> {
         let sink = crate::sink::Bounded::new(&self.sink, deadline);
-        let report = crate::windows::sweep(&sink, &self.config.prefix, chrono::Utc::now())
+        let mut report = crate::windows::sweep(&sink, &self.config.prefix, chrono::Utc::now())
             .await
             .map_err(|e| HandleError::Sweep(e.to_string()))?;
+        // Windows out of Lambda's reach are written here, through the path
+        // that writes before it returns: never in `warm-lossy`, whose
+        // buffers would hold them in memory only.
+        let mut unfinished = None;
+        // warm-lossy keeps no spool, so there is nothing durable to finish from.
+        if let (Some(reader), FlushMode::Window | FlushMode::Invocation) =
+            (&self.shard_reader, self.config.flush_mode)
+        {
+            let (finished, error) =
+                crate::windows::finish_abandoned(self, reader.as_ref(), &report, deadline).await;
+            report
+                .open
+                .retain(|w| !finished.iter().any(|f| f.dir == w.dir));
+            report.finished = finished;
+            unfinished = error;
+        }
+        for f in &report.finished {
+            tracing::warn!(
+                window = f.dir,
+                records = f.records,
+                rows_written = f.rows_written,
+                already_in_lake = f.already_in_lake,
+                "abandoned window written by the sweep"
+            );
+        }
         for w in &report.open {
             tracing::info!(window = w.dir, age_seconds = w.age_seconds, "open window");
         }
@@ -401,8 +426,18 @@ impl<S: Sink> Pipeline<S> {
         );
         if self.emit_metrics {
             let now_ms = chrono::Utc::now().timestamp_millis();
-            let doc = metrics::sweep_document(report.open.len(), oldest.as_millis() as u64, now_ms);
+            let doc = metrics::sweep_document(
+                report.open.len(),
+                oldest.as_millis() as u64,
+                report.finished.len(),
+                now_ms,
+            );
             println!("{doc}");
+        }
+        if let Some(reason) = unfinished {
+            return Err(HandleError::Sweep(format!(
+                "an abandoned window was not written: {reason}"
+            )));
         }
         Ok(Outcome {
             response: serde_json::to_value(&report).unwrap_or_default(),

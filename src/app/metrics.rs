@@ -114,6 +114,7 @@ pub fn table_documents(stats: &Stats, now_ms: i64) -> Vec<serde_json::Value> {
 pub fn sweep_document(
     open_windows: usize,
     oldest_open_age_ms: u64,
+    abandoned_written: usize,
     now_ms: i64,
 ) -> serde_json::Value {
     json!({
@@ -125,11 +126,13 @@ pub fn sweep_document(
                 "Metrics": [
                     {"Name": "OpenWindows", "Unit": "Count"},
                     {"Name": "OldestOpenWindowAge", "Unit": "Milliseconds"},
+                    {"Name": "AbandonedWindowsWritten", "Unit": "Count"},
                 ],
             }],
         },
         "OpenWindows": open_windows,
         "OldestOpenWindowAge": oldest_open_age_ms,
+        "AbandonedWindowsWritten": abandoned_written,
     })
 }
 
@@ -150,16 +153,24 @@ mod tests {
 
     #[test]
     fn the_sweep_declares_what_it_sends() {
-        let doc = sweep_document(2, 7_200_000, 1);
+        let doc = sweep_document(2, 7_200_000, 3, 1);
         let declared = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .unwrap()
             .iter()
             .map(|m| m["Name"].as_str().unwrap().to_string())
             .collect::<Vec<_>>();
-        assert_eq!(declared, ["OpenWindows", "OldestOpenWindowAge"]);
+        assert_eq!(
+            declared,
+            [
+                "OpenWindows",
+                "OldestOpenWindowAge",
+                "AbandonedWindowsWritten"
+            ]
+        );
         assert_eq!(doc["OpenWindows"], 2);
         assert_eq!(doc["OldestOpenWindowAge"], 7_200_000);
+        assert_eq!(doc["AbandonedWindowsWritten"], 3);
     }
 
     #[test]

@@ -326,7 +326,7 @@ async fn redrive_one<S: Sink>(
     for chunk in range.records.chunks(CHUNK) {
         let chunk: Vec<SpooledRecord> = chunk.iter().map(spooled).collect();
         let (already, stats) =
-            write_chunk(pipeline, &batch.stream_arn, &batch.shard_id, &chunk).await?;
+            write_chunk(pipeline, &batch.stream_arn, &batch.shard_id, &chunk, None).await?;
         report.already_in_lake += already;
         report.records += stats.records;
         report.rows_written += stats.rows_written;
@@ -350,6 +350,7 @@ pub(crate) async fn write_chunk<S: Sink>(
     stream: &str,
     shard: &str,
     records: &[SpooledRecord],
+    deadline: Option<std::time::SystemTime>,
 ) -> Result<(u64, Stats), String> {
     let readable: Vec<StreamRecord> = records
         .iter()
@@ -384,7 +385,7 @@ pub(crate) async fn write_chunk<S: Sink>(
         window: None,
     };
     let outcome = pipeline
-        .invoke(crate::event::Event::Kinesis(batch), None)
+        .invoke(crate::event::Event::Kinesis(batch), deadline)
         .await
         .map_err(|e| e.to_string())?;
     match outcome.redeliver_from {

@@ -21,9 +21,15 @@
 //! (with a delimiter) shows the windows to look at; those are checked by
 //! their `_done.json` (windows written before the index existed get it
 //! then). The oldest open window's age is a metric with an alarm: a window
-//! Lambda gave up on is never silent. Writing it stays `finish`, by hand: a
-//! sweep cannot know that Lambda will not retry the window's final
-//! invocation, and the two at once could write rows twice.
+//! Lambda gave up on is never silent.
+//!
+//! The sweep also writes (`finish`) an open window once Lambda can no longer
+//! deliver any of its records ([`past_lambdas_reach`]): Kinesis makes a
+//! record inaccessible when it outlives the stream's retention period
+//! ("Change the data retention period", Kinesis developer guide), so a
+//! final invocation that could still come, and write the window at the same
+//! time, would carry records that no longer exist. Before that point only
+//! an operator, who knows the mapping gave up, runs `finish` by hand.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -35,6 +41,7 @@ use serde::Serialize;
 use crate::handler::Pipeline;
 use crate::redrive::{write_chunk, CHUNK};
 use crate::replay::Output;
+use crate::shard_reader::ShardReader;
 use crate::sink::{Listing, Sink, SinkError};
 use crate::window::{Spool, SpooledRecord};
 
@@ -42,6 +49,28 @@ use crate::window::{Spool, SpooledRecord};
 /// the index are indexed over a few sweeps, not in one long invocation.
 pub const SWEEP_LOOKUPS: usize = 400;
 const SWEEP_CONCURRENCY: usize = 8;
+
+/// Lambda's longest tumbling window (`TumblingWindowInSeconds` ≤ 900): a
+/// window's records arrived before its start plus this.
+const LONGEST_WINDOW: Duration = Duration::from_secs(900);
+/// Lambda's longest invocation (a function's timeout ≤ 900 s): one that
+/// began before its records expired may still be running.
+const LONGEST_INVOCATION: Duration = Duration::from_secs(900);
+/// Clocks that disagree (the window's start is Lambda's, `now` is ours).
+const CLOCK_MARGIN: Duration = Duration::from_secs(600);
+/// Kinesis keeps records at least 24 hours: a younger window is not looked
+/// at.
+const SHORTEST_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Windows a sweep writes at most (each as long as a final invocation).
+pub const SWEEP_FINISHES: usize = 4;
+
+/// Whether no record of a window that started `age` ago can still reach the
+/// function from a stream that keeps records for `retention` (pure): its
+/// records arrived within the window, expired `retention` later, and the
+/// last invocation that could carry one has ended.
+pub fn past_lambdas_reach(age: Duration, retention: Duration) -> bool {
+    age > LONGEST_WINDOW + retention + LONGEST_INVOCATION + CLOCK_MARGIN
+}
 
 /// `cdc-batcher windows`.
 #[derive(Debug, clap::Args)]
@@ -130,6 +159,8 @@ pub struct FoundWindow {
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct SweepReport {
     pub open: Vec<FoundWindow>,
+    /// Windows this sweep wrote ([`finish_abandoned`]): no longer in `open`.
+    pub finished: Vec<Finished>,
     pub shards: u64,
     /// Written windows that lacked the index key and got it.
     pub indexed: u64,
@@ -219,8 +250,91 @@ pub async fn sweep<S: Sink>(
     Ok(report)
 }
 
+/// Writes the open windows of `report` that Lambda can no longer deliver
+/// a record of, oldest first, at most [`SWEEP_FINISHES`]. The retention is
+/// asked once per stream, of its oldest window's stream (read from a spool
+/// object's header): a stream whose oldest window is in reach has none out
+/// of it. Returns what was written, and the first error (the rest waits for
+/// the next sweep).
+pub async fn finish_abandoned<S: Sink>(
+    pipeline: &Pipeline<S>,
+    reader: &dyn ShardReader,
+    report: &SweepReport,
+    deadline: Option<std::time::SystemTime>,
+) -> (Vec<Finished>, Option<String>) {
+    let mut done = Vec::new();
+    let mut candidates: Vec<(&str, Duration)> = report
+        .open
+        .iter()
+        .filter_map(|w| Some((w.dir.as_str(), Duration::from_secs(w.age_seconds?))))
+        .filter(|(_, age)| past_lambdas_reach(*age, SHORTEST_RETENTION))
+        .collect();
+    candidates.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    // `_spool/<stream>/…`: the retention each stream answered.
+    let mut retention: BTreeMap<&str, Option<Duration>> = BTreeMap::new();
+    for (dir, age) in candidates {
+        if done.len() == SWEEP_FINISHES {
+            break;
+        }
+        let stream = dir.split('/').nth(1).unwrap_or_default();
+        let kept = match retention.get(stream) {
+            Some(kept) => *kept,
+            None => {
+                let kept = match window_stream(pipeline, dir).await {
+                    Ok(arn) => match reader.retention(&arn).await {
+                        Ok(kept) => Some(kept),
+                        Err(e) => {
+                            tracing::warn!(window = dir, error = %e, "stream retention unknown: the window is left open");
+                            None
+                        }
+                    },
+                    Err(e) => return (done, Some(e)),
+                };
+                retention.insert(stream, kept);
+                kept
+            }
+        };
+        match kept {
+            Some(kept) if past_lambdas_reach(age, kept) => {}
+            _ => continue,
+        }
+        tracing::warn!(
+            window = dir,
+            age_seconds = age.as_secs(),
+            "no record of this window can reach the function any more: written from its spool"
+        );
+        match finish(pipeline, dir, deadline, "the scheduled sweep").await {
+            Ok(finished) => done.push(finished),
+            Err(e) => return (done, Some(format!("{dir}: {e}"))),
+        }
+    }
+    (done, None)
+}
+
+/// The stream ARN a window's spool objects name in their header.
+async fn window_stream<S: Sink>(pipeline: &Pipeline<S>, dir: &str) -> Result<String, String> {
+    let base = format!("{}{}", pipeline.config.prefix, dir);
+    let keys = pipeline
+        .sink
+        .list(&base)
+        .await
+        .map_err(|e| format!("listing {base}: {e}"))?;
+    let key = keys
+        .iter()
+        .find(|k| k.ends_with(".jsonl.sz"))
+        .ok_or_else(|| format!("{dir} holds no spool object"))?;
+    let bytes = pipeline
+        .sink
+        .get(key)
+        .await
+        .map_err(|e| format!("reading {key}: {e}"))?
+        .ok_or_else(|| format!("{key} is gone"))?;
+    let spool = Spool::from_bytes(key, &bytes).map_err(|e| e.to_string())?;
+    Ok(spool.header.stream_arn)
+}
+
 /// What `finish` did (no row values).
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct Finished {
     pub dir: String,
     pub spool_objects: usize,
@@ -232,8 +346,13 @@ pub struct Finished {
 }
 
 /// Writes the window whose spool is `dir` (under the prefix) and marks it
-/// written.
-pub async fn finish<S: Sink>(pipeline: &Pipeline<S>, dir: &str) -> Result<Finished, String> {
+/// written; `by` names who did, in `_done.json`.
+pub async fn finish<S: Sink>(
+    pipeline: &Pipeline<S>,
+    dir: &str,
+    deadline: Option<std::time::SystemTime>,
+    by: &str,
+) -> Result<Finished, String> {
     let prefix = &pipeline.config.prefix;
     let dir = format!("{}/", dir.trim_end_matches('/'));
     let base = format!("{prefix}{dir}");
@@ -273,7 +392,7 @@ pub async fn finish<S: Sink>(pipeline: &Pipeline<S>, dir: &str) -> Result<Finish
     report.records = records.len();
     for chunk in records.chunks(CHUNK) {
         let (already, stats) =
-            write_chunk(pipeline, &header.stream_arn, &header.shard, chunk).await?;
+            write_chunk(pipeline, &header.stream_arn, &header.shard, chunk, deadline).await?;
         report.already_in_lake += already;
         report.rows_written += stats.rows_written;
         report.files += stats.files;
@@ -283,7 +402,7 @@ pub async fn finish<S: Sink>(pipeline: &Pipeline<S>, dir: &str) -> Result<Finish
         "window_start": header.window_start,
         "spools": report.spool_objects,
         "written_at": chrono::Utc::now().to_rfc3339(),
-        "by": "cdc-batcher windows finish",
+        "by": by,
     });
     let body = serde_json::to_vec(&marker).map_err(|e| e.to_string())?;
     pipeline
@@ -331,16 +450,18 @@ pub async fn run(args: WindowsArgs) -> i32 {
                 }
             }
         }
-        Action::Finish { dir, .. } => match finish(&pipeline, &dir).await {
-            Ok(report) => {
-                println!("{}", serde_json::json!(report));
-                0
+        Action::Finish { dir, .. } => {
+            match finish(&pipeline, &dir, None, "cdc-batcher windows finish").await {
+                Ok(report) => {
+                    println!("{}", serde_json::json!(report));
+                    0
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    1
+                }
             }
-            Err(e) => {
-                eprintln!("{e}");
-                1
-            }
-        },
+        }
     }
 }
 
@@ -391,6 +512,17 @@ mod tests {
                 "p/_spool/s/sh/20260314T010400Z/"
             ]
         );
+    }
+
+    #[test]
+    fn a_window_is_out_of_reach_once_its_records_expired_and_their_last_invocation_ended() {
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        let m = |n: u64| Duration::from_secs(n * 60);
+        // Window (15 min) + retention + invocation (15 min) + margin (10 min).
+        assert!(!past_lambdas_reach(h(24) + m(40), h(24)));
+        assert!(past_lambdas_reach(h(24) + m(41), h(24)));
+        assert!(!past_lambdas_reach(h(30), h(168)));
+        assert!(past_lambdas_reach(h(169), h(168)));
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! a range whose first record is no longer returned has lost its beginning
 //! and nothing else.
 
+use std::time::Duration;
+
 use futures_util::future::BoxFuture;
 
 pub use crate::domain::event::StreamRecord;
@@ -53,6 +55,17 @@ pub trait ShardReader: Send + Sync {
         from: &'a ReadFrom,
         last: &'a str,
     ) -> BoxFuture<'a, Result<ShardRange, ReadError>>;
+
+    /// How long the stream keeps a record (its retention period, as it is
+    /// now): past it, no record can be read or delivered again. A reader
+    /// that cannot tell answers an error, and nothing is decided on it.
+    fn retention<'a>(&'a self, stream_arn: &'a str) -> BoxFuture<'a, Result<Duration, ReadError>> {
+        Box::pin(async move {
+            Err(ReadError::Unavailable(format!(
+                "{stream_arn}: this reader does not know the retention"
+            )))
+        })
+    }
 }
 
 /// Pages a read may take before it counts as not finished (each page is
@@ -207,6 +220,31 @@ impl ShardReader for KinesisShardReader {
         last: &'a str,
     ) -> BoxFuture<'a, Result<ShardRange, ReadError>> {
         Box::pin(self.read_range(stream_arn, shard, from, last))
+    }
+
+    fn retention<'a>(&'a self, stream_arn: &'a str) -> BoxFuture<'a, Result<Duration, ReadError>> {
+        Box::pin(async move {
+            let summary = self
+                .client
+                .describe_stream_summary()
+                .stream_arn(stream_arn)
+                .send()
+                .await
+                .map_err(|e| read_error("DescribeStreamSummary", &e))?;
+            let hours = summary
+                .stream_description_summary()
+                .map(|d| d.retention_period_hours())
+                .ok_or_else(|| {
+                    ReadError::Unavailable(format!("{stream_arn}: no stream description"))
+                })?;
+            // Kinesis accepts 24 to 8,760 hours; anything else is not trusted.
+            if !(24..=8760).contains(&hours) {
+                return Err(ReadError::Unavailable(format!(
+                    "{stream_arn}: retention of {hours} hours"
+                )));
+            }
+            Ok(Duration::from_secs(hours as u64 * 3600))
+        })
     }
 }
 

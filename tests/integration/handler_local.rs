@@ -425,6 +425,118 @@ async fn an_abandoned_window_is_listed_and_finished_by_hand() {
     assert_eq!(parquet_files(dir.path()), files);
 }
 
+/// A stream that keeps records `retention` (only the retention is asked).
+struct Retention(Option<Duration>);
+
+impl cdc_batcher::shard_reader::ShardReader for Retention {
+    fn read<'a>(
+        &'a self,
+        _: &'a str,
+        shard: &'a str,
+        _: &'a cdc_batcher::shard_reader::ReadFrom,
+        _: &'a str,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<cdc_batcher::shard_reader::ShardRange, cdc_batcher::shard_reader::ReadError>,
+    > {
+        Box::pin(async move {
+            Err(cdc_batcher::shard_reader::ReadError::Unavailable(
+                shard.to_string(),
+            ))
+        })
+    }
+
+    fn retention<'a>(
+        &'a self,
+        stream_arn: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<Duration, cdc_batcher::shard_reader::ReadError>>
+    {
+        Box::pin(async move {
+            self.0
+                .ok_or_else(|| cdc_batcher::shard_reader::ReadError::Unavailable(stream_arn.into()))
+        })
+    }
+}
+
+/// The sample window (March 2026: months old) left without its final
+/// invocation is written by the sweep once the stream cannot hold its
+/// records any more: every spooled row once. Not while a record may still
+/// come, not without knowing the retention, never in `warm-lossy`.
+#[tokio::test]
+async fn the_sweep_writes_a_window_no_record_of_which_can_still_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |vars: &[(&str, &str)], retention: Option<Duration>| {
+        pipeline(dir.path(), vars).with_shard_reader(std::sync::Arc::new(Retention(retention)))
+    };
+    let env = open(&[], None);
+    let mut rows = 0;
+    for name in ["window-1-first.json", "window-2-middle.json"] {
+        rows += env
+            .handle(&sample(name).to_string(), None)
+            .await
+            .unwrap()
+            .stats
+            .rows;
+    }
+    let early = parquet_files(dir.path());
+    let year = Duration::from_secs(365 * 86_400);
+    let day = Duration::from_secs(86_400);
+    let in_reach = open(&[], Some(year));
+    let unknown = open(&[], None);
+    let lossy = open(&[("FLUSH_MODE", "warm-lossy")], Some(day));
+    for (who, env) in [
+        ("in reach", &in_reach),
+        ("unknown", &unknown),
+        ("lossy", &lossy),
+    ] {
+        let report = sweep(env).await;
+        assert_eq!(
+            report["open"].as_array().unwrap().len(),
+            1,
+            "{who}: {report}"
+        );
+        assert_eq!(report["finished"], json!([]), "{who}: {report}");
+    }
+    assert_eq!(parquet_files(dir.path()), early);
+
+    let env = open(&[], Some(day));
+    let report = sweep(&env).await;
+    assert_eq!(report["open"], json!([]), "{report}");
+    let finished = report["finished"].as_array().unwrap();
+    assert_eq!(finished.len(), 1, "{report}");
+    assert_eq!(
+        finished[0]["already_in_lake"].as_u64().unwrap()
+            + finished[0]["rows_written"].as_u64().unwrap(),
+        rows,
+        "{report}"
+    );
+    let done = walk_files(dir.path())
+        .into_iter()
+        .find(|p| p.ends_with("_done.json"))
+        .expect("_done.json");
+    let marker: Value = serde_json::from_slice(&std::fs::read(done).unwrap()).unwrap();
+    assert_eq!(marker["by"], "the scheduled sweep");
+
+    // Every row once (the independent checker over the window's records).
+    let events: Vec<std::path::PathBuf> = ["window-1-first.json", "window-2-middle.json"]
+        .iter()
+        .map(|f| repo().join("events").join(f))
+        .collect();
+    let location = vec!["--dir".to_string(), dir.path().display().to_string()];
+    let check = check_lake(&location, &["--expect-rows", &rows.to_string()], &events);
+    assert!(check.ok, "{}", check.summary);
+
+    // Nothing is left open, and the next sweep writes nothing.
+    let files = parquet_files(dir.path());
+    let report = sweep(&env).await;
+    assert_eq!(
+        (&report["open"], &report["finished"]),
+        (&json!([]), &json!([])),
+        "{report}"
+    );
+    assert_eq!(parquet_files(dir.path()), files);
+}
+
 /// What `{"sweep_windows": true}` answers.
 async fn sweep(p: &Pipeline<LocalDirSink>) -> Value {
     p.handle(&sample("sweep-windows.json").to_string(), None)

@@ -305,3 +305,36 @@ fn a_redrive_leaves_out_rows_already_in_the_lake() {
     );
     assert!(check.ok, "{}", check.summary);
 }
+
+/// What the sweep asks before it writes an abandoned window: the stream's
+/// retention (`DescribeStreamSummary`), from a Kinesis server; a stream
+/// that is not there is told apart from an outage.
+#[tokio::test]
+async fn a_stream_answers_its_retention() {
+    use cdc_batcher::shard_reader::{KinesisShardReader, ReadError, ShardReader as _};
+    let moto = Moto::start();
+    let kinesis = kinesis_client(&moto.endpoint());
+    let arn = create_stream(&kinesis, "kept", 1).await;
+    let reader = KinesisShardReader::new(kinesis.clone());
+    assert_eq!(
+        reader.retention(&arn).await,
+        Ok(std::time::Duration::from_secs(24 * 3600))
+    );
+    kinesis
+        .increase_stream_retention_period()
+        .stream_arn(&arn)
+        .retention_period_hours(168)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        reader.retention(&arn).await,
+        Ok(std::time::Duration::from_secs(168 * 3600))
+    );
+    let gone = arn.replace("/kept", "/never-made");
+    assert!(
+        matches!(reader.retention(&gone).await, Err(ReadError::Gone(_))),
+        "{:?}",
+        reader.retention(&gone).await
+    );
+}

@@ -32,8 +32,9 @@ step "cargo test (unit, integration with moto + pyarrow)"
 # The simulation runs 40 seeds per test by default; the whole suite runs 200.
 SIM_SEEDS=${SIM_SEEDS:-200} cargo test
 
-step "smoke: cargo lambda watch + invoke, SIGTERM flush"
-tests/smoke_cargo_lambda.sh
+step "smoke: cargo lambda (Lambda APIs) + invoke, SIGTERM flush"
+# The binary `cargo test` built: no second build of every dependency.
+FUNCTION_BINARY="$PWD/target/debug/cdc-batcher" tests/smoke_cargo_lambda.sh
 
 step "sam build (arm64, provided.al2023, via cargo lambda)"
 # This checks that the template builds; thin LTO and parallel codegen keep the

@@ -37,6 +37,10 @@ PY
 }
 
 # The function under the local Lambda emulator, writing to the moto bucket.
+# With FUNCTION_BINARY set (the test suite: the binary `cargo test` built),
+# cargo lambda emulates only the Lambda APIs and that binary is started here:
+# `cargo lambda watch` would build the function again, and without the test
+# build's dev-dependencies it would build every dependency a second time.
 start_function() {
   LAMBDA_PORT=$(free_port)
   # setsid: the watcher and the function it starts form one process group,
@@ -45,14 +49,30 @@ start_function() {
   # The sample window events' states record the window's rules, among them the memory
   # budget of a function without AWS_LAMBDA_FUNCTION_MEMORY_SIZE (1,024 MB: a third of it);
   # cargo lambda's emulator says 4,096 MB, so the budget is set to match the samples.
-  setsid env S3_BUCKET_NAME="$BUCKET" AWS_ENDPOINT_URL_S3="$S3_ENDPOINT" S3_FORCE_PATH_STYLE=true \
-    AWS_ENDPOINT_URL_KINESIS="$S3_ENDPOINT" HEARTBEAT_STREAMS="${HEARTBEAT_STREAMS:-}" \
-    FLUSH_MODE="${FLUSH_MODE:-}" MAX_BUFFERED_BYTES="${MAX_BUFFERED_BYTES:-357913941}" \
-    AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 \
-    cargo lambda watch -A 127.0.0.1 -P "$LAMBDA_PORT" >>"$STATE/function.log" 2>&1 &
-  FUNCTION_PGID=$!
-  PIDS+=($!)
-  wait_port "$LAMBDA_PORT" 900 "cargo lambda watch"
+  local env=(S3_BUCKET_NAME="$BUCKET" AWS_ENDPOINT_URL_S3="$S3_ENDPOINT" S3_FORCE_PATH_STYLE=true
+    AWS_ENDPOINT_URL_KINESIS="$S3_ENDPOINT" HEARTBEAT_STREAMS="${HEARTBEAT_STREAMS:-}"
+    FLUSH_MODE="${FLUSH_MODE:-}" MAX_BUFFERED_BYTES="${MAX_BUFFERED_BYTES:-357913941}"
+    AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1)
+  if [ -n "${FUNCTION_BINARY:-}" ]; then
+    setsid cargo lambda watch --only-lambda-apis -A 127.0.0.1 -P "$LAMBDA_PORT" \
+      >>"$STATE/function.log" 2>&1 &
+    FUNCTION_PGID=$!
+    PIDS+=($!)
+    wait_port "$LAMBDA_PORT" 120 "cargo lambda watch --only-lambda-apis"
+    # What the emulator tells a function started by hand to set.
+    setsid env "${env[@]}" AWS_LAMBDA_FUNCTION_NAME=_ AWS_LAMBDA_FUNCTION_VERSION=1 \
+      AWS_LAMBDA_FUNCTION_MEMORY_SIZE=4096 AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$LAMBDA_PORT/.rt" \
+      "$FUNCTION_BINARY" >>"$STATE/function.log" 2>&1 &
+    BINARY_PGID=$!
+    PIDS+=($!)
+    disown "$BINARY_PGID" # a kill -9 of it is the smoke test's own doing: no job notice
+  else
+    setsid env "${env[@]}" cargo lambda watch -A 127.0.0.1 -P "$LAMBDA_PORT" \
+      >>"$STATE/function.log" 2>&1 &
+    FUNCTION_PGID=$!
+    PIDS+=($!)
+    wait_port "$LAMBDA_PORT" 900 "cargo lambda watch"
+  fi
 }
 
 # The function process itself (not the watcher), as cargo lambda runs it.
@@ -78,6 +98,7 @@ invoke() { # event-file
 # Stops the emulator and the function (moto keeps running).
 stop_function() {
   kill -- "-$FUNCTION_PGID" 2>/dev/null || true
+  [ -z "${BINARY_PGID:-}" ] || kill -- "-$BINARY_PGID" 2>/dev/null || true
   pkill -f "$ROOT/target/debug/cdc-batcher" 2>/dev/null || true
   local i
   for i in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$LAMBDA_PORT") 2>/dev/null || return 0; sleep 0.1; done

@@ -203,6 +203,18 @@ pub(crate) enum Ingested {
     Bad(QuarantineEntry),
 }
 
+/// Whether a plain batch goes through the environment's delivery log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deliveries {
+    /// Lambda's: a record at or below its lane's highest sequence number was
+    /// delivered before (a retry) and is dropped.
+    Deduplicate,
+    /// Recovered from a durable copy ([`Event::Recovered`]): taken whatever
+    /// this environment saw, and not noted (a later window recovered first
+    /// must not hide an earlier one).
+    Take,
+}
+
 impl<S: Sink> Pipeline<S> {
     pub fn new(config: Config, sink: S) -> Self {
         // Outside a tumbling window every batch is written before it is
@@ -318,12 +330,25 @@ impl<S: Sink> Pipeline<S> {
                 (Some(_), _) => {
                     // Tumbling windows without `window` mode: every batch is
                     // handled on its own, and Lambda still needs a `state`.
-                    let mut outcome = Box::pin(self.handle_kinesis(&batch.records, deadline)).await;
+                    let mut outcome = Box::pin(self.handle_kinesis(
+                        &batch.records,
+                        deadline,
+                        Deliveries::Deduplicate,
+                    ))
+                    .await;
                     outcome.response["state"] = serde_json::json!({});
                     Ok(outcome)
                 }
-                (None, _) => Ok(Box::pin(self.handle_kinesis(&batch.records, deadline)).await),
+                (None, _) => Ok(Box::pin(self.handle_kinesis(
+                    &batch.records,
+                    deadline,
+                    Deliveries::Deduplicate,
+                ))
+                .await),
             },
+            Event::Recovered(records) => {
+                Ok(Box::pin(self.handle_kinesis(&records, deadline, Deliveries::Take)).await)
+            }
             Event::SweepWindows => Box::pin(self.sweep_windows(deadline)).await,
             Event::ForceFlush { source } => {
                 tracing::info!(source, "force flush requested");
@@ -486,6 +511,7 @@ impl<S: Sink> Pipeline<S> {
         &self,
         records: &[KinesisRecord<'_>],
         deadline: Option<SystemTime>,
+        deliveries: Deliveries,
     ) -> Outcome {
         let now_us = now_micros();
         let mut stats = Stats {
@@ -540,7 +566,7 @@ impl<S: Sink> Pipeline<S> {
                 }
             };
             let lane = record.partition_key.as_deref().unwrap_or("");
-            if state.deliveries.is_duplicate(id, lane) {
+            if deliveries == Deliveries::Deduplicate && state.deliveries.is_duplicate(id, lane) {
                 stats.duplicates += 1;
                 taken.push(id);
                 continue;
@@ -563,7 +589,9 @@ impl<S: Sink> Pipeline<S> {
                 }
                 Ingested::Bad(entry) => quarantined.push(entry),
             }
-            state.deliveries.record(id, lane);
+            if deliveries == Deliveries::Deduplicate {
+                state.deliveries.record(id, lane);
+            }
             taken.push(id);
         }
         let applied = self
@@ -571,6 +599,7 @@ impl<S: Sink> Pipeline<S> {
             .await;
         for (((_, id), lane), result) in controls.iter().zip(control_lanes).zip(applied) {
             match result {
+                Ok(()) if deliveries == Deliveries::Take => {}
                 Ok(()) => state.deliveries.record(id, lane),
                 Err(error) => {
                     // Not recorded as delivered: the redelivery applies it again.

@@ -377,15 +377,12 @@ pub(crate) async fn write_chunk<S: Sink>(
     }
     // The batch as Lambda would deliver it, built directly (no JSON).
     let (stream, shard): (std::sync::Arc<str>, std::sync::Arc<str>) = (stream.into(), shard.into());
-    let batch = crate::event::KinesisBatch {
-        records: fresh
-            .iter()
-            .map(|r| r.kinesis_record(&stream, &shard))
-            .collect(),
-        window: None,
-    };
+    let records = fresh
+        .iter()
+        .map(|r| r.kinesis_record(&stream, &shard))
+        .collect();
     let outcome = pipeline
-        .invoke(crate::event::Event::Kinesis(batch), deadline)
+        .invoke(crate::event::Event::Recovered(records), deadline)
         .await
         .map_err(|e| e.to_string())?;
     match outcome.redeliver_from {

@@ -272,8 +272,9 @@ pub async fn finish_abandoned<S: Sink>(
     candidates.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     // `_spool/<stream>/…`: the retention each stream answered.
     let mut retention: BTreeMap<&str, Option<Duration>> = BTreeMap::new();
+    let (mut attempts, mut first_error) = (0, None);
     for (dir, age) in candidates {
-        if done.len() == SWEEP_FINISHES {
+        if attempts == SWEEP_FINISHES {
             break;
         }
         let stream = dir.split('/').nth(1).unwrap_or_default();
@@ -288,7 +289,10 @@ pub async fn finish_abandoned<S: Sink>(
                             None
                         }
                     },
-                    Err(e) => return (done, Some(e)),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                        continue;
+                    }
                 };
                 retention.insert(stream, kept);
                 kept
@@ -303,12 +307,17 @@ pub async fn finish_abandoned<S: Sink>(
             age_seconds = age.as_secs(),
             "no record of this window can reach the function any more: written from its spool"
         );
+        attempts += 1;
+        // A window that cannot be written now does not hold back the ones
+        // behind it; the sweep still fails, so the next one tries it again.
         match finish(pipeline, dir, deadline, "the scheduled sweep").await {
             Ok(finished) => done.push(finished),
-            Err(e) => return (done, Some(format!("{dir}: {e}"))),
+            Err(e) => {
+                first_error.get_or_insert(format!("{dir}: {e}"));
+            }
         }
     }
-    (done, None)
+    (done, first_error)
 }
 
 /// The stream ARN a window's spool objects name in their header.

@@ -25,6 +25,14 @@ pub enum Event<'a> {
     /// `{"sweep_windows": true}` (a second schedule): find the windows that
     /// hold spooled records no final invocation has written.
     SweepWindows,
+    /// Records read back from a durable copy (the spool, or the stream by
+    /// `redrive`), built by this crate, never parsed from a payload. They
+    /// are written before the call returns and are not Lambda deliveries:
+    /// the caller has left out those already in the lake, so the
+    /// environment's delivery log (which takes a record at or below a
+    /// lane's highest sequence number for a redelivery) must not drop them.
+    /// Windows are recovered in any order.
+    Recovered(Vec<KinesisRecord<'a>>),
 }
 
 /// A Kinesis invocation: its records and, when the event source mapping
@@ -347,6 +355,7 @@ mod tests {
             Event::Kinesis(b) => b.records.len(),
             Event::ForceFlush { .. } => usize::MAX,
             Event::SweepWindows => usize::MAX - 1,
+            Event::Recovered(_) => unreachable!("never parsed from a payload"),
         })
     }
 

@@ -8,13 +8,13 @@ mod support;
 use std::hint::black_box;
 use std::sync::Arc;
 
-use cdc_batcher::batcher::{Batcher, Part};
-use cdc_batcher::config::{FlushMode, Thresholds};
-use cdc_batcher::dms::{decode, Message};
-use cdc_batcher::encode::to_parquet;
-use cdc_batcher::event::classify;
-use cdc_batcher::layout::RecordId;
-use cdc_batcher::schema::TableSchema;
+use cdc_batcher::app::config::{FlushMode, Thresholds};
+use cdc_batcher::domain::batcher::{Batcher, Part};
+use cdc_batcher::domain::dms::{decode, Message};
+use cdc_batcher::domain::encode::to_parquet;
+use cdc_batcher::domain::event::classify;
+use cdc_batcher::domain::layout::RecordId;
+use cdc_batcher::domain::schema::TableSchema;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::value::RawValue;
 

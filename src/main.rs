@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use cdc_batcher::cli::{self, Cli};
-use cdc_batcher::config::Config;
-use cdc_batcher::glue::GlueCatalog;
-use cdc_batcher::handler::Pipeline;
-use cdc_batcher::heartbeat::KinesisHeartbeat;
-use cdc_batcher::shard_reader::KinesisShardReader;
-use cdc_batcher::sink::S3Sink;
-use cdc_batcher::{lambda, logging, redrive};
+use cdc_batcher::app::cli::{self, Cli};
+use cdc_batcher::app::config::Config;
+use cdc_batcher::app::handler::Pipeline;
+use cdc_batcher::app::{lambda, logging, redrive};
+use cdc_batcher::edge::glue::GlueCatalog;
+use cdc_batcher::edge::heartbeat::KinesisHeartbeat;
+use cdc_batcher::edge::shard_reader::KinesisShardReader;
+use cdc_batcher::edge::sink::S3Sink;
 use clap::Parser as _;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::value::RawValue;

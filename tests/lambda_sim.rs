@@ -58,13 +58,13 @@ use std::time::{Duration, SystemTime};
 
 use arrow::array::Array as _;
 use base64::Engine as _;
-use cdc_batcher::config::Config;
-use cdc_batcher::handler::Pipeline;
-use cdc_batcher::heartbeat::{self, Heartbeat};
-use cdc_batcher::shard_reader::{
+use cdc_batcher::app::config::Config;
+use cdc_batcher::app::handler::Pipeline;
+use cdc_batcher::edge::heartbeat::{self, Heartbeat};
+use cdc_batcher::edge::shard_reader::{
     finish_read, take_page, ReadError, ReadFrom, ShardRange, ShardReader, StreamRecord,
 };
-use cdc_batcher::sink::{PutOutcome, Sink, SinkError};
+use cdc_batcher::edge::sink::{PutOutcome, Sink, SinkError};
 use futures_util::future::BoxFuture;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{json, Value};
@@ -999,7 +999,7 @@ async fn check_sweep(seed: u64, world: &World, shards: usize, swept: bool) {
         .map(|(k, (b, _))| (k.clone(), b.clone()))
         .collect();
     let snapshot = Snapshot(objects);
-    let report = cdc_batcher::windows::sweep(&snapshot, "lake/", chrono::Utc::now())
+    let report = cdc_batcher::app::windows::sweep(&snapshot, "lake/", chrono::Utc::now())
         .await
         .unwrap();
     assert!(report.open.len() <= shards, "seed {seed}: {report:?}");

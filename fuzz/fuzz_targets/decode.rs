@@ -12,14 +12,14 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-use cdc_batcher::batcher::Batcher;
-use cdc_batcher::config::{FlushMode, Thresholds};
-use cdc_batcher::dms::{decode, Message};
-use cdc_batcher::encode::to_parquet;
-use cdc_batcher::file_types::{footer_schema, mismatches};
-use cdc_batcher::layout::RecordId;
-use cdc_batcher::schema::TableSchema;
-use cdc_batcher::types::ColumnType;
+use cdc_batcher::domain::batcher::Batcher;
+use cdc_batcher::app::config::{FlushMode, Thresholds};
+use cdc_batcher::domain::dms::{decode, Message};
+use cdc_batcher::domain::encode::to_parquet;
+use cdc_batcher::domain::file_types::{footer_schema, mismatches};
+use cdc_batcher::domain::layout::RecordId;
+use cdc_batcher::domain::schema::TableSchema;
+use cdc_batcher::domain::types::ColumnType;
 use libfuzzer_sys::fuzz_target;
 
 const TYPES: [ColumnType; 9] = [

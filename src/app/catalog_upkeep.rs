@@ -10,13 +10,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt as _;
 
-use crate::catalog::{self, Step, TableDefinition};
-use crate::dms::TableName;
-use crate::glue::{self, CatalogError, Synced, ViewStep};
-use crate::handler::{time_left, Pipeline, State, Stats};
-use crate::schema::TableSchema;
-use crate::sink::{Sink, DEADLINE_MARGIN};
-use crate::sql::Lake;
+use crate::app::handler::{time_left, Pipeline, State, Stats};
+use crate::domain::catalog::{self, Step, TableDefinition};
+use crate::domain::dms::TableName;
+use crate::domain::schema::TableSchema;
+use crate::domain::sql::Lake;
+use crate::edge::glue::{self, CatalogError, Synced, ViewStep};
+use crate::edge::sink::{Sink, DEADLINE_MARGIN};
 
 /// At most this long per invocation on the catalog: rows come first.
 const BUDGET: Duration = Duration::from_secs(20);

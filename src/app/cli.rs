@@ -2,7 +2,7 @@
 //! (what the runtime starts); `replay`, `ddl`, `redrive` and `windows` are
 //! tools for a workstation.
 
-use crate::{ddl, redrive, replay, windows};
+use crate::app::{ddl, redrive, replay, windows};
 
 #[derive(Debug, clap::Parser)]
 #[command(

@@ -5,14 +5,14 @@
 
 use std::fmt::Write as _;
 
-use crate::batcher::CUT_VERSION;
-use crate::dms::TableName;
-use crate::file_types;
-use crate::layout;
-use crate::registry;
-use crate::replay::Output;
-use crate::sink::Sink;
-use crate::sql::{self, Dialect, Lake};
+use crate::app::replay::Output;
+use crate::domain::batcher::CUT_VERSION;
+use crate::domain::dms::TableName;
+use crate::domain::file_types;
+use crate::domain::layout;
+use crate::domain::sql::{self, Dialect, Lake};
+use crate::edge::registry;
+use crate::edge::sink::Sink;
 
 /// `cdc-batcher ddl`: the SQL that makes the lake queryable.
 #[derive(Debug, clap::Args)]
@@ -201,16 +201,17 @@ async fn sql_for(args: DdlArgs) -> Result<(String, usize), (i32, String)> {
 /// tab-separated line (table, table step, view step) per table. Returns how
 /// many failed.
 async fn apply(
-    schemas: &[&crate::schema::TableSchema],
+    schemas: &[&crate::domain::schema::TableSchema],
     lake: &Lake,
     workgroup: Option<String>,
     out: &mut String,
 ) -> usize {
     let with_view = workgroup.is_some();
-    let glue = crate::glue::GlueCatalog::from_env(workgroup).await;
+    let glue = crate::edge::glue::GlueCatalog::from_env(workgroup).await;
     let mut failed = 0;
     for schema in schemas {
-        let (def, result) = crate::glue::sync_schema(&glue, schema, lake, with_view, false).await;
+        let (def, result) =
+            crate::edge::glue::sync_schema(&glue, schema, lake, with_view, false).await;
         match result {
             Ok(s) => {
                 let _ = writeln!(
@@ -238,7 +239,7 @@ async fn apply(
 async fn check_files<S: Sink>(
     sink: &S,
     prefix: &str,
-    schema: &crate::schema::TableSchema,
+    schema: &crate::domain::schema::TableSchema,
     out: &mut String,
 ) -> Result<usize, (i32, String)> {
     let table = TableName {

@@ -13,21 +13,21 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::batcher::{Batcher, DueReason};
-use crate::config::{Config, FlushMode};
-use crate::delivery::DeliveryLog;
-use crate::dms::{self, Message, TableControl, TableName};
-use crate::event::{self, Event, EventError, KinesisRecord};
-use crate::glue::Catalog;
-use crate::heartbeat::{self, Heartbeat};
-use crate::layout::{self, Hour, RecordId};
-use crate::metrics;
-use crate::quarantine::{self, QuarantineEntry};
-use crate::registry::{RegistryError, SchemaCache};
-use crate::schema::log_changes;
-use crate::shard_reader::ShardReader;
-use crate::sink::{Bounded, Sink};
-use crate::window::{WindowCache, WindowError, WindowState};
+use crate::app::config::{Config, FlushMode};
+use crate::app::metrics;
+use crate::domain::batcher::{Batcher, DueReason};
+use crate::domain::delivery::DeliveryLog;
+use crate::domain::dms::{self, Message, TableControl, TableName};
+use crate::domain::event::{self, Event, EventError, KinesisRecord};
+use crate::domain::layout::{self, Hour, RecordId};
+use crate::domain::quarantine::{self, QuarantineEntry};
+use crate::domain::schema::log_changes;
+use crate::domain::window::{WindowCache, WindowError, WindowState};
+use crate::edge::glue::Catalog;
+use crate::edge::heartbeat::{self, Heartbeat};
+use crate::edge::registry::{RegistryError, SchemaCache};
+use crate::edge::shard_reader::ShardReader;
+use crate::edge::sink::{Bounded, Sink};
 
 /// Why an invocation failed as a whole (Lambda then retries it with the
 /// state it had).
@@ -381,7 +381,7 @@ impl<S: Sink> Pipeline<S> {
         let record = heartbeat::record(chrono::Utc::now());
         let (mut sent, mut failed) = (0, 0);
         for arn in &self.config.heartbeat_streams {
-            let left = time_left(deadline).saturating_sub(crate::sink::DEADLINE_MARGIN);
+            let left = time_left(deadline).saturating_sub(crate::edge::sink::DEADLINE_MARGIN);
             match tokio::time::timeout(left, hb.beat(arn, &record)).await {
                 Ok(Ok(n)) => {
                     tracing::info!(stream = arn, shards = n, "heartbeat sent");
@@ -408,8 +408,8 @@ impl<S: Sink> Pipeline<S> {
     /// the oldest one's age. A listing that fails fails the invocation: an
     /// incomplete sweep must not report "nothing open".
     async fn sweep_windows(&self, deadline: Option<SystemTime>) -> Result<Outcome, HandleError> {
-        let sink = crate::sink::Bounded::new(&self.sink, deadline);
-        let mut report = crate::windows::sweep(&sink, &self.config.prefix, chrono::Utc::now())
+        let sink = crate::edge::sink::Bounded::new(&self.sink, deadline);
+        let mut report = crate::app::windows::sweep(&sink, &self.config.prefix, chrono::Utc::now())
             .await
             .map_err(|e| HandleError::Sweep(e.to_string()))?;
         // Windows out of Lambda's reach are written here, through the path
@@ -421,7 +421,8 @@ impl<S: Sink> Pipeline<S> {
             (&self.shard_reader, self.config.flush_mode)
         {
             let (finished, error) =
-                crate::windows::finish_abandoned(self, reader.as_ref(), &report, deadline).await;
+                crate::app::windows::finish_abandoned(self, reader.as_ref(), &report, deadline)
+                    .await;
             report
                 .open
                 .retain(|w| !finished.iter().any(|f| f.dir == w.dir));
@@ -819,7 +820,7 @@ impl<S: Sink> Pipeline<S> {
     pub(crate) fn with_overrides<'a>(
         &'a self,
         tables: impl Iterator<Item = &'a TableName>,
-    ) -> Vec<(&'a TableName, &'a crate::schema::TableOverrides)> {
+    ) -> Vec<(&'a TableName, &'a crate::domain::schema::TableOverrides)> {
         let mut tables: Vec<&TableName> = tables.collect();
         tables.sort();
         tables.dedup();

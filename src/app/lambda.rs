@@ -6,9 +6,9 @@ use lambda_runtime::LambdaEvent;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::handler::{HandleError, Pipeline};
-use crate::redrive;
-use crate::sink::Sink;
+use crate::app::handler::{HandleError, Pipeline};
+use crate::app::redrive;
+use crate::edge::sink::Sink;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {

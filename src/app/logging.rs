@@ -3,7 +3,7 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::ConfigError;
+use crate::app::config::ConfigError;
 
 /// `RUST_LOG` (full filter syntax) wins; otherwise `LOG_LEVEL`, default info.
 pub fn init() -> Result<(), ConfigError> {

@@ -8,15 +8,15 @@ use std::collections::{HashMap, HashSet};
 
 use futures_util::StreamExt as _;
 
-use crate::batcher::{DueReason, Part};
-use crate::dms::TableName;
-use crate::encode::{self, EncodeError, Encoded};
-use crate::handler::{Pipeline, State, Stats};
-use crate::layout;
-use crate::registry::{RegistryError, SchemaCache};
-use crate::schema::log_changes;
-use crate::sink::{PutOutcome, Sink, SinkError};
-use crate::types::ColumnType;
+use crate::app::handler::{Pipeline, State, Stats};
+use crate::domain::batcher::{DueReason, Part};
+use crate::domain::dms::TableName;
+use crate::domain::encode::{self, EncodeError, Encoded};
+use crate::domain::layout;
+use crate::domain::schema::log_changes;
+use crate::domain::types::ColumnType;
+use crate::edge::registry::{RegistryError, SchemaCache};
+use crate::edge::sink::{PutOutcome, Sink, SinkError};
 
 /// Uploads in flight at once.
 pub const MAX_CONCURRENT_UPLOADS: usize = 16;

@@ -14,11 +14,11 @@
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::handler::{Pipeline, Stats};
-pub use crate::shard_reader::StreamRecord;
-use crate::shard_reader::{KinesisShardReader, ReadFrom, ShardReader as _};
-use crate::sink::Sink;
-use crate::window::SpooledRecord;
+use crate::app::handler::{Pipeline, Stats};
+use crate::domain::window::SpooledRecord;
+pub use crate::edge::shard_reader::StreamRecord;
+use crate::edge::shard_reader::{KinesisShardReader, ReadFrom, ShardReader as _};
+use crate::edge::sink::Sink;
 
 /// Records per invocation of the pipeline: Lambda's largest Kinesis batch
 /// that the template configures.
@@ -198,7 +198,7 @@ pub async fn redrive<S: Sink>(
 ) -> Report {
     use std::io::IsTerminal as _;
     let mut report = Report::default();
-    let time_left = || crate::handler::time_left(deadline);
+    let time_left = || crate::app::handler::time_left(deadline);
     // Progress for a person at a terminal; nothing in Lambda or a pipe.
     let on_terminal = std::io::stderr().is_terminal();
     let show = |r: &Report| {
@@ -382,7 +382,7 @@ pub(crate) async fn write_chunk<S: Sink>(
         .map(|r| r.kinesis_record(&stream, &shard))
         .collect();
     let outcome = pipeline
-        .invoke(crate::event::Event::Recovered(records), deadline)
+        .invoke(crate::domain::event::Event::Recovered(records), deadline)
         .await
         .map_err(|e| e.to_string())?;
     match outcome.redeliver_from {
@@ -407,10 +407,10 @@ pub(crate) async fn already_written<S: Sink>(
     shard: &str,
     chunk: &[StreamRecord],
 ) -> Result<std::collections::HashSet<String>, String> {
-    use crate::batcher::CUT_VERSION;
-    use crate::dms::{Message, TableName};
-    use crate::event::sequence_cmp;
-    use crate::layout::{self, RecordId};
+    use crate::domain::batcher::CUT_VERSION;
+    use crate::domain::dms::{Message, TableName};
+    use crate::domain::event::sequence_cmp;
+    use crate::domain::layout::{self, RecordId};
     let mut found = std::collections::HashSet::new();
     let (Some(low), Some(high)) = (chunk.first(), chunk.last()) else {
         return Ok(found);
@@ -419,7 +419,8 @@ pub(crate) async fn already_written<S: Sink>(
     // Every directory a row of the chunk may be in, by either cut version.
     let mut dirs = std::collections::BTreeSet::new();
     for r in chunk {
-        let Ok(Message::Row(change)) = crate::dms::decode(&r.data, &config.before_image_field)
+        let Ok(Message::Row(change)) =
+            crate::domain::dms::decode(&r.data, &config.before_image_field)
         else {
             continue;
         };
@@ -464,7 +465,7 @@ pub(crate) async fn already_written<S: Sink>(
             else {
                 continue;
             };
-            let sequences = crate::file_types::sequence_numbers(bytes)
+            let sequences = crate::domain::file_types::sequence_numbers(bytes)
                 .map_err(|e| format!("reading {key}: {e}"))?;
             let ids: Vec<RecordId> = sequences
                 .iter()
@@ -499,8 +500,8 @@ pub struct RedriveArgs {
     #[arg(long, value_name = "URL")]
     queue_url: String,
     /// The lake: s3://bucket/prefix/ (or a local directory)
-    #[arg(long, value_name = "s3://bucket/prefix/", value_parser = crate::replay::Output::parse)]
-    output: crate::replay::Output,
+    #[arg(long, value_name = "s3://bucket/prefix/", value_parser = crate::app::replay::Output::parse)]
+    output: crate::app::replay::Output,
     /// Stop after this many messages
     #[arg(long, default_value_t = 1000)]
     max_messages: usize,

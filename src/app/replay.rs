@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::config::Config;
-use crate::handler::{Pipeline, Stats};
-use crate::sink::{AnySink, LocalDirSink, S3Sink, Sink};
+use crate::app::config::Config;
+use crate::app::handler::{Pipeline, Stats};
+use crate::edge::sink::{AnySink, LocalDirSink, S3Sink, Sink};
 
 #[derive(Debug, Serialize)]
 struct Summary {
@@ -141,7 +141,7 @@ pub async fn run(args: ReplayArgs) -> i32 {
     let mut pipeline = Pipeline::new(config, sink).without_metrics();
     if let Some(workgroup) = workgroup {
         // As the function does: the catalog follows the registry.
-        let glue = crate::glue::GlueCatalog::from_env(workgroup).await;
+        let glue = crate::edge::glue::GlueCatalog::from_env(workgroup).await;
         pipeline = pipeline.with_catalog(std::sync::Arc::new(glue));
     }
     let mut stats = Stats::default();
@@ -253,7 +253,7 @@ struct Timing {
 impl Timing {
     fn add(
         &mut self,
-        result: &Result<crate::handler::Outcome, crate::handler::HandleError>,
+        result: &Result<crate::app::handler::Outcome, crate::app::handler::HandleError>,
         seconds: f64,
     ) {
         if result.as_ref().is_ok_and(|o| o.stats.windows_written > 0) {

@@ -25,18 +25,18 @@ use std::time::SystemTime;
 use futures_util::StreamExt as _;
 use serde_json::json;
 
-use crate::batcher::{DueReason, SkipRows};
-use crate::dms::Message;
-use crate::event::{sequence_cmp, KinesisRecord, WindowInfo};
-use crate::handler::{now_micros, HandleError, Ingested, Outcome, Pipeline, State, Stats};
-use crate::heartbeat;
-use crate::layout::RecordId;
-use crate::quarantine::QuarantineEntry;
-use crate::shard_reader::{ReadError, ReadFrom};
-use crate::sink::{Bounded, Sink};
-use crate::window::{
+use crate::app::handler::{now_micros, HandleError, Ingested, Outcome, Pipeline, State, Stats};
+use crate::domain::batcher::{DueReason, SkipRows};
+use crate::domain::dms::Message;
+use crate::domain::event::{sequence_cmp, KinesisRecord, WindowInfo};
+use crate::domain::layout::RecordId;
+use crate::domain::quarantine::QuarantineEntry;
+use crate::domain::window::{
     quarantine_note, Builder, Spool, WindowId, WindowRules, WindowState, STATE_WARN_BYTES,
 };
+use crate::edge::heartbeat;
+use crate::edge::shard_reader::{ReadError, ReadFrom};
+use crate::edge::sink::{Bounded, Sink};
 
 /// Spool objects read at once when a window is rebuilt.
 const MAX_CONCURRENT_READS: usize = 8;
@@ -644,12 +644,12 @@ impl<S: Sink> Pipeline<S> {
         &self,
         sink: &B,
         id: &WindowId,
-        survey: &crate::batcher::Batcher,
+        survey: &crate::domain::batcher::Batcher,
         notes: &WindowState,
     ) -> Result<SkipRows, String> {
         let mut skip = SkipRows::default();
         for (table, hour) in survey.table_hours() {
-            let dir = crate::layout::partition_dir(
+            let dir = crate::domain::layout::partition_dir(
                 &self.config.prefix,
                 self.config.partition_style,
                 &table,
@@ -657,16 +657,17 @@ impl<S: Sink> Pipeline<S> {
                 survey.cut(),
             );
             let keys = sink
-                .list(&crate::layout::shard_files_prefix(&dir, &id.shard))
+                .list(&crate::domain::layout::shard_files_prefix(&dir, &id.shard))
                 .await
                 .map_err(|e| format!("files of {table} not listed: {e}"))?;
             for key in keys {
-                let Some((first, last, digest)) = crate::layout::stem_parts(&key) else {
+                let Some((first, last, digest)) = crate::domain::layout::stem_parts(&key) else {
                     continue;
                 };
                 let ours = notes.is_written(digest)
-                    || crate::layout::rows_digest(&survey.ids_between(&table, hour, first, last))
-                        == digest;
+                    || crate::domain::layout::rows_digest(
+                        &survey.ids_between(&table, hour, first, last),
+                    ) == digest;
                 if ours {
                     skip.add(table.clone(), hour, first.to_string(), last.to_string());
                 }

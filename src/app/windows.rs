@@ -38,12 +38,12 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
-use crate::handler::Pipeline;
-use crate::redrive::{write_chunk, CHUNK};
-use crate::replay::Output;
-use crate::shard_reader::ShardReader;
-use crate::sink::{Listing, Sink, SinkError};
-use crate::window::{Spool, SpooledRecord};
+use crate::app::handler::Pipeline;
+use crate::app::redrive::{write_chunk, CHUNK};
+use crate::app::replay::Output;
+use crate::domain::window::{Spool, SpooledRecord};
+use crate::edge::shard_reader::ShardReader;
+use crate::edge::sink::{Listing, Sink, SinkError};
 
 /// `_done.json` reads per sweep: after an upgrade, windows written before
 /// the index are indexed over a few sweeps, not in one long invocation.
@@ -441,7 +441,7 @@ pub async fn run(args: WindowsArgs) -> i32 {
         }
     };
     // Every record written before `finish` goes on, whatever FLUSH_MODE says.
-    config.flush_mode = crate::batcher::FlushMode::Invocation;
+    config.flush_mode = crate::domain::batcher::FlushMode::Invocation;
     let pipeline = Pipeline::new(config, sink).without_metrics();
     match args.action {
         Action::List { .. } => {

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::json::{self, Fields};
-use crate::layout::RecordId;
+use crate::domain::json::{self, Fields};
+use crate::domain::layout::RecordId;
 
 /// What arrived.
 #[derive(Debug)]

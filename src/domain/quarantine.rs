@@ -7,8 +7,8 @@
 
 use serde::Serialize;
 
-use crate::event::KinesisRecord;
-use crate::layout::RecordId;
+use crate::domain::event::KinesisRecord;
+use crate::domain::layout::RecordId;
 
 /// One quarantined record, as written (one JSON object per line).
 #[derive(Debug, Clone, Serialize, PartialEq)]

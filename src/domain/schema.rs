@@ -13,9 +13,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dms::{TableDef, TableName};
-use crate::row::{ColumnKinds, Kinds};
-use crate::types::{self, ColumnType};
+use crate::domain::dms::{TableDef, TableName};
+use crate::domain::row::{ColumnKinds, Kinds};
+use crate::domain::types::{self, ColumnType};
 
 /// Where a column's type came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -512,7 +512,7 @@ fn fnv1a(text: &str) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dms::ColumnDef;
+    use crate::domain::dms::ColumnDef;
 
     fn table() -> TableName {
         TableName {

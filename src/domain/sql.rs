@@ -8,10 +8,10 @@ use std::fmt::Write as _;
 
 use chrono::DateTime;
 
-use crate::dms::TableName;
-use crate::layout::{self, PartitionStyle};
-use crate::schema::{column_name, TableSchema};
-use crate::types::ColumnType;
+use crate::domain::dms::TableName;
+use crate::domain::layout::{self, PartitionStyle};
+use crate::domain::schema::{column_name, TableSchema};
+use crate::domain::types::ColumnType;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -159,7 +159,7 @@ pub fn location(schema: &TableSchema, lake: &Lake) -> String {
     format!(
         "{}{}",
         lake.root,
-        layout::table_dir(&lake.prefix, &table, crate::batcher::CUT_VERSION)
+        layout::table_dir(&lake.prefix, &table, crate::domain::batcher::CUT_VERSION)
     )
 }
 
@@ -315,7 +315,7 @@ fn latest_view(schema: &TableSchema, name: &str, lake: &Lake, dialect: Dialect) 
         let declared = schema
             .columns
             .iter()
-            .any(|c| c.origin == crate::schema::Origin::TableDef);
+            .any(|c| c.origin == crate::domain::schema::Origin::TableDef);
         let why = if declared {
             "DMS's table-def for it lists no primary key"
         } else {
@@ -434,9 +434,9 @@ fn view_statement(schema: &TableSchema, lake: &Lake, dialect: Dialect, name: &st
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batcher::CUT_VERSION;
-    use crate::dms::{ColumnDef, TableDef};
-    use crate::layout::Hour;
+    use crate::domain::batcher::CUT_VERSION;
+    use crate::domain::dms::{ColumnDef, TableDef};
+    use crate::domain::layout::Hour;
 
     fn schema() -> TableSchema {
         let table = TableName {

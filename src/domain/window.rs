@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::batcher::Batcher;
-use crate::batcher::Thresholds;
-use crate::event::{sequence_cmp, KinesisRecord};
-use crate::layout::RecordId;
-use crate::quarantine::QuarantineEntry;
+use crate::domain::batcher::Batcher;
+use crate::domain::batcher::Thresholds;
+use crate::domain::event::{sequence_cmp, KinesisRecord};
+use crate::domain::layout::RecordId;
+use crate::domain::quarantine::QuarantineEntry;
 
 /// The member of Lambda's `state` map that holds ours. Lambda's state is a
 /// JSON object; string values are what every runtime's types accept.
@@ -41,7 +41,7 @@ pub const STATE_WARN_BYTES: usize = 256 * 1024;
 /// first sequence number.
 pub const STATE_VERSION: u32 = 2;
 
-pub use crate::batcher::CUT_VERSION;
+pub use crate::domain::batcher::CUT_VERSION;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WindowError {
@@ -406,7 +406,7 @@ impl Spool {
     /// was lost), as the pipeline takes them: `kinesis.data` is base64.
     pub fn from_stream(
         window: &WindowId,
-        records: &[crate::event::StreamRecord],
+        records: &[crate::domain::event::StreamRecord],
         spooled_at_us: i64,
     ) -> Spool {
         use base64::Engine as _;
@@ -580,7 +580,7 @@ pub fn quarantine_note(entries: &[QuarantineEntry]) -> String {
         .iter()
         .filter_map(QuarantineEntry::record_id)
         .collect();
-    format!("q{}", crate::layout::rows_digest(&ids))
+    format!("q{}", crate::domain::layout::rows_digest(&ids))
 }
 
 /// The windows this environment holds decoded (a cache: any may be missing).

@@ -12,10 +12,10 @@ use std::collections::{HashMap, HashSet};
 use futures_util::StreamExt as _;
 use std::time::{Duration, Instant};
 
-use crate::dms::TableName;
-use crate::layout::{self, RecordId};
-use crate::schema::{log_changes, SchemaChange, TableOverrides, TableSchema};
-use crate::sink::{PutOutcome, Sink, SinkError};
+use crate::domain::dms::TableName;
+use crate::domain::layout::{self, RecordId};
+use crate::domain::schema::{log_changes, SchemaChange, TableOverrides, TableSchema};
+use crate::edge::sink::{PutOutcome, Sink, SinkError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -446,9 +446,9 @@ impl SchemaCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::row::{ColumnKinds, Kinds};
-    use crate::sink::LocalDirSink;
-    use crate::types::ColumnType;
+    use crate::domain::row::{ColumnKinds, Kinds};
+    use crate::domain::types::ColumnType;
+    use crate::edge::sink::LocalDirSink;
 
     fn table() -> TableName {
         TableName {

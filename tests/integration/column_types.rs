@@ -8,8 +8,8 @@
 use std::path::Path;
 
 use crate::common::*;
-use cdc_batcher::handler::{Pipeline, Stats};
-use cdc_batcher::sink::{LocalDirSink, S3Sink, Sink};
+use cdc_batcher::app::handler::{Pipeline, Stats};
+use cdc_batcher::edge::sink::{LocalDirSink, S3Sink, Sink};
 use serde_json::{json, Value};
 
 fn row(table: &str, seq: u64, data: Value) -> Value {
@@ -202,11 +202,11 @@ fn declared_types_win_in_both_orders_across_environments() {
 /// what is stored either way.
 #[test]
 fn a_registry_conflict_keeps_the_declared_type_in_either_order() {
-    use cdc_batcher::dms::{ColumnDef, TableDef, TableName};
-    use cdc_batcher::registry;
-    use cdc_batcher::row::Kinds;
-    use cdc_batcher::schema::TableSchema;
-    use cdc_batcher::types::ColumnType;
+    use cdc_batcher::domain::dms::{ColumnDef, TableDef, TableName};
+    use cdc_batcher::domain::row::Kinds;
+    use cdc_batcher::domain::schema::TableSchema;
+    use cdc_batcher::domain::types::ColumnType;
+    use cdc_batcher::edge::registry;
 
     let moto = Moto::start();
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::common::fault_proxy::{max_in_flight, Fault, FaultProxy};
 use crate::common::*;
-use cdc_batcher::handler::Pipeline;
-use cdc_batcher::sink::S3Sink;
+use cdc_batcher::app::handler::Pipeline;
+use cdc_batcher::edge::sink::S3Sink;
 use serde_json::{json, Value};
 
 const TABLES: usize = 40;

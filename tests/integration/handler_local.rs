@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use crate::common::*;
-use cdc_batcher::config::Config;
-use cdc_batcher::handler::Pipeline;
-use cdc_batcher::sink::LocalDirSink;
+use cdc_batcher::app::config::Config;
+use cdc_batcher::app::handler::Pipeline;
+use cdc_batcher::edge::sink::LocalDirSink;
 use serde_json::{json, Value};
 
 fn pipeline(dir: &std::path::Path, vars: &[(&str, &str)]) -> Pipeline<LocalDirSink> {
@@ -428,19 +428,22 @@ async fn an_abandoned_window_is_listed_and_finished_by_hand() {
 /// A stream that keeps records `retention` (only the retention is asked).
 struct Retention(Option<Duration>);
 
-impl cdc_batcher::shard_reader::ShardReader for Retention {
+impl cdc_batcher::edge::shard_reader::ShardReader for Retention {
     fn read<'a>(
         &'a self,
         _: &'a str,
         shard: &'a str,
-        _: &'a cdc_batcher::shard_reader::ReadFrom,
+        _: &'a cdc_batcher::edge::shard_reader::ReadFrom,
         _: &'a str,
     ) -> futures_util::future::BoxFuture<
         'a,
-        Result<cdc_batcher::shard_reader::ShardRange, cdc_batcher::shard_reader::ReadError>,
+        Result<
+            cdc_batcher::edge::shard_reader::ShardRange,
+            cdc_batcher::edge::shard_reader::ReadError,
+        >,
     > {
         Box::pin(async move {
-            Err(cdc_batcher::shard_reader::ReadError::Unavailable(
+            Err(cdc_batcher::edge::shard_reader::ReadError::Unavailable(
                 shard.to_string(),
             ))
         })
@@ -449,11 +452,14 @@ impl cdc_batcher::shard_reader::ShardReader for Retention {
     fn retention<'a>(
         &'a self,
         stream_arn: &'a str,
-    ) -> futures_util::future::BoxFuture<'a, Result<Duration, cdc_batcher::shard_reader::ReadError>>
-    {
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<Duration, cdc_batcher::edge::shard_reader::ReadError>,
+    > {
         Box::pin(async move {
-            self.0
-                .ok_or_else(|| cdc_batcher::shard_reader::ReadError::Unavailable(stream_arn.into()))
+            self.0.ok_or_else(|| {
+                cdc_batcher::edge::shard_reader::ReadError::Unavailable(stream_arn.into())
+            })
         })
     }
 }
@@ -565,7 +571,7 @@ async fn the_sweep_writes_a_window_no_record_of_which_can_still_arrive() {
 /// already written.
 #[tokio::test]
 async fn records_recovered_out_of_order_are_all_written() {
-    use cdc_batcher::event::{classify, Event};
+    use cdc_batcher::domain::event::{classify, Event};
     let dir = tempfile::tempdir().unwrap();
     let env = pipeline(dir.path(), &[]);
     let text = sample("kinesis-2-cdc.json").to_string();

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use crate::common::{create_stream, kinesis_client, Moto};
 use aws_sdk_kinesis::types::ShardIteratorType;
 use base64::Engine as _;
-use cdc_batcher::config::Config;
-use cdc_batcher::handler::Pipeline;
-use cdc_batcher::heartbeat::{KinesisHeartbeat, PARTITION_KEY};
-use cdc_batcher::sink::LocalDirSink;
+use cdc_batcher::app::config::Config;
+use cdc_batcher::app::handler::Pipeline;
+use cdc_batcher::edge::heartbeat::{KinesisHeartbeat, PARTITION_KEY};
+use cdc_batcher::edge::sink::LocalDirSink;
 use serde_json::json;
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 //! beginning is no longer in the stream.
 
 use crate::common::*;
-use cdc_batcher::redrive::{event_json, StreamRecord};
+use cdc_batcher::app::redrive::{event_json, StreamRecord};
 use serde_json::{json, Value};
 
 fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
@@ -199,10 +199,10 @@ fn failed_batches_are_read_back_written_once_and_expiry_is_named() {
 /// queue from `FAILURE_QUEUE_URL` as the template sets it.
 #[tokio::test]
 async fn a_redrive_event_runs_inside_lambda() {
-    use cdc_batcher::config::Config;
-    use cdc_batcher::handler::Pipeline;
-    use cdc_batcher::redrive::Clients;
-    use cdc_batcher::sink::LocalDirSink;
+    use cdc_batcher::app::config::Config;
+    use cdc_batcher::app::handler::Pipeline;
+    use cdc_batcher::app::redrive::Clients;
+    use cdc_batcher::edge::sink::LocalDirSink;
 
     let moto = Moto::start();
     let kinesis = kinesis_client(&moto.endpoint());
@@ -236,7 +236,7 @@ async fn a_redrive_event_runs_inside_lambda() {
         serde_json::value::RawValue::from_string(r#"{"redrive": {}}"#.into()).unwrap(),
         lambda_runtime::Context::default(),
     );
-    let report = cdc_batcher::lambda::invoke(&pipeline, &clients, event)
+    let report = cdc_batcher::app::lambda::invoke(&pipeline, &clients, event)
         .await
         .unwrap();
     assert_eq!(report["deleted"], 1, "{report}");
@@ -311,7 +311,7 @@ fn a_redrive_leaves_out_rows_already_in_the_lake() {
 /// that is not there is told apart from an outage.
 #[tokio::test]
 async fn a_stream_answers_its_retention() {
-    use cdc_batcher::shard_reader::{KinesisShardReader, ReadError, ShardReader as _};
+    use cdc_batcher::edge::shard_reader::{KinesisShardReader, ReadError, ShardReader as _};
     let moto = Moto::start();
     let kinesis = kinesis_client(&moto.endpoint());
     let arn = create_stream(&kinesis, "kept", 1).await;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::common::fault_proxy::{Fault, FaultProxy};
 use crate::common::*;
-use cdc_batcher::handler::{Outcome, Pipeline};
-use cdc_batcher::sink::S3Sink;
+use cdc_batcher::app::handler::{Outcome, Pipeline};
+use cdc_batcher::edge::sink::S3Sink;
 use serde_json::Value;
 
 fn load(path: &Path) -> Value {
@@ -25,7 +25,7 @@ fn records_from(event: &Value, from: &str) -> Value {
         .iter()
         .filter(|r| {
             let seq = r["kinesis"]["sequenceNumber"].as_str().unwrap();
-            cdc_batcher::event::sequence_cmp(seq, from).is_ge()
+            cdc_batcher::domain::event::sequence_cmp(seq, from).is_ge()
         })
         .cloned()
         .collect();

@@ -6,8 +6,8 @@
 
 use super::tests::part_of;
 use super::*;
-use crate::dms::TableName;
-use crate::schema::TableSchema;
+use crate::domain::dms::TableName;
+use crate::domain::schema::TableSchema;
 use arrow::json::ReaderBuilder;
 
 /// The replaced path: arrow-json's decoder over the rows as JSON lines,

@@ -403,10 +403,10 @@ pub fn kinesis_event(shard: u32, seq: &mut u64, messages: &[serde_json::Value]) 
 }
 
 /// A configuration from `vars` alone (nothing from the environment).
-pub fn config(vars: &[(&str, &str)]) -> cdc_batcher::config::Config {
+pub fn config(vars: &[(&str, &str)]) -> cdc_batcher::app::config::Config {
     let map: std::collections::HashMap<String, String> = vars
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    cdc_batcher::config::Config::from_lookup(|k| map.get(k).cloned()).expect("test config")
+    cdc_batcher::app::config::Config::from_lookup(|k| map.get(k).cloned()).expect("test config")
 }

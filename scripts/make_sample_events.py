@@ -175,7 +175,7 @@ def window_event(records: list, window: tuple, spools: list, final: bool = False
         # budget of an environment without AWS_LAMBDA_FUNCTION_MEMORY_SIZE).
         inner = {"v": 2, "spools": spools, "written": written or [],
                  "from": WINDOW_FIRST[window[0]],
-                 "rules": {"cut": 2, "b": 5242880, "r": 10000, "m": 357913941}}
+                 "rules": {"cut": 3, "b": 5242880, "r": 10000, "m": 357913941}}
         state = {"cdc-batcher": json.dumps(inner, separators=(",", ":"))}
     return {"Records": records, "window": {"start": window[0], "end": window[1]},
             "state": state, "shardId": WINDOW_SHARD, "eventSourceARN": STREAM,

@@ -48,6 +48,9 @@
 //!   "when a shard ends, Lambda considers the current window to be closed",
 //!   simulated as a final invocation at the shard's end, at the window's
 //!   end, or none).
+//! - The event source mapping deleted and created again from TRIM_HORIZON
+//!   ("Using Lambda with Kinesis", `StartingPosition`): every record the
+//!   stream holds is delivered again.
 //! - Scenarios by hand for what the seeds reach too rarely (`Scenario`).
 //!
 //! Checked for every seed: every data record of the source is in the lake
@@ -679,6 +682,11 @@ struct Life {
     give_up_after: Option<u64>,
     /// Stream `dms-a` is resharded mid-run.
     reshard: Option<Reshard>,
+    /// The event source mapping is deleted mid-run and created again with
+    /// `StartingPosition` TRIM_HORIZON (the template's): windows in flight
+    /// get no more invocations, and every record the stream still holds
+    /// is delivered again, in new windows.
+    remap: bool,
 }
 
 /// A reshard of stream `dms-a` at a time drawn from the seed: its shard 0
@@ -712,12 +720,15 @@ impl Life {
         expire: false,
         give_up_after: None,
         reshard: None,
+        remap: false,
     };
 
     /// Runs that leave windows no final invocation will write: the sweep
     /// comes after them, once the stream's retention has passed.
     fn abandons_windows(&self) -> bool {
-        self.give_up_after.is_some() || self.reshard.is_some_and(|r| r.end == ShardEnd::NoFinal)
+        self.give_up_after.is_some()
+            || self.remap
+            || self.reshard.is_some_and(|r| r.end == ShardEnd::NoFinal)
     }
 }
 
@@ -738,6 +749,9 @@ struct Run {
     swept: u64,
     /// Data records that a reshard's child shards carried.
     child_rows: u64,
+    /// Records Lambda had taken when the mapping was created again (all
+    /// delivered again).
+    remapped_from: u64,
 }
 
 /// Runs one seed; panics with the seed on any violation. `budget`: a
@@ -797,9 +811,12 @@ async fn simulate(
         abandoned: 0,
         swept: 0,
         child_rows: 0,
+        remapped_from: 0,
     };
     let windowed = mode == "window";
     let horizon = SOURCE_SECONDS + 3 * WINDOW;
+    let remap_at = life.remap.then(|| 100 + rng.below(200));
+    run.remapped_from = 0;
 
     // One invocation in some environment; `None` if it was killed or its
     // response was lost.
@@ -884,6 +901,27 @@ async fn simulate(
                 if let Some(b) = [None, Some(1_500), Some(6_000)][rng.below(3) as usize] {
                     cfg.thresholds.max_buffered_bytes = b;
                 }
+            }
+        }
+        if remap_at == Some(t) {
+            // The mapping is deleted (its windows get no more invocations) and
+            // created again from TRIM_HORIZON: every shard from its oldest
+            // record still in the stream, in windows of their own.
+            let mut st = streams.lock().unwrap();
+            for s in &mut st.shards {
+                if s.window.is_some() {
+                    run.abandoned += 1;
+                }
+                run.remapped_from += s.next as u64;
+                s.window = None;
+                s.state = json!({});
+                s.retry = None;
+                s.final_failures = 0;
+                s.next = s
+                    .recs
+                    .iter()
+                    .position(|r| r.seq >= s.trimmed_below)
+                    .unwrap_or(s.recs.len());
             }
         }
         if life.lose_spools > 0.0 && rng.chance(life.lose_spools) {
@@ -1074,8 +1112,9 @@ async fn simulate(
             && !life.deploys
             && life.lose_spools == 0.0
             && life.give_up_after.is_none()
-            && life.reshard.is_none())
-        .then_some(WINDOW + schedule + 2);
+            && life.reshard.is_none()
+            && !life.remap)
+            .then_some(WINDOW + schedule + 2);
         check_lake(seed, &st, &model, &world, freshness, &mut run);
         run.child_rows = st
             .shards
@@ -1671,6 +1710,38 @@ async fn resharding_loses_and_duplicates_nothing() {
         abandoned > 0 || seeds().count() < 3,
         "no parent window was left without a final invocation: that case is not tested"
     );
+}
+
+/// The event source mapping deleted and created again from TRIM_HORIZON
+/// (the template's `StartingPosition`; CloudFormation replaces a mapping
+/// whose starting position changes): the windows in flight get no more
+/// invocations, and the stream delivers every record it holds again. Windows
+/// are aligned to `TumblingWindowInSeconds`, so a record comes again in the
+/// window it was in: a written window (`_done.json`) writes nothing again,
+/// a window in flight is written once from the new mapping's spool, and the
+/// sweep finds nothing left. Every row exactly once.
+#[tokio::test(start_paused = true)]
+async fn a_mapping_created_again_writes_nothing_twice() {
+    let (mut again, mut abandoned) = (0, 0);
+    for seed in seeds().map(|s| s + 13_000) {
+        let life = Life {
+            remap: true,
+            ..Life::STILL
+        };
+        let faults = if seed % 4 == 0 {
+            Faults::NONE
+        } else {
+            Faults::LIGHT
+        };
+        // A third of the seeds bound each window's memory tightly: the
+        // new mapping's batches differ, its cuts must not.
+        let budget = (seed % 3 == 2).then_some(1_500);
+        let run = simulate(seed, faults, "window", SCHEDULE, budget, life).await;
+        again += run.remapped_from;
+        abandoned += run.abandoned;
+    }
+    eprintln!("mapping created again: {again} records delivered a second time, {abandoned} windows in flight abandoned");
+    assert!(again > 0, "no record was delivered again");
 }
 
 /// One shard's window driven by hand: the cases the seeds reach too rarely.

@@ -291,6 +291,7 @@ impl<S: Sink> Pipeline<S> {
     ) -> bool {
         let mut scratch = Vec::new();
         let mut controls = Vec::new();
+        let mut cut = 0;
         for (i, record) in records.iter().enumerate() {
             // Decoding does not wait on anything: yield now and then so that
             // a spool upload running beside it (`tokio::join!`) makes progress.
@@ -306,7 +307,8 @@ impl<S: Sink> Pipeline<S> {
                 ingested_us,
                 stats,
             ) {
-                Ingested::Row | Ingested::Task => {}
+                Ingested::Row => cut += builder.row_fed(),
+                Ingested::Task => {}
                 Ingested::Control(control) => controls.push((control, rid.clone())),
                 Ingested::Bad(entry) => builder.quarantine(entry),
             }
@@ -319,7 +321,7 @@ impl<S: Sink> Pipeline<S> {
             return false;
         }
         let budget = builder.budget();
-        let cut = builder.batcher.close_largest_open(budget);
+        cut += builder.batch_fed();
         if cut > 0 {
             tracing::info!(
                 parts = cut,

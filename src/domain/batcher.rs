@@ -59,8 +59,16 @@ impl Thresholds {
 /// old way, or refuse them. History: 1 = the first; 2 = schema names kept
 /// out of the function's `_` prefixes, long names shortened, out-of-range
 /// commit times filed by arrival (see `layout`), empty cells of wide, sparse
-/// parts counted (`row::ABSENT_CELL_BYTES`).
-pub const CUT_VERSION: u32 = 2;
+/// parts counted (`row::ABSENT_CELL_BYTES`); 3 = a window's memory bound
+/// checked every [`BUDGET_CHECK_ROWS`] rows of the window, no longer at the
+/// end of each batch (a mapping created again batches the same records
+/// differently, and must cut them where the first one did).
+pub const CUT_VERSION: u32 = 3;
+
+/// From cut version 3, a window's memory bound is checked after every this
+/// many of its rows: often enough to hold memory near the bound, rarely
+/// enough that the check (over every open part) costs little.
+pub const BUDGET_CHECK_ROWS: u64 = 16;
 
 /// A part that holds this much takes no more rows, whatever the thresholds
 /// (they are checked per batch in window mode): keeps each column's tokens
@@ -452,10 +460,11 @@ impl Batcher {
 
     /// A window's memory bound: while its open parts hold more than
     /// `budget` bytes, the largest is closed (ties: table, then hour) until
-    /// they hold at most half of it. Called between batches, it depends only
-    /// on the rows fed so far, never on which parts were written or failed,
-    /// so every environment that feeds a window's batches cuts at the same
-    /// rows. Returns how many parts it closed (`take_closed` takes them).
+    /// they hold at most half of it. Called at points fixed by the window's
+    /// rows (see `window::Builder::row_fed`), it depends only on the rows fed
+    /// so far, never on which parts were written or failed, so every
+    /// environment that feeds a window cuts at the same rows. Returns how
+    /// many parts it closed (`take_closed` takes them).
     pub fn close_largest_open(&mut self, budget: usize) -> usize {
         let mut open: Vec<(usize, TableName, Hour)> = self
             .tables

@@ -41,7 +41,7 @@ pub const STATE_WARN_BYTES: usize = 256 * 1024;
 /// first sequence number.
 pub const STATE_VERSION: u32 = 2;
 
-pub use crate::domain::batcher::CUT_VERSION;
+pub use crate::domain::batcher::{BUDGET_CHECK_ROWS, CUT_VERSION};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WindowError {
@@ -522,6 +522,8 @@ pub(crate) struct Builder {
     pub(crate) closed_quarantine: Vec<Vec<QuarantineEntry>>,
     /// The rules it cuts by: the window's, not this environment's settings.
     pub(crate) rules: WindowRules,
+    /// Rows fed so far, in sequence order (where the memory bound is checked).
+    rows_fed: u64,
     used: Instant,
 }
 
@@ -536,6 +538,7 @@ impl Builder {
             quarantined: Vec::new(),
             quarantined_bytes: 0,
             closed_quarantine: Vec::new(),
+            rows_fed: 0,
             used: Instant::now(),
         }
     }
@@ -545,6 +548,32 @@ impl Builder {
     /// The window's `MAX_BUFFERED_BYTES` (its rules').
     pub(crate) fn budget(&self) -> usize {
         usize::try_from(self.rules.max_buffered_bytes).unwrap_or(usize::MAX)
+    }
+
+    /// After each row fed into `batcher`: from cut version 3 on, the memory
+    /// bound is checked every [`BUDGET_CHECK_ROWS`] rows of the window, so
+    /// where it cuts depends on the window's rows alone, not on how Lambda
+    /// batched them. Returns the parts it closed.
+    pub(crate) fn row_fed(&mut self) -> usize {
+        self.rows_fed += 1;
+        // `buffered_bytes` (open and closed parts) bounds the open parts'
+        // bytes: below the budget, the full check would close nothing.
+        if self.rules.cut < 3
+            || !self.rows_fed.is_multiple_of(BUDGET_CHECK_ROWS)
+            || self.batcher.buffered_bytes() <= self.budget()
+        {
+            return 0;
+        }
+        self.batcher.close_largest_open(self.budget())
+    }
+
+    /// At the end of a batch: where cut versions 1 and 2 checked the bound
+    /// (a window started by them is finished by their rule).
+    pub(crate) fn batch_fed(&mut self) -> usize {
+        if self.rules.cut >= 3 {
+            return 0;
+        }
+        self.batcher.close_largest_open(self.budget())
     }
 
     /// Takes a quarantined record. A window's bad records count against its
@@ -922,5 +951,90 @@ mod tests {
         b.fed = vec!["5".into()];
         cache.put(window(), b);
         assert!(cache.take(&window(), &["5".into()], &rules).is_some());
+    }
+
+    /// Feeds `rows` (table, sequence number) into a builder by `rules`,
+    /// a batch ending after each index in `batch_ends`: every part's rows.
+    fn cut_by_batches(
+        rules: &WindowRules,
+        rows: &[(String, u32)],
+        batch_ends: &[usize],
+    ) -> Vec<Vec<String>> {
+        use crate::domain::dms::{decode, Message};
+        let base = Thresholds {
+            max_bytes: usize::MAX,
+            max_records: usize::MAX,
+            max_age: Duration::from_secs(60),
+            max_buffered_bytes: usize::MAX,
+        };
+        let mut b = Builder::new(rules, &base);
+        let mut parts = Vec::new();
+        for (i, (table, seq)) in rows.iter().enumerate() {
+            let text = format!(
+                r#"{{"data":{{"id":{seq},"v":"{table}"}},"metadata":{{"timestamp":"2026-03-14T01:00:00Z",
+                "record-type":"data","operation":"insert","schema-name":"s","table-name":"{table}"}}}}"#
+            );
+            let Message::Row(change) = decode(text.as_bytes(), "before-image").unwrap() else {
+                panic!("not a row")
+            };
+            let id = RecordId {
+                stream: Arc::from("s"),
+                shard: Arc::from("shardId-0"),
+                sequence: format!("{seq:05}"),
+            };
+            b.batcher.push(id, &change, 0, None);
+            b.row_fed();
+            if batch_ends.contains(&i) {
+                b.batch_fed();
+                parts.extend(b.batcher.take_closed());
+            }
+        }
+        b.batch_fed();
+        parts.extend(b.batcher.take_closed());
+        parts.extend(b.batcher.take_all());
+        let mut parts: Vec<Vec<String>> = parts
+            .iter()
+            .map(|p| p.ids.iter().map(|id| id.sequence.clone()).collect())
+            .collect();
+        // Keys depend on a part's rows only, not on when it was taken.
+        parts.sort();
+        parts
+    }
+
+    #[test]
+    fn a_windows_memory_bound_cuts_the_same_rows_however_lambda_batched_them() {
+        let rows: Vec<(String, u32)> = (0..400u32)
+            .map(|i| (["a", "b", "c", "d"][(i * 7 % 4) as usize].to_string(), i))
+            .collect();
+        let mut rules = WindowRules::of(&Thresholds {
+            max_bytes: usize::MAX,
+            max_records: usize::MAX,
+            max_age: Duration::from_secs(60),
+            max_buffered_bytes: 6_000,
+        });
+        let one_batch = cut_by_batches(&rules, &rows, &[]);
+        assert!(
+            one_batch.len() > 4,
+            "the bound never cut: {}",
+            one_batch.len()
+        );
+        for ends in [
+            vec![9, 99, 250],
+            vec![0, 1, 2, 3, 150, 151],
+            (0..400).step_by(37).collect(),
+        ] {
+            assert_eq!(
+                cut_by_batches(&rules, &rows, &ends),
+                one_batch,
+                "batches ending at {ends:?}"
+            );
+        }
+        // Cut version 2 checked at batch ends: other batches, other cuts
+        // (which is why a window keeps the version it was started with).
+        rules.cut = 2;
+        assert_ne!(
+            cut_by_batches(&rules, &rows, &[9, 99, 250]),
+            cut_by_batches(&rules, &rows, &[150])
+        );
     }
 }

@@ -39,10 +39,11 @@
 //!   Guide", data retention: records are trimmed from a shard's old end;
 //!   `GetShardIterator` AT_SEQUENCE_NUMBER of a trimmed record starts at the
 //!   first record still there, `SimReader`).
-//! - Retries exhausted on windows' final invocations ("Using Lambda with
-//!   Kinesis", error handling: past `MaximumRetryAttempts` Lambda discards
-//!   the batch and goes on), then the scheduled sweep once the stream's
-//!   retention has passed over the abandoned windows' records.
+//! - Retries exhausted ("Using Lambda with Kinesis", error handling: past
+//!   `MaximumRetryAttempts` Lambda discards the batch, sends its range to
+//!   the on-failure destination and goes on): on a window's batches, whose
+//!   ranges `redrive` writes, and on final invocations, whose windows the
+//!   scheduled sweep writes once the stream's retention has passed.
 //! - Resharding ("Using Lambda with Kinesis": a child shard is read after
 //!   its parents; "Implementing stateful Kinesis Data Streams processing":
 //!   "when a shard ends, Lambda considers the current window to be closed",
@@ -358,8 +359,10 @@ struct ShardSim {
     failed: u64,
     /// Records below this sequence number have expired from the stream.
     trimmed_below: u64,
-    /// Failed attempts of the open window's final invocation.
+    /// Failed attempts of the open window's final invocation, and of the
+    /// batch being retried.
     final_failures: u64,
+    batch_failures: u64,
     /// Resharding: the shards this one was split or merged from (read only
     /// once they are done), when it opened, and when it was closed.
     parents: Vec<usize>,
@@ -381,6 +384,7 @@ impl ShardSim {
             failed: 0,
             trimmed_below: 0,
             final_failures: 0,
+            batch_failures: 0,
             parents: Vec::new(),
             open_from: 0,
             closed_at: None,
@@ -752,6 +756,8 @@ struct Run {
     /// Records Lambda had taken when the mapping was created again (all
     /// delivered again).
     remapped_from: u64,
+    /// Failure records (discarded batches) redriven.
+    redriven: u64,
 }
 
 /// Runs one seed; panics with the seed on any violation. `budget`: a
@@ -812,10 +818,13 @@ async fn simulate(
         swept: 0,
         child_rows: 0,
         remapped_from: 0,
+        redriven: 0,
     };
     let windowed = mode == "window";
     let horizon = SOURCE_SECONDS + 3 * WINDOW;
     let remap_at = life.remap.then(|| 100 + rng.below(200));
+    // The on-failure destination: a failure record per discarded batch.
+    let mut failures: Vec<String> = Vec::new();
     run.remapped_from = 0;
 
     // One invocation in some environment; `None` if it was killed or its
@@ -1004,12 +1013,34 @@ async fn simulate(
                 run.budget_cuts += o.stats.budget_cuts;
             }
             let mut st = streams.lock().unwrap();
+            let arn = st.arns[st.shards[si].stream].clone();
             let s = &mut st.shards[si];
             let Some(outcome) = outcome else {
                 // Function error, timeout or reset: the same batch again, with
                 // the last good state; a final invocation holds the shard.
-                s.retry = Some(batch);
+                s.retry = Some(batch.clone());
                 s.failed += 1;
+                if !is_final {
+                    s.batch_failures += 1;
+                    if life.give_up_after.is_some_and(|n| s.batch_failures > n) {
+                        // Retries exhausted: Lambda discards the batch, sends
+                        // its range to the on-failure destination and goes on
+                        // with the window's next batch.
+                        let seq = |i: Option<&usize>| i.map_or(0, |&i| s.recs[i].seq).to_string();
+                        failures.push(
+                            json!({"KinesisBatchInfo": {
+                                "shardId": s.id,
+                                "startSequenceNumber": seq(batch.iter().min()),
+                                "endSequenceNumber": seq(batch.iter().max()),
+                                "streamArn": arn,
+                            }})
+                            .to_string(),
+                        );
+                        s.next = batch.iter().max().map_or(s.next, |m| m + 1);
+                        s.retry = None;
+                        s.batch_failures = 0;
+                    }
+                }
                 if is_final {
                     s.final_failures += 1;
                     if life.give_up_after.is_some_and(|n| s.final_failures > n) {
@@ -1025,6 +1056,7 @@ async fn simulate(
                 }
                 continue;
             };
+            s.batch_failures = 0;
             if windowed {
                 assert!(
                     outcome.response.get("state").is_some(),
@@ -1066,6 +1098,33 @@ async fn simulate(
             env.flush_all(None).await;
         }
     }
+    // `cdc-batcher redrive` over the failure queue, as an operator runs it:
+    // a message stays in the queue until its range is written. Before or
+    // after the sweep (an operator may come late): each leaves out what the
+    // other wrote.
+    macro_rules! redrive_all {
+        () => {
+            for body in &failures {
+                run.redriven += 1;
+                for _ in 0..200 {
+                    let env = new_env(&cfg);
+                    world.killed.store(false, Ordering::SeqCst);
+                    let mut report = cdc_batcher::app::redrive::Report::default();
+                    let done = tokio::select! {
+                        r = cdc_batcher::app::redrive::redrive_message(&env, reader.as_ref(), body, &mut report) => r.is_ok(),
+                        _ = world.kill.notified() => false,
+                    };
+                    if done {
+                        break;
+                    }
+                }
+            }
+        };
+    }
+    let redrive_first = rng.chance(0.5);
+    if redrive_first {
+        redrive_all!();
+    }
     if life.abandons_windows() {
         // The scheduled sweep, every 10 minutes from a day later on, in any
         // environment and under the same faults: each writes at most a few
@@ -1080,6 +1139,9 @@ async fn simulate(
                 break;
             }
         }
+    }
+    if !redrive_first {
+        redrive_all!();
     }
 
     let shards = {
@@ -1639,17 +1701,18 @@ async fn lost_spool_objects_are_read_again_or_recorded_as_lost() {
     );
 }
 
-/// Retries exhausted on windows' final invocations (`MaximumRetryAttempts`
-/// 0–2, under light faults: a sweep reads a whole window's spool in one
-/// invocation, which at the heavier rates' 2 % of failed calls, left after
-/// the SDK's own retries, would rarely succeed): Lambda abandons windows
-/// and goes on. The scheduled sweep, once the stream's retention has passed
-/// over their records, writes each of them from its spool: every row lands
-/// exactly once, files a failed final invocation wrote before giving up
-/// included, and the sweep then finds no window open (`check_sweep`).
+/// Retries exhausted (`MaximumRetryAttempts` 0–2, under light faults: a
+/// sweep reads a whole window's spool in one invocation, which at the
+/// heavier rates' 2 % of failed calls, left after the SDK's own retries,
+/// would rarely succeed). A discarded batch's range goes to the failure
+/// queue and `redrive` writes it; a discarded final invocation abandons its
+/// window, which the scheduled sweep writes from its spool once the stream's
+/// retention has passed. Redrive runs before or after the sweep. Every row
+/// lands exactly once, files a failed final invocation wrote before giving
+/// up included, and the sweep then finds no window open (`check_sweep`).
 #[tokio::test(start_paused = true)]
 async fn windows_lambda_gives_up_on_are_written_by_the_sweep() {
-    let (mut abandoned, mut swept) = (0, 0);
+    let (mut abandoned, mut swept, mut redriven) = (0, 0, 0);
     for seed in seeds().map(|s| s + 9000) {
         let life = Life {
             give_up_after: Some(seed % 3),
@@ -1659,9 +1722,14 @@ async fn windows_lambda_gives_up_on_are_written_by_the_sweep() {
         let run = simulate(seed, Faults::LIGHT, "window", SCHEDULE, budget, life).await;
         abandoned += run.abandoned;
         swept += run.swept;
+        redriven += run.redriven;
     }
     eprintln!(
-        "retries exhausted: {abandoned} windows abandoned by Lambda, {swept} written by the sweep"
+        "retries exhausted: {abandoned} windows abandoned by Lambda, {swept} written by the sweep, {redriven} discarded batches redriven"
+    );
+    assert!(
+        redriven > 0,
+        "Lambda never discarded a batch: redrive is not tested"
     );
     assert!(
         abandoned > 0,

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::app::handler::{Pipeline, Stats};
 use crate::domain::window::SpooledRecord;
 pub use crate::edge::shard_reader::StreamRecord;
-use crate::edge::shard_reader::{KinesisShardReader, ReadFrom, ShardReader as _};
+use crate::edge::shard_reader::{KinesisShardReader, ReadFrom, ShardReader};
 use crate::edge::sink::Sink;
 
 /// Records per invocation of the pipeline: Lambda's largest Kinesis batch
@@ -198,6 +198,7 @@ pub async fn redrive<S: Sink>(
 ) -> Report {
     use std::io::IsTerminal as _;
     let mut report = Report::default();
+    let reader = KinesisShardReader::new(clients.kinesis.clone());
     let time_left = || crate::app::handler::time_left(deadline);
     // Progress for a person at a terminal; nothing in Lambda or a pipe.
     let on_terminal = std::io::stderr().is_terminal();
@@ -240,7 +241,8 @@ pub async fn redrive<S: Sink>(
             }
             report.messages += 1;
             let id = message.message_id().unwrap_or_default().to_string();
-            match redrive_one(pipeline, clients, message.body().unwrap_or(""), &mut report).await {
+            let body = message.body().unwrap_or("");
+            match redrive_message(pipeline, &reader, body, &mut report).await {
                 Ok(()) => {
                     let deleted = clients
                         .sqs
@@ -290,16 +292,17 @@ fn progress_line(r: &Report) -> String {
     )
 }
 
-/// Reads one failure message's range and writes its records.
-async fn redrive_one<S: Sink>(
+/// Reads one failure message's range from the stream and writes its
+/// records (those the lake does not hold yet). `Ok` when the message may be
+/// deleted.
+pub async fn redrive_message<S: Sink>(
     pipeline: &Pipeline<S>,
-    clients: &Clients,
+    reader: &dyn ShardReader,
     body: &str,
     report: &mut Report,
 ) -> Result<(), String> {
     let batch = parse_failure(body).map_err(|e| e.to_string())?;
     // Read to the range's end (or to its expiry), never a part of it.
-    let reader = KinesisShardReader::new(clients.kinesis.clone());
     let range = reader
         .read(
             &batch.stream_arn,

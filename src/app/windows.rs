@@ -332,14 +332,18 @@ async fn window_stream<S: Sink>(pipeline: &Pipeline<S>, dir: &str) -> Result<Str
         .iter()
         .find(|k| k.ends_with(".jsonl.sz"))
         .ok_or_else(|| format!("{dir} holds no spool object"))?;
+    Ok(read_spool(pipeline, key).await?.header.stream_arn)
+}
+
+/// One spool object, read and decoded.
+async fn read_spool<S: Sink>(pipeline: &Pipeline<S>, key: &str) -> Result<Spool, String> {
     let bytes = pipeline
         .sink
         .get(key)
         .await
         .map_err(|e| format!("reading {key}: {e}"))?
         .ok_or_else(|| format!("{key} is gone"))?;
-    let spool = Spool::from_bytes(key, &bytes).map_err(|e| e.to_string())?;
-    Ok(spool.header.stream_arn)
+    Spool::from_bytes(key, &bytes).map_err(|e| e.to_string())
 }
 
 /// What `finish` did (no row values).
@@ -381,13 +385,7 @@ pub async fn finish<S: Sink>(
     let mut records: BTreeMap<(usize, String), SpooledRecord> = BTreeMap::new();
     let mut header = None;
     for key in keys.iter().filter(|k| k.ends_with(".jsonl.sz")) {
-        let bytes = pipeline
-            .sink
-            .get(key)
-            .await
-            .map_err(|e| format!("reading {key}: {e}"))?
-            .ok_or_else(|| format!("{key} is gone"))?;
-        let spool = Spool::from_bytes(key, &bytes).map_err(|e| e.to_string())?;
+        let spool = read_spool(pipeline, key).await?;
         report.spool_objects += 1;
         for r in spool.records {
             records.insert((r.sequence.len(), r.sequence.clone()), r);

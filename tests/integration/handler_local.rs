@@ -360,15 +360,7 @@ fn windows_command(dir: &std::path::Path, args: &[&str]) -> (Vec<Value>, bool) {
 async fn an_abandoned_window_is_listed_and_finished_by_hand() {
     let dir = tempfile::tempdir().unwrap();
     let env = pipeline(dir.path(), &[]);
-    let mut rows = 0;
-    for name in ["window-1-first.json", "window-2-middle.json"] {
-        rows += env
-            .handle(&sample(name).to_string(), None)
-            .await
-            .unwrap()
-            .stats
-            .rows;
-    }
+    let rows = abandon_sample_window(&env).await;
     let early = parquet_files(dir.path()).len();
     assert_eq!(early, 4, "the DDL records closed four parts");
     // A retried invocation's orphan: the same records under another index.
@@ -406,14 +398,7 @@ async fn an_abandoned_window_is_listed_and_finished_by_hand() {
     // A second finish is refused: the window is written.
     assert!(!windows_command(dir.path(), &["finish", &window_dir]).1);
 
-    // Every row once (the independent checker over the window's records).
-    let events: Vec<std::path::PathBuf> = ["window-1-first.json", "window-2-middle.json"]
-        .iter()
-        .map(|f| repo().join("events").join(f))
-        .collect();
-    let location = vec!["--dir".to_string(), dir.path().display().to_string()];
-    let check = check_lake(&location, &["--expect-rows", &rows.to_string()], &events);
-    assert!(check.ok, "{}", check.summary);
+    assert_sample_window_once(dir.path(), rows);
 
     // The final invocation Lambda still sends, late: nothing more.
     let files = parquet_files(dir.path());
@@ -475,15 +460,7 @@ async fn the_sweep_writes_a_window_no_record_of_which_can_still_arrive() {
         pipeline(dir.path(), vars).with_shard_reader(std::sync::Arc::new(Retention(retention)))
     };
     let env = open(&[], None);
-    let mut rows = 0;
-    for name in ["window-1-first.json", "window-2-middle.json"] {
-        rows += env
-            .handle(&sample(name).to_string(), None)
-            .await
-            .unwrap()
-            .stats
-            .rows;
-    }
+    let rows = abandon_sample_window(&env).await;
     let early = parquet_files(dir.path());
     let year = Duration::from_secs(365 * 86_400);
     let day = Duration::from_secs(86_400);
@@ -543,14 +520,7 @@ async fn the_sweep_writes_a_window_no_record_of_which_can_still_arrive() {
     let marker: Value = serde_json::from_slice(&std::fs::read(done).unwrap()).unwrap();
     assert_eq!(marker["by"], "the scheduled sweep");
 
-    // Every row once (the independent checker over the window's records).
-    let events: Vec<std::path::PathBuf> = ["window-1-first.json", "window-2-middle.json"]
-        .iter()
-        .map(|f| repo().join("events").join(f))
-        .collect();
-    let location = vec!["--dir".to_string(), dir.path().display().to_string()];
-    let check = check_lake(&location, &["--expect-rows", &rows.to_string()], &events);
-    assert!(check.ok, "{}", check.summary);
+    assert_sample_window_once(dir.path(), rows);
 
     // Nothing is left open, and the next sweep writes nothing.
     let files = parquet_files(dir.path());
@@ -592,6 +562,33 @@ async fn records_recovered_out_of_order_are_all_written() {
     }
     let location = vec!["--dir".to_string(), dir.path().display().to_string()];
     let events = [repo().join("events").join("kinesis-2-cdc.json")];
+    let check = check_lake(&location, &["--expect-rows", &rows.to_string()], &events);
+    assert!(check.ok, "{}", check.summary);
+}
+
+/// The sample window's first two batches, and no final invocation: the
+/// window Lambda gave up on. Returns their rows.
+async fn abandon_sample_window(env: &Pipeline<LocalDirSink>) -> u64 {
+    let mut rows = 0;
+    for name in ["window-1-first.json", "window-2-middle.json"] {
+        rows += env
+            .handle(&sample(name).to_string(), None)
+            .await
+            .unwrap()
+            .stats
+            .rows;
+    }
+    rows
+}
+
+/// Every row of the sample window's first two batches is in the lake at
+/// `dir` exactly once (the independent checker over their records).
+fn assert_sample_window_once(dir: &std::path::Path, rows: u64) {
+    let events: Vec<std::path::PathBuf> = ["window-1-first.json", "window-2-middle.json"]
+        .iter()
+        .map(|f| repo().join("events").join(f))
+        .collect();
+    let location = vec!["--dir".to_string(), dir.display().to_string()];
     let check = check_lake(&location, &["--expect-rows", &rows.to_string()], &events);
     assert!(check.ok, "{}", check.summary);
 }

@@ -391,6 +391,15 @@ impl ShardSim {
         }
     }
 
+    /// Lambda is done with the open window (written, or given up on): the
+    /// shard's next record starts a new one with a fresh state.
+    fn end_window(&mut self) {
+        self.window = None;
+        self.state = json!({});
+        self.retry = None;
+        self.final_failures = 0;
+    }
+
     /// Whether `PutRecord` can reach this shard at `t`.
     fn is_open(&self, t: u64) -> bool {
         self.open_from <= t && self.closed_at.is_none_or(|c| t < c)
@@ -825,7 +834,6 @@ async fn simulate(
     let remap_at = life.remap.then(|| 100 + rng.below(200));
     // The on-failure destination: a failure record per discarded batch.
     let mut failures: Vec<String> = Vec::new();
-    run.remapped_from = 0;
 
     // One invocation in some environment; `None` if it was killed or its
     // response was lost.
@@ -922,10 +930,7 @@ async fn simulate(
                     run.abandoned += 1;
                 }
                 run.remapped_from += s.next as u64;
-                s.window = None;
-                s.state = json!({});
-                s.retry = None;
-                s.final_failures = 0;
+                s.end_window();
                 s.next = s
                     .recs
                     .iter()
@@ -992,8 +997,7 @@ async fn simulate(
                     batch.is_empty() && windowed && ((t >= we && later_arrived) || ends_here);
                 if batch.is_empty() && windowed && ended && shard_end == Some(ShardEnd::NoFinal) {
                     // The shard ended and Lambda sends no final invocation.
-                    s.window = None;
-                    s.state = json!({});
+                    s.end_window();
                     run.abandoned += 1;
                     continue;
                 }
@@ -1047,10 +1051,7 @@ async fn simulate(
                         // Retries exhausted: Lambda discards the final
                         // invocation (its failure record names no records)
                         // and the shard goes on; the window stays in its spool.
-                        s.window = None;
-                        s.state = json!({});
-                        s.retry = None;
-                        s.final_failures = 0;
+                        s.end_window();
                         run.abandoned += 1;
                     }
                 }
@@ -1064,9 +1065,7 @@ async fn simulate(
                 );
             }
             if is_final {
-                s.window = None;
-                s.state = json!({});
-                s.final_failures = 0;
+                s.end_window();
                 continue;
             }
             if windowed {

@@ -416,7 +416,6 @@ impl<S: Sink> Pipeline<S> {
         // that writes before it returns: never in `warm-lossy`, whose
         // buffers would hold them in memory only.
         let mut unfinished = None;
-        // warm-lossy keeps no spool, so there is nothing durable to finish from.
         if let (Some(reader), FlushMode::Window | FlushMode::Invocation) =
             (&self.shard_reader, self.config.flush_mode)
         {

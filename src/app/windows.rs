@@ -251,11 +251,11 @@ pub async fn sweep<S: Sink>(
 }
 
 /// Writes the open windows of `report` that Lambda can no longer deliver
-/// a record of, oldest first, at most [`SWEEP_FINISHES`]. The retention is
-/// asked once per stream, of its oldest window's stream (read from a spool
-/// object's header): a stream whose oldest window is in reach has none out
-/// of it. Returns what was written, and the first error (the rest waits for
-/// the next sweep).
+/// a record of, oldest first, at most [`SWEEP_FINISHES`] tries. The
+/// retention is asked once per stream (its ARN read from a spool object's
+/// header). A window that cannot be written does not hold back the ones
+/// behind it. Returns what was written, and the first error (that window
+/// waits for the next sweep).
 pub async fn finish_abandoned<S: Sink>(
     pipeline: &Pipeline<S>,
     reader: &dyn ShardReader,
@@ -280,27 +280,16 @@ pub async fn finish_abandoned<S: Sink>(
         let stream = dir.split('/').nth(1).unwrap_or_default();
         let kept = match retention.get(stream) {
             Some(kept) => *kept,
-            None => {
-                let kept = match window_stream(pipeline, dir).await {
-                    Ok(arn) => match reader.retention(&arn).await {
-                        Ok(kept) => Some(kept),
-                        Err(e) => {
-                            tracing::warn!(window = dir, error = %e, "stream retention unknown: the window is left open");
-                            None
-                        }
-                    },
-                    Err(e) => {
-                        first_error.get_or_insert(e);
-                        continue;
-                    }
-                };
-                retention.insert(stream, kept);
-                kept
-            }
+            None => match stream_retention(pipeline, reader, dir).await {
+                Ok(kept) => *retention.entry(stream).or_insert(kept),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            },
         };
-        match kept {
-            Some(kept) if past_lambdas_reach(age, kept) => {}
-            _ => continue,
+        if !kept.is_some_and(|kept| past_lambdas_reach(age, kept)) {
+            continue;
         }
         tracing::warn!(
             window = dir,
@@ -308,8 +297,6 @@ pub async fn finish_abandoned<S: Sink>(
             "no record of this window can reach the function any more: written from its spool"
         );
         attempts += 1;
-        // A window that cannot be written now does not hold back the ones
-        // behind it; the sweep still fails, so the next one tries it again.
         match finish(pipeline, dir, deadline, "the scheduled sweep").await {
             Ok(finished) => done.push(finished),
             Err(e) => {
@@ -318,6 +305,24 @@ pub async fn finish_abandoned<S: Sink>(
         }
     }
     (done, first_error)
+}
+
+/// The retention of the stream a window's spool names; `None` when the
+/// stream cannot tell (deleted, or no `kinesis:DescribeStreamSummary`):
+/// then nothing is decided on it. `Err` when the spool cannot be read.
+async fn stream_retention<S: Sink>(
+    pipeline: &Pipeline<S>,
+    reader: &dyn ShardReader,
+    dir: &str,
+) -> Result<Option<Duration>, String> {
+    let arn = window_stream(pipeline, dir).await?;
+    match reader.retention(&arn).await {
+        Ok(kept) => Ok(Some(kept)),
+        Err(e) => {
+            tracing::warn!(window = dir, error = %e, "stream retention unknown: the window is left open");
+            Ok(None)
+        }
+    }
 }
 
 /// The stream ARN a window's spool objects name in their header.

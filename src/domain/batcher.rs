@@ -70,6 +70,10 @@ pub const CUT_VERSION: u32 = 3;
 /// enough that the check (over every open part) costs little.
 pub const BUDGET_CHECK_ROWS: u64 = 16;
 
+/// The first cut version that checks a window's memory bound by rows
+/// ([`BUDGET_CHECK_ROWS`]); earlier ones checked it at the end of each batch.
+pub const BUDGET_BY_ROWS_FROM: u32 = 3;
+
 /// A part that holds this much takes no more rows, whatever the thresholds
 /// (they are checked per batch in window mode): keeps each column's tokens
 /// addressable with `u32` offsets (`row::DataColumns`). Far above the largest

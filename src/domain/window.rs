@@ -41,7 +41,7 @@ pub const STATE_WARN_BYTES: usize = 256 * 1024;
 /// first sequence number.
 pub const STATE_VERSION: u32 = 2;
 
-pub use crate::domain::batcher::{BUDGET_CHECK_ROWS, CUT_VERSION};
+pub use crate::domain::batcher::{BUDGET_BY_ROWS_FROM, BUDGET_CHECK_ROWS, CUT_VERSION};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WindowError {
@@ -558,7 +558,7 @@ impl Builder {
         self.rows_fed += 1;
         // `buffered_bytes` (open and closed parts) bounds the open parts'
         // bytes: below the budget, the full check would close nothing.
-        if self.rules.cut < 3
+        if self.rules.cut < BUDGET_BY_ROWS_FROM
             || !self.rows_fed.is_multiple_of(BUDGET_CHECK_ROWS)
             || self.batcher.buffered_bytes() <= self.budget()
         {
@@ -570,7 +570,7 @@ impl Builder {
     /// At the end of a batch: where cut versions 1 and 2 checked the bound
     /// (a window started by them is finished by their rule).
     pub(crate) fn batch_fed(&mut self) -> usize {
-        if self.rules.cut >= 3 {
+        if self.rules.cut >= BUDGET_BY_ROWS_FROM {
             return 0;
         }
         self.batcher.close_largest_open(self.budget())

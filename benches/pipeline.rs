@@ -13,7 +13,7 @@ use cdc_batcher::domain::batcher::{Batcher, Part};
 use cdc_batcher::domain::dms::{decode, Message};
 use cdc_batcher::domain::encode::to_parquet;
 use cdc_batcher::domain::event::classify;
-use cdc_batcher::domain::layout::RecordId;
+use cdc_batcher::domain::names::RecordId;
 use cdc_batcher::domain::schema::TableSchema;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::value::RawValue;

@@ -24,6 +24,7 @@ pub mod domain {
     pub mod file_types;
     pub mod json;
     pub mod layout;
+    pub mod names;
     pub mod quarantine;
     pub mod row;
     pub mod schema;

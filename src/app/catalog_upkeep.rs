@@ -12,7 +12,7 @@ use futures_util::StreamExt as _;
 
 use crate::app::handler::{time_left, Pipeline, State, Stats};
 use crate::domain::catalog::{self, Step, TableDefinition};
-use crate::domain::dms::TableName;
+use crate::domain::names::TableName;
 use crate::domain::schema::TableSchema;
 use crate::domain::sql::Lake;
 use crate::edge::glue::{self, CatalogError, Synced, ViewStep};

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use std::collections::BTreeMap;
 
-use crate::domain::dms::TableName;
 use crate::domain::layout::PartitionStyle;
-use crate::domain::schema::column_name;
+use crate::domain::names::column_name;
+use crate::domain::names::TableName;
 use crate::domain::types::ColumnType;
 
 /// A configuration problem, reported before the first invocation.

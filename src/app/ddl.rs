@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 
 use crate::app::replay::Output;
 use crate::domain::batcher::CUT_VERSION;
-use crate::domain::dms::TableName;
 use crate::domain::file_types;
 use crate::domain::layout;
+use crate::domain::names::TableName;
 use crate::domain::sql::{self, Dialect, Lake};
 use crate::edge::registry;
 use crate::edge::sink::Sink;

@@ -10,9 +10,9 @@ use futures_util::StreamExt as _;
 
 use crate::app::handler::{Pipeline, State, Stats};
 use crate::domain::batcher::{DueReason, Part};
-use crate::domain::dms::TableName;
 use crate::domain::encode::{self, EncodeError, Encoded};
 use crate::domain::layout;
+use crate::domain::names::TableName;
 use crate::domain::schema::log_changes;
 use crate::domain::types::ColumnType;
 use crate::edge::registry::{RegistryError, SchemaCache};

@@ -411,9 +411,11 @@ pub(crate) async fn already_written<S: Sink>(
     chunk: &[StreamRecord],
 ) -> Result<std::collections::HashSet<String>, String> {
     use crate::domain::batcher::CUT_VERSION;
-    use crate::domain::dms::{Message, TableName};
+    use crate::domain::dms::Message;
     use crate::domain::event::sequence_cmp;
-    use crate::domain::layout::{self, RecordId};
+    use crate::domain::layout;
+    use crate::domain::names::RecordId;
+    use crate::domain::names::TableName;
     let mut found = std::collections::HashSet::new();
     let (Some(low), Some(high)) = (chunk.first(), chunk.last()) else {
         return Ok(found);

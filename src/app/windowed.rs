@@ -29,7 +29,7 @@ use crate::app::handler::{now_micros, HandleError, Ingested, Outcome, Pipeline, 
 use crate::domain::batcher::{DueReason, SkipRows};
 use crate::domain::dms::Message;
 use crate::domain::event::{sequence_cmp, KinesisRecord, WindowInfo};
-use crate::domain::layout::RecordId;
+use crate::domain::names::RecordId;
 use crate::domain::quarantine::QuarantineEntry;
 use crate::domain::window::{
     quarantine_note, Builder, Spool, WindowId, WindowRules, WindowState, STATE_WARN_BYTES,

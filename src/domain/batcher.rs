@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use hashbrown::Equivalent;
 
-use crate::domain::dms::{RowChange, TableName};
-use crate::domain::layout::{self, Hour, RecordId};
+use crate::domain::dms::RowChange;
+use crate::domain::layout::{self, Hour};
+use crate::domain::names::RecordId;
+use crate::domain::names::TableName;
 use crate::domain::row::{ColumnKinds, DataColumns, MetaColumns};
 
 /// When buffered rows are written.

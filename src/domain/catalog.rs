@@ -239,8 +239,9 @@ pub fn plan(stored: Option<u64>, wanted: u64) -> Step {
 mod tests {
     use super::*;
     use crate::domain::batcher::CUT_VERSION;
-    use crate::domain::dms::{ColumnDef, TableDef, TableName};
+    use crate::domain::dms::{ColumnDef, TableDef};
     use crate::domain::layout::{self, Hour, PartitionStyle};
+    use crate::domain::names::TableName;
 
     fn schema() -> TableSchema {
         let mut s = TableSchema::new(&TableName {

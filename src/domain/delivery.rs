@@ -17,7 +17,7 @@ use hashbrown::hash_map::EntryRef;
 use hashbrown::{Equivalent, HashMap};
 
 use crate::domain::event::sequence_cmp;
-use crate::domain::layout::RecordId;
+use crate::domain::names::RecordId;
 
 /// Lanes remembered at most (full loads use the primary key as partition key).
 const MAX_LANES: usize = 50_000;

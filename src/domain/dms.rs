@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::domain::json::{Fields, Key, MaybeFields};
-use crate::domain::schema::{column_name, lake_names};
+use crate::domain::names::{column_name, lake_names, TableName};
 
 /// Why a record could not become a row. Each one sends the record to quarantine.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -75,19 +75,6 @@ impl Operation {
 impl fmt::Display for Operation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// `schema.table` as DMS names it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TableName {
-    pub schema: String,
-    pub table: String,
-}
-
-impl fmt::Display for TableName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.schema, self.table)
     }
 }
 

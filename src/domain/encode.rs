@@ -468,8 +468,9 @@ mod tests {
     use super::*;
     use crate::domain::batcher::Batcher;
     use crate::domain::batcher::{FlushMode, Thresholds};
-    use crate::domain::dms::{decode, Message, TableName};
-    use crate::domain::layout::RecordId;
+    use crate::domain::dms::{decode, Message};
+    use crate::domain::names::RecordId;
+    use crate::domain::names::TableName;
     use crate::domain::schema::TableSchema;
     use arrow::array::AsArray;
     use arrow::datatypes::{

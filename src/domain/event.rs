@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::domain::json::{self, Fields};
-use crate::domain::layout::RecordId;
+use crate::domain::names::RecordId;
 
 /// What arrived.
 #[derive(Debug)]

@@ -120,7 +120,8 @@ pub fn mismatches(schema: &TableSchema, file: &Schema) -> Vec<Mismatch> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::dms::{ColumnDef, TableDef, TableName};
+    use crate::domain::dms::{ColumnDef, TableDef};
+    use crate::domain::names::TableName;
     use crate::domain::row::Kinds;
     use arrow::datatypes::Field;
 

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::domain::dms::TableName;
+use crate::domain::names::{RecordId, TableName};
 
 /// How the time partition is spelled in keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,16 +33,6 @@ impl Hour {
     fn start(self) -> DateTime<Utc> {
         DateTime::from_timestamp(self.0.saturating_mul(3600), 0).unwrap_or(DateTime::UNIX_EPOCH)
     }
-}
-
-/// Who delivered a record: its stream, shard and sequence number.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RecordId {
-    /// The stream's ARN (`eventSourceARN`); empty when the event did not say.
-    /// Shard ids and sequence numbers repeat across streams.
-    pub stream: std::sync::Arc<str>,
-    pub shard: std::sync::Arc<str>,
-    pub sequence: String,
 }
 
 /// Key segments longer than this are shortened (cut version 2 on): with

@@ -15,7 +15,7 @@ use indexmap::IndexMap;
 use serde_json::value::RawValue;
 
 use crate::domain::dms::{Operation, RowChange};
-use crate::domain::layout::RecordId;
+use crate::domain::names::RecordId;
 
 /// The JSON kinds seen in one column of a buffer, as a bit set.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

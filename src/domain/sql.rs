@@ -8,9 +8,10 @@ use std::fmt::Write as _;
 
 use chrono::DateTime;
 
-use crate::domain::dms::TableName;
 use crate::domain::layout::{self, PartitionStyle};
-use crate::domain::schema::{column_name, TableSchema};
+use crate::domain::names::column_name;
+use crate::domain::names::TableName;
+use crate::domain::schema::TableSchema;
 use crate::domain::types::ColumnType;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use crate::domain::batcher::Batcher;
 use crate::domain::batcher::Thresholds;
 use crate::domain::event::{sequence_cmp, KinesisRecord};
-use crate::domain::layout::RecordId;
+use crate::domain::names::RecordId;
 use crate::domain::quarantine::QuarantineEntry;
 
 /// The member of Lambda's `state` map that holds ours. Lambda's state is a

@@ -12,8 +12,9 @@ use std::collections::{HashMap, HashSet};
 use futures_util::StreamExt as _;
 use std::time::{Duration, Instant};
 
-use crate::domain::dms::TableName;
-use crate::domain::layout::{self, RecordId};
+use crate::domain::layout;
+use crate::domain::names::RecordId;
+use crate::domain::names::TableName;
 use crate::domain::schema::{log_changes, SchemaChange, TableOverrides, TableSchema};
 use crate::edge::sink::{PutOutcome, Sink, SinkError};
 

@@ -202,7 +202,8 @@ fn declared_types_win_in_both_orders_across_environments() {
 /// what is stored either way.
 #[test]
 fn a_registry_conflict_keeps_the_declared_type_in_either_order() {
-    use cdc_batcher::domain::dms::{ColumnDef, TableDef, TableName};
+    use cdc_batcher::domain::dms::{ColumnDef, TableDef};
+    use cdc_batcher::domain::names::TableName;
     use cdc_batcher::domain::row::Kinds;
     use cdc_batcher::domain::schema::TableSchema;
     use cdc_batcher::domain::types::ColumnType;

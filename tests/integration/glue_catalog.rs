@@ -510,7 +510,7 @@ fn an_older_definition_never_replaces_a_newer_one() {
     for round in 0..8 {
         let name = format!("race{round}");
         let schema =
-            cdc_batcher::domain::schema::TableSchema::new(&cdc_batcher::domain::dms::TableName {
+            cdc_batcher::domain::schema::TableSchema::new(&cdc_batcher::domain::names::TableName {
                 schema: "s".into(),
                 table: name.clone(),
             });
@@ -575,7 +575,7 @@ fn a_stale_update_loses_to_a_newer_one() {
         since: "2026-01-01".into(),
     };
     let schema =
-        cdc_batcher::domain::schema::TableSchema::new(&cdc_batcher::domain::dms::TableName {
+        cdc_batcher::domain::schema::TableSchema::new(&cdc_batcher::domain::names::TableName {
             schema: "s".into(),
             table: "stale".into(),
         });

@@ -6,7 +6,7 @@
 
 use super::tests::part_of;
 use super::*;
-use crate::domain::dms::TableName;
+use crate::domain::names::TableName;
 use crate::domain::schema::TableSchema;
 use arrow::json::ReaderBuilder;
 

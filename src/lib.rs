@@ -47,12 +47,15 @@ pub mod app {
     pub mod config;
     pub mod ddl;
     pub mod handler;
+    pub mod invocation;
     pub mod lambda;
     pub mod logging;
     pub mod metrics;
+    pub mod output;
     pub mod part_writer;
     pub mod redrive;
     pub mod replay;
+    pub mod stats;
     pub mod windowed;
     pub mod windows;
 }

@@ -69,6 +69,7 @@ use arrow::array::Array as _;
 use base64::Engine as _;
 use cdc_batcher::app::config::Config;
 use cdc_batcher::app::handler::Pipeline;
+use cdc_batcher::app::invocation;
 use cdc_batcher::edge::heartbeat::{self, Heartbeat};
 use cdc_batcher::edge::shard_reader::{
     finish_read, take_page, ReadError, ReadFrom, ShardRange, ShardReader, StreamRecord,
@@ -846,7 +847,7 @@ async fn simulate(
             let deadline = SystemTime::now() + Duration::from_secs(60);
             let payload: String = $payload;
             let result = tokio::select! {
-                r = env.handle(&payload, Some(deadline)) => Some(r),
+                r = invocation::handle(&env, &payload, Some(deadline)) => Some(r),
                 _ = world.kill.notified() => None,
             };
             match result {
@@ -1879,7 +1880,7 @@ impl Scenario {
                 .collect();
             event(&self.arn, &st.shards[0].id, &recs, Some((0, state, last)))
         };
-        env.handle(&payload, None)
+        invocation::handle(env, &payload, None)
             .await
             .expect("invocation")
             .response
@@ -2032,9 +2033,13 @@ async fn an_open_window_reports_its_age() {
             .collect();
         event(&sc.arn, &st.shards[0].id, &recs, Some((0, state, false)))
     };
-    let empty = env.handle(&payload(&[], &json!({})), None).await.unwrap();
+    let empty = invocation::handle(&env, &payload(&[], &json!({})), None)
+        .await
+        .unwrap();
     assert_eq!(empty.stats.open_window_age_ms, 0);
-    let open = env.handle(&payload(&[1], &json!({})), None).await.unwrap();
+    let open = invocation::handle(&env, &payload(&[1], &json!({})), None)
+        .await
+        .unwrap();
     let started_ms = (T0 * 1000) as u64;
     let now_ms = chrono::Utc::now().timestamp_millis() as u64;
     let age = open.stats.open_window_age_ms;

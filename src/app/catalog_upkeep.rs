@@ -10,7 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt as _;
 
-use crate::app::handler::{time_left, Pipeline, State, Stats};
+use crate::app::handler::{time_left, Pipeline, State};
+use crate::app::stats::Stats;
 use crate::domain::catalog::{self, Step, TableDefinition};
 use crate::domain::names::TableName;
 use crate::domain::schema::TableSchema;

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::app::replay::Output;
+use crate::app::output::Output;
 use crate::domain::batcher::CUT_VERSION;
 use crate::domain::file_types;
 use crate::domain::layout;

@@ -9,16 +9,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::streams::KinesisEventResponse;
-use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::app::config::{Config, FlushMode};
 use crate::app::metrics;
+use crate::app::stats::Stats;
 use crate::domain::batcher::{Batcher, DueReason};
 use crate::domain::delivery::DeliveryLog;
 use crate::domain::dms::{self, Message, TableControl};
-use crate::domain::event::{self, Event, EventError, KinesisRecord};
+use crate::domain::event::{self, EventError, KinesisBatch, KinesisRecord};
 use crate::domain::layout::{self, Hour};
 use crate::domain::names::RecordId;
 use crate::domain::names::TableName;
@@ -51,110 +51,6 @@ pub enum HandleError {
     NotDurable(String),
 }
 
-/// Counters for one invocation (or, summed, for a replay).
-#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
-pub struct Stats {
-    /// Kinesis records received.
-    pub records: u64,
-    /// Rows buffered from them.
-    pub rows: u64,
-    /// Records skipped because this container already holds or wrote them.
-    pub duplicates: u64,
-    pub control_records: u64,
-    pub quarantined: u64,
-    /// Records not looked at because the invocation ran out of time.
-    pub deferred: u64,
-    /// Parquet files written (or found already written).
-    pub files: u64,
-    pub rows_written: u64,
-    pub bytes_written: u64,
-    /// Files that could not be written; their rows stay buffered.
-    pub failed_files: u64,
-    pub failed_rows: u64,
-    /// Columns whose registered type changed (files before and after differ).
-    pub column_type_changes: u64,
-    /// BIGINTs DMS sent in scientific notation (digits lost upstream).
-    pub inexact_integers: u64,
-    /// Values kept as text in `_rescued` (they did not fit their column).
-    pub rescued_values: u64,
-    /// Data records of DMS's own tables (`awsdms_*`), skipped.
-    pub dms_table_records: u64,
-    /// Records written to a window's spool.
-    pub spooled: u64,
-    /// Tumbling windows whose files were all written.
-    pub windows_written: u64,
-    /// Streams whose heartbeat could not be sent (a force flush).
-    pub heartbeat_failures: u64,
-    /// Window invocations of a stream `HEARTBEAT_STREAMS` does not list: its
-    /// quiet shards' windows get no heartbeat.
-    pub windows_without_heartbeat: u64,
-    /// Glue tables and latest-state views created or replaced.
-    pub catalog_updates: u64,
-    /// Tables whose catalog entry could not be brought to their schema
-    /// version (tried again at the next invocation).
-    pub catalog_failures: u64,
-    /// Parts of a window closed early to keep it under `MAX_BUFFERED_BYTES`.
-    pub budget_cuts: u64,
-    /// Ranges of acknowledged records gone from the spool and the stream
-    /// (recorded under `_errors/lost/`).
-    pub lost_ranges: u64,
-    /// How long ago the oldest window this invocation took further, and
-    /// that holds spooled records, started (ms; the maximum, not a sum).
-    pub open_window_age_ms: u64,
-    /// The stream (ARN) the batch came from: the metrics' `Stream` dimension.
-    #[serde(skip)]
-    pub stream: Option<Arc<str>>,
-    /// Per table (`schema.table`): what was written (`METRICS_PER_TABLE`).
-    #[serde(skip)]
-    pub tables: std::collections::BTreeMap<String, TableCounts>,
-}
-
-/// One table's share of an invocation's [`Stats`].
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct TableCounts {
-    pub files: u64,
-    pub rows_written: u64,
-    pub rescued_values: u64,
-}
-
-impl Stats {
-    pub fn add(&mut self, o: &Stats) {
-        self.records += o.records;
-        self.rows += o.rows;
-        self.duplicates += o.duplicates;
-        self.control_records += o.control_records;
-        self.quarantined += o.quarantined;
-        self.deferred += o.deferred;
-        self.files += o.files;
-        self.rows_written += o.rows_written;
-        self.bytes_written += o.bytes_written;
-        self.failed_files += o.failed_files;
-        self.failed_rows += o.failed_rows;
-        self.column_type_changes += o.column_type_changes;
-        self.inexact_integers += o.inexact_integers;
-        self.rescued_values += o.rescued_values;
-        self.dms_table_records += o.dms_table_records;
-        self.spooled += o.spooled;
-        self.windows_written += o.windows_written;
-        self.heartbeat_failures += o.heartbeat_failures;
-        self.windows_without_heartbeat += o.windows_without_heartbeat;
-        self.catalog_updates += o.catalog_updates;
-        self.catalog_failures += o.catalog_failures;
-        self.budget_cuts += o.budget_cuts;
-        self.lost_ranges += o.lost_ranges;
-        self.open_window_age_ms = self.open_window_age_ms.max(o.open_window_age_ms);
-        if self.stream.is_none() {
-            self.stream.clone_from(&o.stream);
-        }
-        for (table, c) in &o.tables {
-            let mine = self.tables.entry(table.clone()).or_default();
-            mine.files += c.files;
-            mine.rows_written += c.rows_written;
-            mine.rescued_values += c.rescued_values;
-        }
-    }
-}
-
 /// What an invocation returns.
 #[derive(Debug)]
 pub struct Outcome {
@@ -173,7 +69,7 @@ pub struct Pipeline<S> {
     pub(crate) config: Config,
     pub(crate) sink: S,
     pub(crate) state: Mutex<State>,
-    emit_metrics: bool,
+    pub(crate) emit_metrics: bool,
     heartbeat: Option<Arc<dyn Heartbeat>>,
     /// Keeps the Glue Data Catalog in step (`GLUE_DATABASE`).
     pub(crate) catalog: Option<Arc<dyn Catalog>>,
@@ -290,88 +186,80 @@ impl<S: Sink> Pipeline<S> {
         &self.config
     }
 
-    /// Handles one invocation payload (JSON text). `deadline` is the
-    /// invocation's deadline (none for replays).
-    pub async fn handle(
+    /// A Kinesis batch: a tumbling window's (in `window` mode, or a window
+    /// an environment in that mode started) goes to the window runner
+    /// (`windowed`); any other is written before it is acknowledged.
+    pub async fn batch(
         &self,
-        payload: &str,
-        deadline: Option<SystemTime>,
-    ) -> Result<Outcome, HandleError> {
-        self.invoke(event::classify(payload)?, deadline).await
-    }
-
-    /// Handles one invocation, already parsed (what `redrive` and
-    /// `windows finish` build from records they read).
-    pub async fn invoke(
-        &self,
-        event: Event<'_>,
+        batch: KinesisBatch<'_>,
         deadline: Option<SystemTime>,
     ) -> Result<Outcome, HandleError> {
         // The paths are boxed: their futures are large (a debug build
         // overflowed a 2 MiB test thread's stack), and a box keeps them off
         // the caller's stack.
-        match event {
-            Event::Kinesis(batch) => match (&batch.window, self.config.flush_mode) {
-                (Some(window), FlushMode::Window) => {
-                    Box::pin(self.handle_window(&batch.records, window, deadline)).await
-                }
-                // A window that an environment in `window` mode started (its
-                // records are acknowledged and only in the spool) is carried
-                // to its end whatever this environment's mode: a deployment
-                // that switches modes loses nothing.
-                (Some(window), _)
-                    if WindowState::from_lambda(window.state.as_deref())?.is_open() =>
-                {
-                    tracing::info!(
-                        shard = window.shard_id.as_deref(),
-                        window = window.start,
-                        "a window started in window mode: finished as it was started"
-                    );
-                    Box::pin(self.handle_window(&batch.records, window, deadline)).await
-                }
-                (Some(_), _) => {
-                    // Tumbling windows without `window` mode: every batch is
-                    // handled on its own, and Lambda still needs a `state`.
-                    let mut outcome = Box::pin(self.handle_kinesis(
-                        &batch.records,
-                        deadline,
-                        Deliveries::Deduplicate,
-                    ))
-                    .await;
-                    outcome.response["state"] = serde_json::json!({});
-                    Ok(outcome)
-                }
-                (None, _) => Ok(Box::pin(self.handle_kinesis(
+        match (&batch.window, self.config.flush_mode) {
+            (Some(window), FlushMode::Window) => {
+                Box::pin(self.handle_window(&batch.records, window, deadline)).await
+            }
+            // A window that an environment in `window` mode started (its
+            // records are acknowledged and only in the spool) is carried
+            // to its end whatever this environment's mode: a deployment
+            // that switches modes loses nothing.
+            (Some(window), _) if WindowState::from_lambda(window.state.as_deref())?.is_open() => {
+                tracing::info!(
+                    shard = window.shard_id.as_deref(),
+                    window = window.start,
+                    "a window started in window mode: finished as it was started"
+                );
+                Box::pin(self.handle_window(&batch.records, window, deadline)).await
+            }
+            (Some(_), _) => {
+                // Tumbling windows without `window` mode: every batch is
+                // handled on its own, and Lambda still needs a `state`.
+                let mut outcome = Box::pin(self.handle_kinesis(
                     &batch.records,
                     deadline,
                     Deliveries::Deduplicate,
                 ))
-                .await),
-            },
-            Event::Recovered(records) => {
-                Ok(Box::pin(self.handle_kinesis(&records, deadline, Deliveries::Take)).await)
-            }
-            Event::SweepWindows => Box::pin(self.sweep_windows(deadline)).await,
-            Event::ForceFlush { source } => {
-                tracing::info!(source, "force flush requested");
-                // Heartbeats first: a slow or failing write must not keep
-                // quiet windows open. Sent in every mode: a window started
-                // in `window` mode before a deployment switched modes still
-                // needs its end.
-                let beats = match (self.config.flush_mode, &self.heartbeat) {
-                    (FlushMode::Window, _) | (_, Some(_)) => {
-                        Some(self.send_heartbeats(deadline).await)
-                    }
-                    _ => None,
-                };
-                let mut outcome = Box::pin(self.flush_all(deadline)).await;
-                if let Some((sent, failed)) = beats {
-                    outcome.response["heartbeats"] = sent.into();
-                    outcome.stats.heartbeat_failures = failed;
-                }
+                .await;
+                outcome.response["state"] = serde_json::json!({});
                 Ok(outcome)
             }
+            (None, _) => Ok(Box::pin(self.handle_kinesis(
+                &batch.records,
+                deadline,
+                Deliveries::Deduplicate,
+            ))
+            .await),
         }
+    }
+
+    /// Records read back from a durable copy ([`Event::Recovered`]), written
+    /// before the call returns, whatever this environment saw before.
+    pub async fn write_recovered(
+        &self,
+        records: &[KinesisRecord<'_>],
+        deadline: Option<SystemTime>,
+    ) -> Outcome {
+        Box::pin(self.handle_kinesis(records, deadline, Deliveries::Take)).await
+    }
+
+    /// A force flush: heartbeats, then every buffer written.
+    pub async fn force_flush(&self, source: &str, deadline: Option<SystemTime>) -> Outcome {
+        tracing::info!(source, "force flush requested");
+        // Heartbeats first: a slow or failing write must not keep quiet
+        // windows open. Sent in every mode: a window started in `window`
+        // mode before a deployment switched modes still needs its end.
+        let beats = match (self.config.flush_mode, &self.heartbeat) {
+            (FlushMode::Window, _) | (_, Some(_)) => Some(self.send_heartbeats(deadline).await),
+            _ => None,
+        };
+        let mut outcome = Box::pin(self.flush_all(deadline)).await;
+        if let Some((sent, failed)) = beats {
+            outcome.response["heartbeats"] = sent.into();
+            outcome.stats.heartbeat_failures = failed;
+        }
+        outcome
     }
 
     /// One heartbeat into every open shard of each `HEARTBEAT_STREAMS`
@@ -403,75 +291,6 @@ impl<S: Sink> Pipeline<S> {
             }
         }
         (sent, failed)
-    }
-
-    /// The scheduled sweep: finds the windows whose spooled records no final
-    /// invocation has written (`windows` module) and sends their count and
-    /// the oldest one's age. A listing that fails fails the invocation: an
-    /// incomplete sweep must not report "nothing open".
-    async fn sweep_windows(&self, deadline: Option<SystemTime>) -> Result<Outcome, HandleError> {
-        let sink = crate::edge::sink::Bounded::new(&self.sink, deadline);
-        let mut report = crate::app::windows::sweep(&sink, &self.config.prefix, chrono::Utc::now())
-            .await
-            .map_err(|e| HandleError::Sweep(e.to_string()))?;
-        // Windows out of Lambda's reach are written here, through the path
-        // that writes before it returns: never in `warm-lossy`, whose
-        // buffers would hold them in memory only.
-        let mut unfinished = None;
-        if let (Some(reader), FlushMode::Window | FlushMode::Invocation) =
-            (&self.shard_reader, self.config.flush_mode)
-        {
-            let (finished, error) =
-                crate::app::windows::finish_abandoned(self, reader.as_ref(), &report, deadline)
-                    .await;
-            report
-                .open
-                .retain(|w| !finished.iter().any(|f| f.dir == w.dir));
-            report.finished = finished;
-            unfinished = error;
-        }
-        for f in &report.finished {
-            tracing::warn!(
-                window = f.dir,
-                records = f.records,
-                rows_written = f.rows_written,
-                already_in_lake = f.already_in_lake,
-                "abandoned window written by the sweep"
-            );
-        }
-        for w in &report.open {
-            tracing::info!(window = w.dir, age_seconds = w.age_seconds, "open window");
-        }
-        let oldest = report.oldest_age();
-        tracing::info!(
-            shards = report.shards,
-            open = report.open.len(),
-            oldest_age_seconds = oldest.as_secs(),
-            indexed = report.indexed,
-            deferred = report.deferred,
-            "windows swept"
-        );
-        if self.emit_metrics {
-            let now_ms = chrono::Utc::now().timestamp_millis();
-            let doc = metrics::sweep_document(
-                report.open.len(),
-                oldest.as_millis() as u64,
-                report.finished.len(),
-                now_ms,
-            );
-            println!("{doc}");
-        }
-        if let Some(reason) = unfinished {
-            return Err(HandleError::Sweep(format!(
-                "an abandoned window was not written: {reason}"
-            )));
-        }
-        Ok(Outcome {
-            response: serde_json::to_value(&report).unwrap_or_default(),
-            stats: Stats::default(),
-            redeliver_from: None,
-            is_flush: false,
-        })
     }
 
     /// Writes every buffer now (force flush, shutdown, end of a replay).

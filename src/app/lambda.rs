@@ -7,6 +7,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::app::handler::{HandleError, Pipeline};
+use crate::app::invocation;
 use crate::app::redrive;
 use crate::edge::sink::Sink;
 
@@ -59,7 +60,7 @@ pub async fn invoke<S: Sink>(
         }
         return Ok(serde_json::to_value(&report).unwrap_or(Value::Null));
     }
-    let outcome = pipeline.handle(event.payload.get(), deadline).await?;
+    let outcome = invocation::handle(pipeline, event.payload.get(), deadline).await?;
     if outcome.is_flush && (outcome.stats.failed_files > 0 || outcome.stats.heartbeat_failures > 0)
     {
         return Err(InvokeError::FlushIncomplete {

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::app::handler::Stats;
+use crate::app::stats::Stats;
 
 /// The CloudWatch namespace of every metric.
 pub const NAMESPACE: &str = "cdc-batcher";
@@ -205,7 +205,7 @@ mod tests {
         let mut stats = Stats::default();
         stats.tables.insert(
             "sales.client".into(),
-            crate::app::handler::TableCounts {
+            crate::app::stats::TableCounts {
                 files: 2,
                 rows_written: 10,
                 rescued_values: 1,

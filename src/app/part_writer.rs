@@ -8,7 +8,8 @@ use std::collections::{HashMap, HashSet};
 
 use futures_util::StreamExt as _;
 
-use crate::app::handler::{Pipeline, State, Stats};
+use crate::app::handler::{Pipeline, State};
+use crate::app::stats::Stats;
 use crate::domain::batcher::{DueReason, Part};
 use crate::domain::encode::{self, EncodeError, Encoded};
 use crate::domain::layout;

@@ -14,7 +14,8 @@
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::app::handler::{Pipeline, Stats};
+use crate::app::handler::Pipeline;
+use crate::app::stats::Stats;
 use crate::domain::window::SpooledRecord;
 pub use crate::edge::shard_reader::StreamRecord;
 use crate::edge::shard_reader::{KinesisShardReader, ReadFrom, ShardReader};
@@ -384,10 +385,8 @@ pub(crate) async fn write_chunk<S: Sink>(
         .iter()
         .map(|r| r.kinesis_record(&stream, &shard))
         .collect();
-    let outcome = pipeline
-        .invoke(crate::domain::event::Event::Recovered(records), deadline)
-        .await
-        .map_err(|e| e.to_string())?;
+    let records: Vec<_> = records;
+    let outcome = pipeline.write_recovered(&records, deadline).await;
     match outcome.redeliver_from {
         Some(from) => Err(format!(
             "records from {from} could not be written (see the log); run it again"
@@ -505,8 +504,8 @@ pub struct RedriveArgs {
     #[arg(long, value_name = "URL")]
     queue_url: String,
     /// The lake: s3://bucket/prefix/ (or a local directory)
-    #[arg(long, value_name = "s3://bucket/prefix/", value_parser = crate::app::replay::Output::parse)]
-    output: crate::app::replay::Output,
+    #[arg(long, value_name = "s3://bucket/prefix/", value_parser = crate::app::output::Output::parse)]
+    output: crate::app::output::Output,
     /// Stop after this many messages
     #[arg(long, default_value_t = 1000)]
     max_messages: usize,

@@ -7,9 +7,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::app::config::Config;
-use crate::app::handler::{Pipeline, Stats};
-use crate::edge::sink::{AnySink, LocalDirSink, S3Sink, Sink};
+use crate::app::handler::Pipeline;
+use crate::app::invocation;
+use crate::app::output::Output;
+use crate::app::stats::Stats;
+use crate::edge::sink::Sink;
 
 #[derive(Debug, Serialize)]
 struct Summary {
@@ -37,16 +39,6 @@ struct Summary {
     seconds: f64,
 }
 
-/// A lake location given on the command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    Dir(String),
-    S3 {
-        bucket: String,
-        prefix: Option<String>,
-    },
-}
-
 /// `cdc-batcher replay`: the Lambda code path over event files.
 #[derive(Debug, clap::Args)]
 #[command(
@@ -71,55 +63,6 @@ pub struct ReplayArgs {
     /// Kinesis event JSON files (one invocation each)
     #[arg(value_name = "EVENT.json", required = true)]
     files: Vec<String>,
-}
-
-impl Output {
-    /// `DIR` or `s3://bucket[/prefix]`.
-    pub fn parse(output: &str) -> Result<Output, String> {
-        Ok(match output.strip_prefix("s3://") {
-            Some(rest) => {
-                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-                if bucket.is_empty() {
-                    return Err(format!("{output}: no bucket name"));
-                }
-                Output::S3 {
-                    bucket: bucket.to_string(),
-                    prefix: Some(prefix.to_string()).filter(|p| !p.is_empty()),
-                }
-            }
-            None => Output::Dir(output.to_string()),
-        })
-    }
-
-    /// The configuration (from the environment, with an `s3://` URL's
-    /// prefix) and the sink for this location.
-    pub(crate) async fn open(&self) -> Result<(Config, AnySink), String> {
-        let prefix_override = match self {
-            Output::S3 { prefix, .. } => prefix.clone(),
-            Output::Dir(_) => None,
-        };
-        let mut config = Config::from_lookup(|name| match (name, &prefix_override) {
-            ("S3_PREFIX", Some(p)) => Some(p.clone()),
-            _ => std::env::var(name).ok(),
-        })
-        .map_err(|e| format!("configuration error: {e}"))?;
-        match self {
-            // The catalog's locations name the bucket written to.
-            Output::S3 { bucket, .. } => config.s3.bucket = Some(bucket.clone()),
-            Output::Dir(_) => {
-                if config.catalog.take().is_some() {
-                    eprintln!(
-                        "GLUE_DATABASE ignored: the catalog can only point at an s3:// output"
-                    );
-                }
-            }
-        }
-        let sink = match self {
-            Output::Dir(dir) => AnySink::Local(LocalDirSink::new(dir)),
-            Output::S3 { bucket, .. } => AnySink::S3(S3Sink::from_env(bucket, &config.s3).await),
-        };
-        Ok((config, sink))
-    }
 }
 
 /// Runs the replay; returns the process exit code.
@@ -178,7 +121,7 @@ pub async fn run(args: ReplayArgs) -> i32 {
         };
         for (lane, payload) in invocations {
             let invoked = Instant::now();
-            let result = pipeline.handle(&payload, None).await;
+            let result = invocation::handle(&pipeline, &payload, None).await;
             timing.add(&result, invoked.elapsed().as_secs_f64());
             match result {
                 Ok(outcome) => {
@@ -200,7 +143,7 @@ pub async fn run(args: ReplayArgs) -> i32 {
     // The windows still open end as their shards move on.
     for payload in windows.map(Windows::finish).unwrap_or_default() {
         let invoked = Instant::now();
-        let result = pipeline.handle(&payload, None).await;
+        let result = invocation::handle(&pipeline, &payload, None).await;
         timing.add(&result, invoked.elapsed().as_secs_f64());
         match result {
             Ok(outcome) => stats.add(&outcome.stats),

@@ -25,7 +25,8 @@ use std::time::SystemTime;
 use futures_util::StreamExt as _;
 use serde_json::json;
 
-use crate::app::handler::{now_micros, HandleError, Ingested, Outcome, Pipeline, State, Stats};
+use crate::app::handler::{now_micros, HandleError, Ingested, Outcome, Pipeline, State};
+use crate::app::stats::Stats;
 use crate::domain::batcher::{DueReason, SkipRows};
 use crate::domain::dms::Message;
 use crate::domain::event::{sequence_cmp, KinesisRecord, WindowInfo};

@@ -32,18 +32,21 @@
 //! an operator, who knows the mapping gave up, runs `finish` by hand.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
-use crate::app::handler::Pipeline;
+use crate::app::config::FlushMode;
+use crate::app::handler::{HandleError, Outcome, Pipeline};
+use crate::app::metrics;
+use crate::app::output::Output;
 use crate::app::redrive::{write_chunk, CHUNK};
-use crate::app::replay::Output;
+use crate::app::stats::Stats;
 use crate::domain::window::{Spool, SpooledRecord};
 use crate::edge::shard_reader::ShardReader;
-use crate::edge::sink::{Listing, Sink, SinkError};
+use crate::edge::sink::{Bounded, Listing, Sink, SinkError};
 
 /// `_done.json` reads per sweep: after an upgrade, windows written before
 /// the index are indexed over a few sweeps, not in one long invocation.
@@ -248,6 +251,77 @@ pub async fn sweep<S: Sink>(
     }
     report.open.sort_by(|a, b| a.dir.cmp(&b.dir));
     Ok(report)
+}
+
+/// The scheduled sweep: finds the windows whose spooled records no final
+/// invocation has written  and sends their count and
+/// the oldest one's age. A listing that fails fails the invocation: an
+/// incomplete sweep must not report "nothing open".
+pub async fn sweep_windows<S: Sink>(
+    pipeline: &Pipeline<S>,
+    deadline: Option<SystemTime>,
+) -> Result<Outcome, HandleError> {
+    let sink = Bounded::new(&pipeline.sink, deadline);
+    let mut report = sweep(&sink, &pipeline.config.prefix, chrono::Utc::now())
+        .await
+        .map_err(|e| HandleError::Sweep(e.to_string()))?;
+    // Windows out of Lambda's reach are written here, through the path
+    // that writes before it returns: never in `warm-lossy`, whose
+    // buffers would hold them in memory only.
+    let mut unfinished = None;
+    if let (Some(reader), FlushMode::Window | FlushMode::Invocation) =
+        (&pipeline.shard_reader, pipeline.config.flush_mode)
+    {
+        let (finished, error) =
+            finish_abandoned(pipeline, reader.as_ref(), &report, deadline).await;
+        report
+            .open
+            .retain(|w| !finished.iter().any(|f| f.dir == w.dir));
+        report.finished = finished;
+        unfinished = error;
+    }
+    for f in &report.finished {
+        tracing::warn!(
+            window = f.dir,
+            records = f.records,
+            rows_written = f.rows_written,
+            already_in_lake = f.already_in_lake,
+            "abandoned window written by the sweep"
+        );
+    }
+    for w in &report.open {
+        tracing::info!(window = w.dir, age_seconds = w.age_seconds, "open window");
+    }
+    let oldest = report.oldest_age();
+    tracing::info!(
+        shards = report.shards,
+        open = report.open.len(),
+        oldest_age_seconds = oldest.as_secs(),
+        indexed = report.indexed,
+        deferred = report.deferred,
+        "windows swept"
+    );
+    if pipeline.emit_metrics {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let doc = metrics::sweep_document(
+            report.open.len(),
+            oldest.as_millis() as u64,
+            report.finished.len(),
+            now_ms,
+        );
+        println!("{doc}");
+    }
+    if let Some(reason) = unfinished {
+        return Err(HandleError::Sweep(format!(
+            "an abandoned window was not written: {reason}"
+        )));
+    }
+    Ok(Outcome {
+        response: serde_json::to_value(&report).unwrap_or_default(),
+        stats: Stats::default(),
+        redeliver_from: None,
+        is_flush: false,
+    })
 }
 
 /// Writes the open windows of `report` that Lambda can no longer deliver

@@ -8,7 +8,9 @@
 use std::path::Path;
 
 use crate::common::*;
-use cdc_batcher::app::handler::{Pipeline, Stats};
+use cdc_batcher::app::handler::Pipeline;
+use cdc_batcher::app::invocation;
+use cdc_batcher::app::stats::Stats;
 use cdc_batcher::edge::sink::{LocalDirSink, S3Sink, Sink};
 use serde_json::{json, Value};
 
@@ -28,8 +30,7 @@ fn declare(table: &str, columns: Value) -> Value {
 }
 
 async fn send<S: Sink>(p: &Pipeline<S>, shard: u32, seq: &mut u64, messages: &[Value]) -> Stats {
-    let out = p
-        .handle(&kinesis_event(shard, seq, messages), None)
+    let out = invocation::handle(p, &kinesis_event(shard, seq, messages), None)
         .await
         .unwrap();
     assert_eq!(out.redeliver_from, None, "{:?}", out.response);

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::common::fault_proxy::{max_in_flight, Fault, FaultProxy};
 use crate::common::*;
 use cdc_batcher::app::handler::Pipeline;
+use cdc_batcher::app::invocation;
 use cdc_batcher::edge::sink::S3Sink;
 use serde_json::{json, Value};
 
@@ -55,8 +56,7 @@ async fn many_tables_cost_round_trips_in_parallel() {
     .without_metrics();
 
     let mut seq = 0;
-    let out = pipeline
-        .handle(&kinesis_event(0, &mut seq, &many_tables()), None)
+    let out = invocation::handle(&pipeline, &kinesis_event(0, &mut seq, &many_tables()), None)
         .await
         .unwrap();
     assert_eq!(out.redeliver_from, None, "{:?}", out.response);
@@ -102,24 +102,27 @@ async fn a_window_of_many_tables_is_written_in_parallel() {
         event["isWindowTerminatedEarly"] = json!(false);
         event.to_string()
     };
-    let first = pipeline
-        .handle(
-            &window(
-                &kinesis_event(0, &mut seq, &many_tables()),
-                json!({}),
-                false,
-            ),
-            None,
-        )
-        .await
-        .unwrap();
+    let first = invocation::handle(
+        &pipeline,
+        &window(
+            &kinesis_event(0, &mut seq, &many_tables()),
+            json!({}),
+            false,
+        ),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(first.stats.files, 0, "{:?}", first.stats);
     proxy.take_spans();
     let state = first.response["state"].clone();
-    let last = pipeline
-        .handle(&window(&kinesis_event(0, &mut seq, &[]), state, true), None)
-        .await
-        .unwrap();
+    let last = invocation::handle(
+        &pipeline,
+        &window(&kinesis_event(0, &mut seq, &[]), state, true),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(last.stats.files, TABLES as u64, "{:?}", last.stats);
     assert_eq!(last.stats.rows_written, 3 * TABLES as u64);
 

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use crate::common::*;
 use cdc_batcher::app::config::Config;
-use cdc_batcher::app::handler::{Pipeline, Stats};
+use cdc_batcher::app::handler::Pipeline;
+use cdc_batcher::app::invocation;
+use cdc_batcher::app::stats::Stats;
 use cdc_batcher::domain::catalog::{VERSION_PARAM, VIEW_VERSION_PARAM};
 use cdc_batcher::edge::glue::GlueCatalog;
 use cdc_batcher::edge::sink::S3Sink;
@@ -65,8 +67,7 @@ fn control(table: &str, operation: &str, columns: Option<Value>) -> Value {
 }
 
 async fn send(p: &Pipeline<S3Sink>, shard: u32, seq: &mut u64, messages: &[Value]) -> Stats {
-    let out = p
-        .handle(&kinesis_event(shard, seq, messages), None)
+    let out = invocation::handle(p, &kinesis_event(shard, seq, messages), None)
         .await
         .unwrap();
     assert_eq!(out.redeliver_from, None, "{:?}", out.response);
@@ -372,9 +373,15 @@ fn two_environments_racing_on_one_table() {
         let eb = kinesis_event(1, &mut sb, &[control("r", "add-column", Some(with_y))]);
         rt.block_on(async {
             let (ra, rb) = if round % 2 == 0 {
-                tokio::join!(a.handle(&ea, None), b.handle(&eb, None))
+                tokio::join!(
+                    invocation::handle(&a, &ea, None),
+                    invocation::handle(&b, &eb, None)
+                )
             } else {
-                let (rb, ra) = tokio::join!(b.handle(&eb, None), a.handle(&ea, None));
+                let (rb, ra) = tokio::join!(
+                    invocation::handle(&b, &eb, None),
+                    invocation::handle(&a, &ea, None)
+                );
                 (ra, rb)
             };
             assert_eq!(ra.unwrap().redeliver_from, None);

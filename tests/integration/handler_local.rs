@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use crate::common::*;
 use cdc_batcher::app::config::Config;
 use cdc_batcher::app::handler::Pipeline;
+use cdc_batcher::app::invocation;
 use cdc_batcher::edge::sink::LocalDirSink;
 use serde_json::{json, Value};
 
@@ -30,7 +31,9 @@ async fn near_the_deadline_records_are_left_for_redelivery() {
     let p = pipeline(dir.path(), &[("TIME_RESERVE_MS", "2000")]);
     let event = first_event();
     let deadline = SystemTime::now() + Duration::from_millis(1000);
-    let out = p.handle(&event.to_string(), Some(deadline)).await.unwrap();
+    let out = invocation::handle(&p, &event.to_string(), Some(deadline))
+        .await
+        .unwrap();
     let first_seq = event["Records"][0]["kinesis"]["sequenceNumber"]
         .as_str()
         .unwrap();
@@ -44,7 +47,9 @@ async fn near_the_deadline_records_are_left_for_redelivery() {
 
     // With time to spare the same batch is taken, and nothing is reported.
     let deadline = SystemTime::now() + Duration::from_secs(60);
-    let out = p.handle(&event.to_string(), Some(deadline)).await.unwrap();
+    let out = invocation::handle(&p, &event.to_string(), Some(deadline))
+        .await
+        .unwrap();
     assert_eq!(out.redeliver_from, None);
     assert_eq!(out.stats.deferred, 0);
     assert!(out.stats.rows > 0);
@@ -54,7 +59,9 @@ async fn near_the_deadline_records_are_left_for_redelivery() {
 async fn invocation_mode_leaves_nothing_buffered() {
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(dir.path(), &[("FLUSH_MODE", "invocation")]);
-    let out = p.handle(&first_event().to_string(), None).await.unwrap();
+    let out = invocation::handle(&p, &first_event().to_string(), None)
+        .await
+        .unwrap();
     assert!(out.stats.files > 0);
     assert_eq!(p.buffered_rows().await, 0);
 }
@@ -63,22 +70,24 @@ async fn invocation_mode_leaves_nothing_buffered() {
 async fn warm_mode_buffers_until_a_force_flush() {
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(dir.path(), &[("FLUSH_MODE", "warm-lossy")]);
-    let out = p.handle(&first_event().to_string(), None).await.unwrap();
+    let out = invocation::handle(&p, &first_event().to_string(), None)
+        .await
+        .unwrap();
     let buffered = p.buffered_rows().await;
     assert!(buffered > 0);
     assert_eq!(
         out.stats.files, 0,
         "below every threshold, no DDL: nothing written yet"
     );
-    let flush = p
-        .handle(
-            &json!({"version": "0", "detail-type": "Scheduled Event",
+    let flush = invocation::handle(
+        &p,
+        &json!({"version": "0", "detail-type": "Scheduled Event",
                         "source": "aws.scheduler", "detail": "{}"})
-            .to_string(),
-            None,
-        )
-        .await
-        .unwrap();
+        .to_string(),
+        None,
+    )
+    .await
+    .unwrap();
     assert!(flush.is_flush);
     assert_eq!(flush.stats.rows_written, buffered as u64);
     assert_eq!(p.buffered_rows().await, 0);
@@ -118,8 +127,7 @@ async fn a_value_that_does_not_fit_is_rescued_and_every_file_keeps_the_type() {
         (&a, 3, r#"{"id":3,"x":1.5}"#),
         (&b, 4, r#"{"id":4,"x":3}"#),
     ] {
-        let out = container
-            .handle(&insert_event(seq, data), None)
+        let out = invocation::handle(container, &insert_event(seq, data), None)
             .await
             .unwrap();
         assert_eq!(out.stats.files, 1, "{data}");
@@ -181,8 +189,7 @@ fn parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 async fn the_sample_window_events_chain_and_the_final_works_anywhere() {
     let dir = tempfile::tempdir().unwrap();
     let first_env = pipeline(dir.path(), &[]);
-    let first = first_env
-        .handle(&sample("window-1-first.json").to_string(), None)
+    let first = invocation::handle(&first_env, &sample("window-1-first.json").to_string(), None)
         .await
         .unwrap();
     assert_eq!(first.response["batchItemFailures"], json!([]));
@@ -195,10 +202,13 @@ async fn the_sample_window_events_chain_and_the_final_works_anywhere() {
         first.response["state"],
         sample("window-2-middle.json")["state"]
     );
-    let middle = first_env
-        .handle(&sample("window-2-middle.json").to_string(), None)
-        .await
-        .unwrap();
+    let middle = invocation::handle(
+        &first_env,
+        &sample("window-2-middle.json").to_string(),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         middle.response["state"],
         sample("window-3-final.json")["state"]
@@ -210,8 +220,7 @@ async fn the_sample_window_events_chain_and_the_final_works_anywhere() {
 
     // The final invocation reaches an environment that saw none of it.
     let other_env = pipeline(dir.path(), &[]);
-    let fin = other_env
-        .handle(&sample("window-3-final.json").to_string(), None)
+    let fin = invocation::handle(&other_env, &sample("window-3-final.json").to_string(), None)
         .await
         .unwrap();
     assert_eq!(fin.response, json!({"state": {}, "batchItemFailures": []}));
@@ -227,8 +236,7 @@ async fn the_sample_window_events_chain_and_the_final_works_anywhere() {
 
     // A final invocation retried after it succeeded (its response lost)
     // finds the window's marker and has nothing to do.
-    let again = first_env
-        .handle(&sample("window-3-final.json").to_string(), None)
+    let again = invocation::handle(&first_env, &sample("window-3-final.json").to_string(), None)
         .await
         .unwrap();
     assert_eq!(again.response, fin.response);
@@ -243,8 +251,7 @@ async fn the_sample_window_events_chain_and_the_final_works_anywhere() {
         .collect();
     assert_eq!(markers.len(), 1, "one window, one marker");
     std::fs::remove_file(&markers[0]).unwrap();
-    let again = first_env
-        .handle(&sample("window-3-final.json").to_string(), None)
+    let again = invocation::handle(&first_env, &sample("window-3-final.json").to_string(), None)
         .await
         .unwrap();
     assert_eq!(again.stats.rows_written, fin.stats.rows_written);
@@ -256,10 +263,13 @@ async fn the_sample_window_events_chain_and_the_final_works_anywhere() {
 
     // A window Lambda ended early is written like a final one, bad records
     // quarantined.
-    let early = other_env
-        .handle(&sample("window-4-terminated-early.json").to_string(), None)
-        .await
-        .unwrap();
+    let early = invocation::handle(
+        &other_env,
+        &sample("window-4-terminated-early.json").to_string(),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         early.response,
         json!({"state": {}, "batchItemFailures": []})
@@ -276,14 +286,18 @@ async fn window_redeliveries_and_damaged_state() {
     let env = pipeline(dir.path(), &[]);
     let mut replayed = sample("window-1-first.json");
     replayed["state"] = sample("window-2-middle.json")["state"].clone();
-    let out = env.handle(&replayed.to_string(), None).await.unwrap();
+    let out = invocation::handle(&env, &replayed.to_string(), None)
+        .await
+        .unwrap();
     assert_eq!(out.stats.duplicates, 10);
     assert_eq!(out.stats.spooled, 0);
     assert_eq!(out.response["state"], replayed["state"]);
 
     let mut damaged = sample("window-2-middle.json");
     damaged["state"] = json!({"cdc-batcher": "{\"v\": 1, \"spools\": 7}"});
-    let err = env.handle(&damaged.to_string(), None).await.unwrap_err();
+    let err = invocation::handle(&env, &damaged.to_string(), None)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("window state"), "{err}");
 }
 
@@ -293,8 +307,7 @@ async fn window_redeliveries_and_damaged_state() {
 async fn invocation_mode_answers_window_events_with_a_state() {
     let dir = tempfile::tempdir().unwrap();
     let env = pipeline(dir.path(), &[("FLUSH_MODE", "invocation")]);
-    let out = env
-        .handle(&sample("window-1-first.json").to_string(), None)
+    let out = invocation::handle(&env, &sample("window-1-first.json").to_string(), None)
         .await
         .unwrap();
     assert_eq!(out.response, json!({"state": {}, "batchItemFailures": []}));
@@ -309,7 +322,9 @@ async fn a_batch_out_of_order_loses_no_record() {
     let env = pipeline(dir.path(), &[("FLUSH_MODE", "invocation")]);
     let mut event = sample("kinesis-1-load.json");
     event["Records"].as_array_mut().unwrap().reverse();
-    let out = env.handle(&event.to_string(), None).await.unwrap();
+    let out = invocation::handle(&env, &event.to_string(), None)
+        .await
+        .unwrap();
     assert_eq!(out.stats.duplicates, 0);
     assert_eq!(out.stats.rows, 9);
     assert_eq!(out.stats.rows_written, 9);
@@ -326,8 +341,7 @@ async fn a_window_of_a_stream_without_heartbeats_is_counted() {
     for (listed, expected) in [("", 1), (arn.as_str(), 0)] {
         let dir = tempfile::tempdir().unwrap();
         let env = pipeline(dir.path(), &[("HEARTBEAT_STREAMS", listed)]);
-        let out = env
-            .handle(&sample("window-1-first.json").to_string(), None)
+        let out = invocation::handle(&env, &sample("window-1-first.json").to_string(), None)
             .await
             .unwrap();
         assert_eq!(out.stats.windows_without_heartbeat, expected, "{listed:?}");
@@ -402,10 +416,13 @@ async fn an_abandoned_window_is_listed_and_finished_by_hand() {
 
     // The final invocation Lambda still sends, late: nothing more.
     let files = parquet_files(dir.path());
-    let late = pipeline(dir.path(), &[])
-        .handle(&sample("window-3-final.json").to_string(), None)
-        .await
-        .unwrap();
+    let late = invocation::handle(
+        &pipeline(dir.path(), &[]),
+        &sample("window-3-final.json").to_string(),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(late.stats.rows_written, 0);
     assert_eq!(parquet_files(dir.path()), files);
 }
@@ -500,9 +517,7 @@ async fn the_sweep_writes_a_window_no_record_of_which_can_still_arrive() {
     std::fs::create_dir_all(&damaged).unwrap();
     std::fs::write(damaged.join("0.jsonl.sz"), b"not a spool object").unwrap();
     let env = open(&[], Some(day));
-    let failed = env
-        .handle(&sample("sweep-windows.json").to_string(), None)
-        .await;
+    let failed = invocation::handle(&env, &sample("sweep-windows.json").to_string(), None).await;
     assert!(failed.is_err(), "the damaged window was not reported");
     std::fs::remove_dir_all(&damaged).unwrap();
     // The sweep that met the damaged window wrote the sample window all
@@ -553,8 +568,7 @@ async fn records_recovered_out_of_order_are_all_written() {
     let (earlier, later) = records.split_at(records.len() / 2);
     let mut rows = 0;
     for part in [later, earlier] {
-        let outcome = env
-            .invoke(Event::Recovered(part.to_vec()), None)
+        let outcome = invocation::invoke(&env, Event::Recovered(part.to_vec()), None)
             .await
             .unwrap();
         assert_eq!(outcome.stats.duplicates, 0, "{:?}", outcome.stats);
@@ -571,8 +585,7 @@ async fn records_recovered_out_of_order_are_all_written() {
 async fn abandon_sample_window(env: &Pipeline<LocalDirSink>) -> u64 {
     let mut rows = 0;
     for name in ["window-1-first.json", "window-2-middle.json"] {
-        rows += env
-            .handle(&sample(name).to_string(), None)
+        rows += invocation::handle(env, &sample(name).to_string(), None)
             .await
             .unwrap()
             .stats
@@ -595,7 +608,7 @@ fn assert_sample_window_once(dir: &std::path::Path, rows: u64) {
 
 /// What `{"sweep_windows": true}` answers.
 async fn sweep(p: &Pipeline<LocalDirSink>) -> Value {
-    p.handle(&sample("sweep-windows.json").to_string(), None)
+    invocation::handle(p, &sample("sweep-windows.json").to_string(), None)
         .await
         .unwrap()
         .response
@@ -607,7 +620,9 @@ async fn the_sweep_finds_the_windows_no_final_invocation_wrote() {
     let env = pipeline(dir.path(), &[]);
     assert_eq!(sweep(&env).await["open"], json!([]), "an empty lake");
     for name in ["window-1-first.json", "window-2-middle.json"] {
-        env.handle(&sample(name).to_string(), None).await.unwrap();
+        invocation::handle(&env, &sample(name).to_string(), None)
+            .await
+            .unwrap();
     }
     let report = sweep(&env).await;
     let open = report["open"].as_array().unwrap();
@@ -621,7 +636,7 @@ async fn the_sweep_finds_the_windows_no_final_invocation_wrote() {
     );
 
     // Its final invocation writes it, with the index key beside it.
-    env.handle(&sample("window-3-final.json").to_string(), None)
+    invocation::handle(&env, &sample("window-3-final.json").to_string(), None)
         .await
         .unwrap();
     let index = dir.path().join(format!(

@@ -11,6 +11,7 @@ use aws_sdk_kinesis::types::ShardIteratorType;
 use base64::Engine as _;
 use cdc_batcher::app::config::Config;
 use cdc_batcher::app::handler::Pipeline;
+use cdc_batcher::app::invocation;
 use cdc_batcher::edge::heartbeat::{KinesisHeartbeat, PARTITION_KEY};
 use cdc_batcher::edge::sink::LocalDirSink;
 use serde_json::json;
@@ -27,8 +28,7 @@ async fn a_force_flush_puts_one_heartbeat_into_every_open_shard() {
     let pipeline = Pipeline::new(config, LocalDirSink::new(dir.path()))
         .without_metrics()
         .with_heartbeat(Arc::new(KinesisHeartbeat::from_client(client.clone())));
-    let out = pipeline
-        .handle(&json!({"force_flush": true}).to_string(), None)
+    let out = invocation::handle(&pipeline, &json!({"force_flush": true}).to_string(), None)
         .await
         .unwrap();
     assert_eq!(out.response["heartbeats"], 3);
@@ -76,7 +76,9 @@ async fn a_force_flush_puts_one_heartbeat_into_every_open_shard() {
             "window": {"start": "2026-03-14T01:00:00Z", "end": "2026-03-14T01:02:00Z"},
             "state": {}, "shardId": shard, "eventSourceARN": arn,
             "isFinalInvokeForWindow": false, "isWindowTerminatedEarly": false});
-        let out = pipeline.handle(&event.to_string(), None).await.unwrap();
+        let out = invocation::handle(&pipeline, &event.to_string(), None)
+            .await
+            .unwrap();
         assert_eq!(out.stats.spooled, 0);
         assert_eq!(out.stats.quarantined, 0);
         assert_eq!(out.stats.control_records, 1);
@@ -94,8 +96,7 @@ async fn a_heartbeat_that_cannot_be_sent_is_reported() {
     let pipeline = Pipeline::new(config, LocalDirSink::new(dir.path()))
         .without_metrics()
         .with_heartbeat(Arc::new(KinesisHeartbeat::from_client(client)));
-    let out = pipeline
-        .handle(&json!({"force_flush": true}).to_string(), None)
+    let out = invocation::handle(&pipeline, &json!({"force_flush": true}).to_string(), None)
         .await
         .unwrap();
     assert_eq!(out.stats.heartbeat_failures, 1);

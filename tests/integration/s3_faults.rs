@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::common::fault_proxy::{Fault, FaultProxy};
 use crate::common::*;
 use cdc_batcher::app::handler::{Outcome, Pipeline};
+use cdc_batcher::app::invocation;
 use cdc_batcher::edge::sink::S3Sink;
 use serde_json::Value;
 
@@ -47,8 +48,7 @@ async fn deliver(
         if attempt > heal_after {
             proxy.set(None);
         }
-        let out = pipeline
-            .handle(&event.to_string(), None)
+        let out = invocation::handle(pipeline, &event.to_string(), None)
             .await
             .expect("kinesis event");
         match out.redeliver_from {
@@ -88,7 +88,9 @@ async fn s3_outage_loses_no_rows_and_redelivery_is_not_buffered_twice() {
     let events = corpus_set("basic");
 
     for f in &events[..3] {
-        let out = pipeline.handle(&load(f).to_string(), None).await.unwrap();
+        let out = invocation::handle(&pipeline, &load(f).to_string(), None)
+            .await
+            .unwrap();
         assert!(failures(&out).is_empty(), "healthy S3: {:?}", out.response);
     }
     let buffered_before = pipeline.buffered_rows().await;
@@ -97,7 +99,9 @@ async fn s3_outage_loses_no_rows_and_redelivery_is_not_buffered_twice() {
     // is asked to redeliver from the first of this batch's rows not written.
     proxy.set(Some(Fault::ServerError));
     let batch = load(&events[3]);
-    let out = pipeline.handle(&batch.to_string(), None).await.unwrap();
+    let out = invocation::handle(&pipeline, &batch.to_string(), None)
+        .await
+        .unwrap();
     assert!(out.stats.failed_files > 0, "{:?}", out.stats);
     let from = out.redeliver_from.clone().expect("a failure is reported");
     assert_eq!(failures(&out), vec![from.clone()]);
@@ -118,7 +122,9 @@ async fn s3_outage_loses_no_rows_and_redelivery_is_not_buffered_twice() {
     let again = records_from(&batch, &from);
     let redelivered = again["Records"].as_array().unwrap().len() as u64;
     let held = pipeline.buffered_rows().await;
-    let out = pipeline.handle(&again.to_string(), None).await.unwrap();
+    let out = invocation::handle(&pipeline, &again.to_string(), None)
+        .await
+        .unwrap();
     assert_eq!(out.stats.duplicates, redelivered);
     assert_eq!(out.stats.rows, 0);
     assert_eq!(out.redeliver_from.as_deref(), Some(from.as_str()));
@@ -130,18 +136,25 @@ async fn s3_outage_loses_no_rows_and_redelivery_is_not_buffered_twice() {
 
     // S3 is back: the redelivered batch is acknowledged and the held rows written.
     proxy.set(None);
-    let out = pipeline.handle(&again.to_string(), None).await.unwrap();
+    let out = invocation::handle(&pipeline, &again.to_string(), None)
+        .await
+        .unwrap();
     assert!(failures(&out).is_empty(), "{:?}", out.response);
     assert_eq!(out.stats.duplicates, redelivered);
     assert!(out.stats.files > 0);
     for f in &events[4..] {
-        let out = pipeline.handle(&load(f).to_string(), None).await.unwrap();
+        let out = invocation::handle(&pipeline, &load(f).to_string(), None)
+            .await
+            .unwrap();
         assert!(failures(&out).is_empty());
     }
-    let flush = pipeline
-        .handle(&serde_json::json!({"force_flush": true}).to_string(), None)
-        .await
-        .unwrap();
+    let flush = invocation::handle(
+        &pipeline,
+        &serde_json::json!({"force_flush": true}).to_string(),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(flush.stats.failed_files, 0);
     assert_eq!(pipeline.buffered_rows().await, 0);
     assert!(proxy.faults_injected() > 0);
@@ -174,10 +187,13 @@ async fn corpus_survives(fault: Fault, mode: &str) {
         redeliveries += deliver(&pipeline, &proxy, f, 6).await - 1;
     }
     proxy.set(None);
-    let flush = pipeline
-        .handle(&serde_json::json!({"force_flush": true}).to_string(), None)
-        .await
-        .unwrap();
+    let flush = invocation::handle(
+        &pipeline,
+        &serde_json::json!({"force_flush": true}).to_string(),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(flush.stats.failed_files, 0);
     assert!(proxy.faults_injected() > 0, "no fault was injected");
     assert!(redeliveries > 0, "faults never reached the function");
@@ -259,9 +275,12 @@ async fn windows_survive(fault: Fault) {
             if attempt == 4 {
                 proxy.set(None);
             }
-            if let Ok(out) = seen
-                .handle(&wrap(&pending["Records"], &state, false).to_string(), None)
-                .await
+            if let Ok(out) = invocation::handle(
+                &seen,
+                &wrap(&pending["Records"], &state, false).to_string(),
+                None,
+            )
+            .await
             {
                 state = out.response["state"].clone();
                 match out.redeliver_from {
@@ -282,12 +301,12 @@ async fn windows_survive(fault: Fault) {
                 proxy.set(None);
             }
             let env = if attempt % 2 == 0 { &fresh } else { &seen };
-            match env
-                .handle(
-                    &wrap(&serde_json::json!([]), &state, true).to_string(),
-                    None,
-                )
-                .await
+            match invocation::handle(
+                env,
+                &wrap(&serde_json::json!([]), &state, true).to_string(),
+                None,
+            )
+            .await
             {
                 Ok(out) => {
                     assert_eq!(
@@ -316,7 +335,10 @@ async fn windows_survive(fault: Fault) {
     // The sweep over S3 (one listing with a delimiter per shard): every
     // window is written (an index key a fault kept out is looked up)…
     let sweep = r#"{"sweep_windows": true}"#;
-    let report = fresh.handle(sweep, None).await.unwrap().response;
+    let report = invocation::handle(&fresh, sweep, None)
+        .await
+        .unwrap()
+        .response;
     assert_eq!(report["open"], serde_json::json!([]), "{report}");
     assert_eq!(report["shards"], shards.len(), "{report}");
     // …until a window gets no final invocation.
@@ -333,8 +355,13 @@ async fn windows_survive(fault: Fault) {
         "state": {}, "shardId": shard,
         "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/dms",
         "isFinalInvokeForWindow": false, "isWindowTerminatedEarly": false});
-    seen.handle(&open.to_string(), None).await.unwrap();
-    let report = fresh.handle(sweep, None).await.unwrap().response;
+    invocation::handle(&seen, &open.to_string(), None)
+        .await
+        .unwrap();
+    let report = invocation::handle(&fresh, sweep, None)
+        .await
+        .unwrap()
+        .response;
     let found = report["open"].as_array().unwrap();
     assert_eq!(found.len(), 1, "{report}");
     let dir = found[0]["dir"].as_str().unwrap();

@@ -9,13 +9,13 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use cdc_batcher::app::config::{FlushMode, Thresholds};
-use cdc_batcher::domain::batcher::{Batcher, Part};
-use cdc_batcher::domain::dms::{decode, Message};
-use cdc_batcher::domain::encode::to_parquet;
-use cdc_batcher::domain::event::classify;
-use cdc_batcher::domain::names::RecordId;
-use cdc_batcher::domain::schema::TableSchema;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use domain::batcher::{Batcher, Part};
+use domain::dms::{decode, Message};
+use domain::encode::to_parquet;
+use domain::event::classify;
+use domain::names::RecordId;
+use domain::schema::TableSchema;
 use serde_json::value::RawValue;
 
 fn unlimited() -> Batcher {

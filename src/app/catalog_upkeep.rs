@@ -12,12 +12,12 @@ use futures_util::StreamExt as _;
 
 use crate::app::handler::{time_left, Pipeline, State};
 use crate::app::stats::Stats;
-use crate::domain::catalog::{self, Step, TableDefinition};
-use crate::domain::names::TableName;
-use crate::domain::schema::TableSchema;
-use crate::domain::sql::Lake;
 use crate::edge::glue::{self, CatalogError, Synced, ViewStep};
 use crate::edge::sink::{Sink, DEADLINE_MARGIN};
+use domain::catalog::{self, Step, TableDefinition};
+use domain::names::TableName;
+use domain::schema::TableSchema;
+use domain::sql::Lake;
 
 /// At most this long per invocation on the catalog: rows come first.
 const BUDGET: Duration = Duration::from_secs(20);

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use std::collections::BTreeMap;
 
-use crate::domain::layout::PartitionStyle;
-use crate::domain::names::column_name;
-use crate::domain::names::TableName;
-use crate::domain::types::ColumnType;
+use domain::layout::PartitionStyle;
+use domain::names::column_name;
+use domain::names::TableName;
+use domain::types::ColumnType;
 
 /// A configuration problem, reported before the first invocation.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -31,9 +31,9 @@ pub enum ConfigError {
 
 // The values configuration decides, defined where they are used (the pure
 // core and the S3 edge), and named here too.
-pub use crate::domain::batcher::{FlushMode, Thresholds};
-pub use crate::domain::catalog::CatalogSettings;
 pub use crate::edge::sink::S3Settings;
+pub use domain::batcher::{FlushMode, Thresholds};
+pub use domain::catalog::CatalogSettings;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -364,7 +364,7 @@ fn normalise_prefix(raw: &str) -> Result<String, ConfigError> {
     if p.starts_with('/')
         || p.contains("//")
         || p.chars().any(char::is_control)
-        || p.len() > crate::domain::layout::MAX_PREFIX_BYTES
+        || p.len() > domain::layout::MAX_PREFIX_BYTES
     {
         return Err(ConfigError::Invalid {
             var: "S3_PREFIX",

@@ -6,13 +6,13 @@
 use std::fmt::Write as _;
 
 use crate::app::output::Output;
-use crate::domain::batcher::CUT_VERSION;
-use crate::domain::file_types;
-use crate::domain::layout;
-use crate::domain::names::TableName;
-use crate::domain::sql::{self, Dialect, Lake};
 use crate::edge::registry;
 use crate::edge::sink::Sink;
+use domain::batcher::CUT_VERSION;
+use domain::file_types;
+use domain::layout;
+use domain::names::TableName;
+use domain::sql::{self, Dialect, Lake};
 
 /// `cdc-batcher ddl`: the SQL that makes the lake queryable.
 #[derive(Debug, clap::Args)]
@@ -201,7 +201,7 @@ async fn sql_for(args: DdlArgs) -> Result<(String, usize), (i32, String)> {
 /// tab-separated line (table, table step, view step) per table. Returns how
 /// many failed.
 async fn apply(
-    schemas: &[&crate::domain::schema::TableSchema],
+    schemas: &[&domain::schema::TableSchema],
     lake: &Lake,
     workgroup: Option<String>,
     out: &mut String,
@@ -239,7 +239,7 @@ async fn apply(
 async fn check_files<S: Sink>(
     sink: &S,
     prefix: &str,
-    schema: &crate::domain::schema::TableSchema,
+    schema: &domain::schema::TableSchema,
     out: &mut String,
 ) -> Result<usize, (i32, String)> {
     let table = TableName {

@@ -15,21 +15,21 @@ use tokio::sync::Mutex;
 use crate::app::config::{Config, FlushMode};
 use crate::app::metrics;
 use crate::app::stats::Stats;
-use crate::domain::batcher::{Batcher, DueReason};
-use crate::domain::delivery::DeliveryLog;
-use crate::domain::dms::{self, Message, TableControl};
-use crate::domain::event::{self, EventError, KinesisBatch, KinesisRecord};
-use crate::domain::layout::{self, Hour};
-use crate::domain::names::RecordId;
-use crate::domain::names::TableName;
-use crate::domain::quarantine::{self, QuarantineEntry};
-use crate::domain::schema::log_changes;
-use crate::domain::window::{WindowCache, WindowError, WindowState};
 use crate::edge::glue::Catalog;
 use crate::edge::heartbeat::{self, Heartbeat};
 use crate::edge::registry::{RegistryError, SchemaCache};
 use crate::edge::shard_reader::ShardReader;
 use crate::edge::sink::{Bounded, Sink};
+use domain::batcher::{Batcher, DueReason};
+use domain::delivery::DeliveryLog;
+use domain::dms::{self, Message, TableControl};
+use domain::event::{self, EventError, KinesisBatch, KinesisRecord};
+use domain::layout::{self, Hour};
+use domain::names::RecordId;
+use domain::names::TableName;
+use domain::quarantine::{self, QuarantineEntry};
+use domain::schema::log_changes;
+use domain::window::{WindowCache, WindowError, WindowState};
 
 /// Why an invocation failed as a whole (Lambda then retries it with the
 /// state it had).
@@ -640,7 +640,7 @@ impl<S: Sink> Pipeline<S> {
     pub(crate) fn with_overrides<'a>(
         &'a self,
         tables: impl Iterator<Item = &'a TableName>,
-    ) -> Vec<(&'a TableName, &'a crate::domain::schema::TableOverrides)> {
+    ) -> Vec<(&'a TableName, &'a domain::schema::TableOverrides)> {
         let mut tables: Vec<&TableName> = tables.collect();
         tables.sort();
         tables.dedup();

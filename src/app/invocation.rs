@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use crate::app::handler::{HandleError, Outcome, Pipeline};
 use crate::app::windows;
-use crate::domain::event::{self, Event};
 use crate::edge::sink::Sink;
+use domain::event::{self, Event};
 
 /// Handles one invocation payload (JSON text). `deadline` is the
 /// invocation's deadline (none for replays).

@@ -10,14 +10,14 @@ use futures_util::StreamExt as _;
 
 use crate::app::handler::{Pipeline, State};
 use crate::app::stats::Stats;
-use crate::domain::batcher::{DueReason, Part};
-use crate::domain::encode::{self, EncodeError, Encoded};
-use crate::domain::layout;
-use crate::domain::names::TableName;
-use crate::domain::schema::log_changes;
-use crate::domain::types::ColumnType;
 use crate::edge::registry::{RegistryError, SchemaCache};
 use crate::edge::sink::{PutOutcome, Sink, SinkError};
+use domain::batcher::{DueReason, Part};
+use domain::encode::{self, EncodeError, Encoded};
+use domain::layout;
+use domain::names::TableName;
+use domain::schema::log_changes;
+use domain::types::ColumnType;
 
 /// Uploads in flight at once.
 pub const MAX_CONCURRENT_UPLOADS: usize = 16;

@@ -16,10 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::handler::Pipeline;
 use crate::app::stats::Stats;
-use crate::domain::window::SpooledRecord;
 pub use crate::edge::shard_reader::StreamRecord;
 use crate::edge::shard_reader::{KinesisShardReader, ReadFrom, ShardReader};
 use crate::edge::sink::Sink;
+use domain::window::SpooledRecord;
 
 /// Records per invocation of the pipeline: Lambda's largest Kinesis batch
 /// that the template configures.
@@ -409,12 +409,12 @@ pub(crate) async fn already_written<S: Sink>(
     shard: &str,
     chunk: &[StreamRecord],
 ) -> Result<std::collections::HashSet<String>, String> {
-    use crate::domain::batcher::CUT_VERSION;
-    use crate::domain::dms::Message;
-    use crate::domain::event::sequence_cmp;
-    use crate::domain::layout;
-    use crate::domain::names::RecordId;
-    use crate::domain::names::TableName;
+    use domain::batcher::CUT_VERSION;
+    use domain::dms::Message;
+    use domain::event::sequence_cmp;
+    use domain::layout;
+    use domain::names::RecordId;
+    use domain::names::TableName;
     let mut found = std::collections::HashSet::new();
     let (Some(low), Some(high)) = (chunk.first(), chunk.last()) else {
         return Ok(found);
@@ -423,8 +423,7 @@ pub(crate) async fn already_written<S: Sink>(
     // Every directory a row of the chunk may be in, by either cut version.
     let mut dirs = std::collections::BTreeSet::new();
     for r in chunk {
-        let Ok(Message::Row(change)) =
-            crate::domain::dms::decode(&r.data, &config.before_image_field)
+        let Ok(Message::Row(change)) = domain::dms::decode(&r.data, &config.before_image_field)
         else {
             continue;
         };
@@ -469,7 +468,7 @@ pub(crate) async fn already_written<S: Sink>(
             else {
                 continue;
             };
-            let sequences = crate::domain::file_types::sequence_numbers(bytes)
+            let sequences = domain::file_types::sequence_numbers(bytes)
                 .map_err(|e| format!("reading {key}: {e}"))?;
             let ids: Vec<RecordId> = sequences
                 .iter()

@@ -27,17 +27,17 @@ use serde_json::json;
 
 use crate::app::handler::{now_micros, HandleError, Ingested, Outcome, Pipeline, State};
 use crate::app::stats::Stats;
-use crate::domain::batcher::{DueReason, SkipRows};
-use crate::domain::dms::Message;
-use crate::domain::event::{sequence_cmp, KinesisRecord, WindowInfo};
-use crate::domain::names::RecordId;
-use crate::domain::quarantine::QuarantineEntry;
-use crate::domain::window::{
-    quarantine_note, Builder, Spool, WindowId, WindowRules, WindowState, STATE_WARN_BYTES,
-};
 use crate::edge::heartbeat;
 use crate::edge::shard_reader::{ReadError, ReadFrom};
 use crate::edge::sink::{Bounded, Sink};
+use domain::batcher::{DueReason, SkipRows};
+use domain::dms::Message;
+use domain::event::{sequence_cmp, KinesisRecord, WindowInfo};
+use domain::names::RecordId;
+use domain::quarantine::QuarantineEntry;
+use domain::window::{
+    quarantine_note, Builder, Spool, WindowId, WindowRules, WindowState, STATE_WARN_BYTES,
+};
 
 /// Spool objects read at once when a window is rebuilt.
 const MAX_CONCURRENT_READS: usize = 8;
@@ -647,12 +647,12 @@ impl<S: Sink> Pipeline<S> {
         &self,
         sink: &B,
         id: &WindowId,
-        survey: &crate::domain::batcher::Batcher,
+        survey: &domain::batcher::Batcher,
         notes: &WindowState,
     ) -> Result<SkipRows, String> {
         let mut skip = SkipRows::default();
         for (table, hour) in survey.table_hours() {
-            let dir = crate::domain::layout::partition_dir(
+            let dir = domain::layout::partition_dir(
                 &self.config.prefix,
                 self.config.partition_style,
                 &table,
@@ -660,17 +660,16 @@ impl<S: Sink> Pipeline<S> {
                 survey.cut(),
             );
             let keys = sink
-                .list(&crate::domain::layout::shard_files_prefix(&dir, &id.shard))
+                .list(&domain::layout::shard_files_prefix(&dir, &id.shard))
                 .await
                 .map_err(|e| format!("files of {table} not listed: {e}"))?;
             for key in keys {
-                let Some((first, last, digest)) = crate::domain::layout::stem_parts(&key) else {
+                let Some((first, last, digest)) = domain::layout::stem_parts(&key) else {
                     continue;
                 };
                 let ours = notes.is_written(digest)
-                    || crate::domain::layout::rows_digest(
-                        &survey.ids_between(&table, hour, first, last),
-                    ) == digest;
+                    || domain::layout::rows_digest(&survey.ids_between(&table, hour, first, last))
+                        == digest;
                 if ours {
                     skip.add(table.clone(), hour, first.to_string(), last.to_string());
                 }

@@ -44,9 +44,9 @@ use crate::app::metrics;
 use crate::app::output::Output;
 use crate::app::redrive::{write_chunk, CHUNK};
 use crate::app::stats::Stats;
-use crate::domain::window::{Spool, SpooledRecord};
 use crate::edge::shard_reader::ShardReader;
 use crate::edge::sink::{Bounded, Listing, Sink, SinkError};
+use domain::window::{Spool, SpooledRecord};
 
 /// `_done.json` reads per sweep: after an upgrade, windows written before
 /// the index are indexed over a few sweeps, not in one long invocation.
@@ -518,7 +518,7 @@ pub async fn run(args: WindowsArgs) -> i32 {
         }
     };
     // Every record written before `finish` goes on, whatever FLUSH_MODE says.
-    config.flush_mode = crate::domain::batcher::FlushMode::Invocation;
+    config.flush_mode = domain::batcher::FlushMode::Invocation;
     let pipeline = Pipeline::new(config, sink).without_metrics();
     match args.action {
         Action::List { .. } => {

@@ -26,12 +26,12 @@ use aws_sdk_glue::error::ProvideErrorMetadata;
 use aws_sdk_glue::types::{Column as GlueColumn, SerDeInfo, StorageDescriptor, TableInput};
 use futures_util::future::BoxFuture;
 
-use crate::domain::catalog::{
+use domain::catalog::{
     self, Step, TableDefinition, INPUT_FORMAT, OUTPUT_FORMAT, SERDE, VERSION_PARAM,
     VIEW_VERSION_PARAM,
 };
-use crate::domain::schema::TableSchema;
-use crate::domain::sql::{self, Lake};
+use domain::schema::TableSchema;
+use domain::sql::{self, Lake};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {

@@ -143,7 +143,7 @@ impl Heartbeat for KinesisHeartbeat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::dms::{decode, Message};
+    use domain::dms::{decode, Message};
 
     #[test]
     fn a_heartbeat_is_a_task_level_control_record() {

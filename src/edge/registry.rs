@@ -12,11 +12,11 @@ use std::collections::{HashMap, HashSet};
 use futures_util::StreamExt as _;
 use std::time::{Duration, Instant};
 
-use crate::domain::layout;
-use crate::domain::names::RecordId;
-use crate::domain::names::TableName;
-use crate::domain::schema::{log_changes, SchemaChange, TableOverrides, TableSchema};
 use crate::edge::sink::{PutOutcome, Sink, SinkError};
+use domain::layout;
+use domain::names::RecordId;
+use domain::names::TableName;
+use domain::schema::{log_changes, SchemaChange, TableOverrides, TableSchema};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -447,9 +447,9 @@ impl SchemaCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::row::{ColumnKinds, Kinds};
-    use crate::domain::types::ColumnType;
     use crate::edge::sink::LocalDirSink;
+    use domain::row::{ColumnKinds, Kinds};
+    use domain::types::ColumnType;
 
     fn table() -> TableName {
         TableName {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-pub use crate::domain::event::StreamRecord;
+pub use domain::event::StreamRecord;
 
 /// Where a read starts.
 #[derive(Debug, Clone, PartialEq)]
@@ -176,7 +176,7 @@ pub fn take_page(
     last: &str,
     page: Vec<StreamRecord>,
 ) -> bool {
-    use crate::domain::event::sequence_cmp;
+    use domain::event::sequence_cmp;
     for r in page {
         if sequence_cmp(&r.sequence, last).is_gt() {
             return true;

@@ -203,12 +203,12 @@ fn declared_types_win_in_both_orders_across_environments() {
 /// what is stored either way.
 #[test]
 fn a_registry_conflict_keeps_the_declared_type_in_either_order() {
-    use cdc_batcher::domain::dms::{ColumnDef, TableDef};
-    use cdc_batcher::domain::names::TableName;
-    use cdc_batcher::domain::row::Kinds;
-    use cdc_batcher::domain::schema::TableSchema;
-    use cdc_batcher::domain::types::ColumnType;
     use cdc_batcher::edge::registry;
+    use domain::dms::{ColumnDef, TableDef};
+    use domain::names::TableName;
+    use domain::row::Kinds;
+    use domain::schema::TableSchema;
+    use domain::types::ColumnType;
 
     let moto = Moto::start();
     let rt = tokio::runtime::Runtime::new().unwrap();

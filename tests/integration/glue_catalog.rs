@@ -15,9 +15,9 @@ use cdc_batcher::app::config::Config;
 use cdc_batcher::app::handler::Pipeline;
 use cdc_batcher::app::invocation;
 use cdc_batcher::app::stats::Stats;
-use cdc_batcher::domain::catalog::{VERSION_PARAM, VIEW_VERSION_PARAM};
 use cdc_batcher::edge::glue::GlueCatalog;
 use cdc_batcher::edge::sink::S3Sink;
+use domain::catalog::{VERSION_PARAM, VIEW_VERSION_PARAM};
 use serde_json::{json, Value};
 
 const DB: &str = "cdc";
@@ -219,7 +219,7 @@ fn ddl_records_keep_the_catalog_in_step() {
             ]
         );
         assert_eq!(g.location, format!("s3://{BUCKET}/cdc-data/s/orders/"));
-        assert_eq!(g.serde, cdc_batcher::domain::catalog::SERDE);
+        assert_eq!(g.serde, domain::catalog::SERDE);
         assert_eq!(g.params["projection.enabled"], "true");
         match style {
             "plain" => {
@@ -500,35 +500,32 @@ fn ddl_apply_backfills_and_the_definitions_read_the_files() {
 /// syncing an older one afterwards reports `Newer` and changes nothing.
 #[test]
 fn an_older_definition_never_replaces_a_newer_one() {
-    use cdc_batcher::domain::catalog::{definition, Step};
     use cdc_batcher::edge::glue::Catalog as _;
+    use domain::catalog::{definition, Step};
     let moto = Moto::start_with_glue_versions();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (glue, athena) = catalog_clients(&moto.endpoint());
     rt.block_on(create_database(&glue, DB));
-    let lake = cdc_batcher::domain::sql::Lake {
+    let lake = domain::sql::Lake {
         root: format!("s3://{BUCKET}/"),
         prefix: "cdc-data/".into(),
-        style: cdc_batcher::domain::layout::PartitionStyle::Plain,
+        style: domain::layout::PartitionStyle::Plain,
         database: DB.into(),
         since: "2026-01-01".into(),
     };
     let mut seed = 7u64;
     for round in 0..8 {
         let name = format!("race{round}");
-        let schema =
-            cdc_batcher::domain::schema::TableSchema::new(&cdc_batcher::domain::names::TableName {
-                schema: "s".into(),
-                table: name.clone(),
-            });
+        let schema = domain::schema::TableSchema::new(&domain::names::TableName {
+            schema: "s".into(),
+            table: name.clone(),
+        });
         let mut defs: Vec<_> = (1..=6u64)
             .map(|v| {
                 let mut d = definition(&schema, &lake, false);
                 d.version = v;
-                d.parameters.insert(
-                    cdc_batcher::domain::catalog::VERSION_PARAM.into(),
-                    v.to_string(),
-                );
+                d.parameters
+                    .insert(domain::catalog::VERSION_PARAM.into(), v.to_string());
                 d.description = format!("v{v}");
                 d
             })
@@ -568,24 +565,23 @@ fn an_older_definition_never_replaces_a_newer_one() {
 #[test]
 fn a_stale_update_loses_to_a_newer_one() {
     use crate::common::fault_proxy::{Fault, FaultProxy};
-    use cdc_batcher::domain::catalog::{definition, Step};
     use cdc_batcher::edge::glue::Catalog as _;
+    use domain::catalog::{definition, Step};
     let moto = Moto::start_with_glue_versions();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (glue, athena) = catalog_clients(&moto.endpoint());
     rt.block_on(create_database(&glue, DB));
-    let lake = cdc_batcher::domain::sql::Lake {
+    let lake = domain::sql::Lake {
         root: format!("s3://{BUCKET}/"),
         prefix: "cdc-data/".into(),
-        style: cdc_batcher::domain::layout::PartitionStyle::Plain,
+        style: domain::layout::PartitionStyle::Plain,
         database: DB.into(),
         since: "2026-01-01".into(),
     };
-    let schema =
-        cdc_batcher::domain::schema::TableSchema::new(&cdc_batcher::domain::names::TableName {
-            schema: "s".into(),
-            table: "stale".into(),
-        });
+    let schema = domain::schema::TableSchema::new(&domain::names::TableName {
+        schema: "s".into(),
+        table: "stale".into(),
+    });
     let at = |v: u64| {
         let mut d = definition(&schema, &lake, false);
         d.version = v;
@@ -681,7 +677,7 @@ async fn glue_tables(glue: &aws_sdk_glue::Client) -> Vec<String> {
 /// own, pointing at its own files, and keeps it as its schema evolves.
 #[test]
 fn source_tables_that_share_a_sql_name_get_a_catalog_table_each() {
-    use cdc_batcher::domain::catalog::SOURCE_PARAM;
+    use domain::catalog::SOURCE_PARAM;
     let moto = Moto::start_with_glue_versions();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let s3 = s3_client(&moto.endpoint());

@@ -556,7 +556,7 @@ async fn the_sweep_writes_a_window_no_record_of_which_can_still_arrive() {
 /// already written.
 #[tokio::test]
 async fn records_recovered_out_of_order_are_all_written() {
-    use cdc_batcher::domain::event::{classify, Event};
+    use domain::event::{classify, Event};
     let dir = tempfile::tempdir().unwrap();
     let env = pipeline(dir.path(), &[]);
     let text = sample("kinesis-2-cdc.json").to_string();

@@ -26,7 +26,7 @@ fn records_from(event: &Value, from: &str) -> Value {
         .iter()
         .filter(|r| {
             let seq = r["kinesis"]["sequenceNumber"].as_str().unwrap();
-            cdc_batcher::domain::event::sequence_cmp(seq, from).is_ge()
+            domain::event::sequence_cmp(seq, from).is_ge()
         })
         .cloned()
         .collect();

@@ -148,12 +148,12 @@ def to_decimal(v):
     return d if d.is_finite() else None
 
 
-# The texts the writer reads as booleans (src/domain/types.rs parse_bool).
+# The texts the writer reads as booleans (crates/domain/src/types.rs parse_bool).
 BOOL_TEXT = {t: True for t in ("true", "t", "TRUE", "T", "True", "1", "y", "yes")}
 BOOL_TEXT.update({t: False for t in ("false", "f", "FALSE", "F", "False", "0", "n", "no")})
 
 
-# Registry type names (src/domain/types.rs) as Arrow types.
+# Registry type names (crates/domain/src/types.rs) as Arrow types.
 REGISTRY_TYPES = {"boolean": "bool", "bigint": "int64", "double": "double", "date": "date32[day]",
                   "timestamp": "timestamp[us, UTC]", "timestamp_ntz": "timestamp[us]",
                   "binary": "binary", "string": "string"}

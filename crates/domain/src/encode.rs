@@ -28,9 +28,9 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
-use crate::domain::batcher::Part;
-use crate::domain::row::{self, DataColumns, Kinds, Token};
-use crate::domain::types::{self, ColumnType, DecimalText, DECIMAL_PRECISION};
+use crate::batcher::Part;
+use crate::row::{self, DataColumns, Kinds, Token};
+use crate::types::{self, ColumnType, DecimalText, DECIMAL_PRECISION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
@@ -466,12 +466,12 @@ mod differential;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::batcher::Batcher;
-    use crate::domain::batcher::{FlushMode, Thresholds};
-    use crate::domain::dms::{decode, Message};
-    use crate::domain::names::RecordId;
-    use crate::domain::names::TableName;
-    use crate::domain::schema::TableSchema;
+    use crate::batcher::Batcher;
+    use crate::batcher::{FlushMode, Thresholds};
+    use crate::dms::{decode, Message};
+    use crate::names::RecordId;
+    use crate::names::TableName;
+    use crate::schema::TableSchema;
     use arrow::array::AsArray;
     use arrow::datatypes::{
         Date32Type, Decimal128Type, Float64Type, Int64Type, TimestampMicrosecondType,
@@ -683,7 +683,7 @@ mod tests {
             .as_string::<i32>();
         let i = BATCH_ROWS + 5;
         assert_eq!(seq.value(i).trim_start_matches('0'), i.to_string());
-        assert_eq!(seq.value(i).len(), crate::domain::row::SEQUENCE_WIDTH);
+        assert_eq!(seq.value(i).len(), crate::row::SEQUENCE_WIDTH);
         assert_eq!(
             b.column(0).as_primitive::<Int64Type>().value(i),
             i64::try_from(i).unwrap()

@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::domain::batcher::Batcher;
-use crate::domain::batcher::Thresholds;
-use crate::domain::event::{sequence_cmp, KinesisRecord};
-use crate::domain::names::RecordId;
-use crate::domain::quarantine::QuarantineEntry;
+use crate::batcher::Batcher;
+use crate::batcher::Thresholds;
+use crate::event::{sequence_cmp, KinesisRecord};
+use crate::names::RecordId;
+use crate::quarantine::QuarantineEntry;
 
 /// The member of Lambda's `state` map that holds ours. Lambda's state is a
 /// JSON object; string values are what every runtime's types accept.
@@ -41,7 +41,7 @@ pub const STATE_WARN_BYTES: usize = 256 * 1024;
 /// first sequence number.
 pub const STATE_VERSION: u32 = 2;
 
-pub use crate::domain::batcher::{BUDGET_BY_ROWS_FROM, BUDGET_CHECK_ROWS, CUT_VERSION};
+pub use crate::batcher::{BUDGET_BY_ROWS_FROM, BUDGET_CHECK_ROWS, CUT_VERSION};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WindowError {
@@ -406,7 +406,7 @@ impl Spool {
     /// was lost), as the pipeline takes them: `kinesis.data` is base64.
     pub fn from_stream(
         window: &WindowId,
-        records: &[crate::domain::event::StreamRecord],
+        records: &[crate::event::StreamRecord],
         spooled_at_us: i64,
     ) -> Spool {
         use base64::Engine as _;
@@ -511,17 +511,17 @@ impl SpooledRecord {
 const CACHE_IDLE: Duration = Duration::from_secs(1800);
 
 /// What this environment decoded of a window, in step with a state.
-pub(crate) struct Builder {
-    pub(crate) batcher: Batcher,
+pub struct Builder {
+    pub batcher: Batcher,
     /// The spool objects fed, as the state lists them.
-    pub(crate) fed: Vec<String>,
+    pub fed: Vec<String>,
     /// Quarantined records not yet cut into a file.
-    pub(crate) quarantined: Vec<QuarantineEntry>,
+    pub quarantined: Vec<QuarantineEntry>,
     quarantined_bytes: usize,
     /// Quarantined records cut into files, in order, not yet written.
-    pub(crate) closed_quarantine: Vec<Vec<QuarantineEntry>>,
+    pub closed_quarantine: Vec<Vec<QuarantineEntry>>,
     /// The rules it cuts by: the window's, not this environment's settings.
-    pub(crate) rules: WindowRules,
+    pub rules: WindowRules,
     /// Rows fed so far, in sequence order (where the memory bound is checked).
     rows_fed: u64,
     used: Instant,
@@ -529,7 +529,7 @@ pub(crate) struct Builder {
 
 impl Builder {
     /// A builder that cuts by `rules` (`base` gives what rules leave open).
-    pub(crate) fn new(rules: &WindowRules, base: &Thresholds) -> Self {
+    pub fn new(rules: &WindowRules, base: &Thresholds) -> Self {
         let thresholds = rules.thresholds(base);
         Builder {
             rules: rules.clone(),
@@ -546,7 +546,7 @@ impl Builder {
 
 impl Builder {
     /// The window's `MAX_BUFFERED_BYTES` (its rules').
-    pub(crate) fn budget(&self) -> usize {
+    pub fn budget(&self) -> usize {
         usize::try_from(self.rules.max_buffered_bytes).unwrap_or(usize::MAX)
     }
 
@@ -554,7 +554,7 @@ impl Builder {
     /// bound is checked every [`BUDGET_CHECK_ROWS`] rows of the window, so
     /// where it cuts depends on the window's rows alone, not on how Lambda
     /// batched them. Returns the parts it closed.
-    pub(crate) fn row_fed(&mut self) -> usize {
+    pub fn row_fed(&mut self) -> usize {
         self.rows_fed += 1;
         // `buffered_bytes` (open and closed parts) bounds the open parts'
         // bytes: below the budget, the full check would close nothing.
@@ -569,7 +569,7 @@ impl Builder {
 
     /// At the end of a batch: where cut versions 1 and 2 checked the bound
     /// (a window started by them is finished by their rule).
-    pub(crate) fn batch_fed(&mut self) -> usize {
+    pub fn batch_fed(&mut self) -> usize {
         if self.rules.cut >= BUDGET_BY_ROWS_FROM {
             return 0;
         }
@@ -580,7 +580,7 @@ impl Builder {
     /// memory budget too: once they hold a quarter of it they are cut into a
     /// file of their own. The cut depends only on the records, in sequence
     /// order, and the window's rules, so a rebuild cuts where the cache did.
-    pub(crate) fn quarantine(&mut self, entry: QuarantineEntry) {
+    pub fn quarantine(&mut self, entry: QuarantineEntry) {
         self.quarantined_bytes += entry.held_bytes();
         self.quarantined.push(entry);
         if self.quarantined_bytes >= self.budget() / 4 {
@@ -591,7 +591,7 @@ impl Builder {
     }
 
     /// Bytes of the quarantined records held, cut or not.
-    pub(crate) fn quarantine_bytes(&self) -> usize {
+    pub fn quarantine_bytes(&self) -> usize {
         self.quarantined_bytes
             + self
                 .closed_quarantine
@@ -609,12 +609,12 @@ pub fn quarantine_note(entries: &[QuarantineEntry]) -> String {
         .iter()
         .filter_map(QuarantineEntry::record_id)
         .collect();
-    format!("q{}", crate::domain::layout::rows_digest(&ids))
+    format!("q{}", crate::layout::rows_digest(&ids))
 }
 
 /// The windows this environment holds decoded (a cache: any may be missing).
 #[derive(Default)]
-pub(crate) struct WindowCache {
+pub struct WindowCache {
     builders: HashMap<WindowId, Builder>,
 }
 
@@ -623,7 +623,7 @@ impl WindowCache {
     /// `spools` lists and cuts by the window's `rules`; one that does not is
     /// dropped. (A retried first invocation can settle other rules than the
     /// attempt that started this builder, when a deployment came between.)
-    pub(crate) fn take(
+    pub fn take(
         &mut self,
         id: &WindowId,
         spools: &[String],
@@ -642,12 +642,12 @@ impl WindowCache {
         }
     }
 
-    pub(crate) fn put(&mut self, id: WindowId, mut builder: Builder) {
+    pub fn put(&mut self, id: WindowId, mut builder: Builder) {
         builder.used = Instant::now();
         self.builders.insert(id, builder);
     }
 
-    pub(crate) fn buffered_bytes(&self) -> usize {
+    pub fn buffered_bytes(&self) -> usize {
         self.builders
             .values()
             .map(|b| b.batcher.buffered_bytes() + b.quarantine_bytes())
@@ -656,7 +656,7 @@ impl WindowCache {
 
     /// Drops idle windows, then the least recently used ones until what is
     /// held fits `budget` (`keep` stays).
-    pub(crate) fn evict(&mut self, budget: usize, keep: &WindowId) {
+    pub fn evict(&mut self, budget: usize, keep: &WindowId) {
         self.builders
             .retain(|id, b| id == keep || b.used.elapsed() < CACHE_IDLE);
         while self.buffered_bytes() > budget {
@@ -960,7 +960,7 @@ mod tests {
         rows: &[(String, u32)],
         batch_ends: &[usize],
     ) -> Vec<Vec<String>> {
-        use crate::domain::dms::{decode, Message};
+        use crate::dms::{decode, Message};
         let base = Thresholds {
             max_bytes: usize::MAX,
             max_records: usize::MAX,

@@ -13,10 +13,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::dms::TableDef;
-use crate::domain::names::{lake_names, TableName};
-use crate::domain::row::{ColumnKinds, Kinds};
-use crate::domain::types::{self, ColumnType};
+use crate::dms::TableDef;
+use crate::names::{lake_names, TableName};
+use crate::row::{ColumnKinds, Kinds};
+use crate::types::{self, ColumnType};
 
 /// Where a column's type came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +47,7 @@ pub struct ColumnSpec {
     #[serde(rename = "type")]
     pub ty: ColumnType,
     pub origin: Origin,
-    /// The name DMS uses, when the lake name differs (see [`crate::domain::names::column_name`]).
+    /// The name DMS uses, when the lake name differs (see [`crate::names::column_name`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_name: Option<String>,
     /// What DMS declares now, when a later `table-def` declared another
@@ -447,7 +447,7 @@ pub fn infer(kinds: Kinds) -> Option<ColumnType> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::dms::ColumnDef;
+    use crate::dms::ColumnDef;
 
     fn table() -> TableName {
         TableName {

@@ -9,8 +9,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::domain::schema::{Origin, TableSchema};
-use crate::domain::sql::{self, Dialect, Lake};
+use crate::schema::{Origin, TableSchema};
+use crate::sql::{self, Dialect, Lake};
 
 /// Table parameter: the registry version the Glue table was made from.
 pub const VERSION_PARAM: &str = "cdc_batcher.schema_version";
@@ -83,7 +83,7 @@ pub const OUTPUT_FORMAT: &str = "org.apache.hadoop.hive.ql.io.parquet.MapredParq
 
 /// What a column's comment says: where its type comes from, and DMS's name
 /// when the lake name differs.
-fn comment_of(c: &crate::domain::schema::ColumnSpec) -> String {
+fn comment_of(c: &crate::schema::ColumnSpec) -> String {
     let by = match c.origin {
         Origin::Override => "type from COLUMN_TYPES",
         Origin::TableDef => "type declared by DMS",
@@ -238,10 +238,10 @@ pub fn plan(stored: Option<u64>, wanted: u64) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::batcher::CUT_VERSION;
-    use crate::domain::dms::{ColumnDef, TableDef};
-    use crate::domain::layout::{self, Hour, PartitionStyle};
-    use crate::domain::names::TableName;
+    use crate::batcher::CUT_VERSION;
+    use crate::dms::{ColumnDef, TableDef};
+    use crate::layout::{self, Hour, PartitionStyle};
+    use crate::names::TableName;
 
     fn schema() -> TableSchema {
         let mut s = TableSchema::new(&TableName {

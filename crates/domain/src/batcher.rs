@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use hashbrown::Equivalent;
 
-use crate::domain::dms::RowChange;
-use crate::domain::layout::{self, Hour};
-use crate::domain::names::RecordId;
-use crate::domain::names::TableName;
-use crate::domain::row::{ColumnKinds, DataColumns, MetaColumns};
+use crate::dms::RowChange;
+use crate::layout::{self, Hour};
+use crate::names::RecordId;
+use crate::names::TableName;
+use crate::row::{ColumnKinds, DataColumns, MetaColumns};
 
 /// When buffered rows are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +119,7 @@ impl Part {
     /// need it, and it hashes every row's identity.
     pub fn digest(&self) -> &str {
         self.digest
-            .get_or_init(|| crate::domain::layout::rows_digest(&self.ids))
+            .get_or_init(|| crate::layout::rows_digest(&self.ids))
     }
 
     /// Every row as one JSON line with its metadata members, for rows that
@@ -226,8 +226,8 @@ impl SkipRows {
     fn contains(&self, table: &TableName, hour: Hour, sequence: &str) -> bool {
         self.0.get(&(table.clone(), hour)).is_some_and(|ranges| {
             ranges.iter().any(|(first, last)| {
-                crate::domain::event::sequence_cmp(sequence, first).is_ge()
-                    && crate::domain::event::sequence_cmp(sequence, last).is_le()
+                crate::event::sequence_cmp(sequence, first).is_ge()
+                    && crate::event::sequence_cmp(sequence, last).is_le()
             })
         })
     }
@@ -262,7 +262,7 @@ impl Batcher {
         first: &str,
         last: &str,
     ) -> Vec<RecordId> {
-        use crate::domain::event::sequence_cmp;
+        use crate::event::sequence_cmp;
         let mut ids: Vec<RecordId> = self
             .tables
             .get(table)
@@ -373,7 +373,7 @@ impl Batcher {
         };
         let part = &mut buffer.parts[index];
         let absent_cell_bytes = if self.cut >= 2 {
-            crate::domain::row::ABSENT_CELL_BYTES
+            crate::row::ABSENT_CELL_BYTES
         } else {
             0
         };
@@ -573,7 +573,7 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::dms::{decode, Message};
+    use crate::dms::{decode, Message};
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -624,13 +624,10 @@ mod tests {
         let first = b.tables.values().next().unwrap().parts[0]
             .digest()
             .to_string();
-        assert_eq!(first, crate::domain::layout::rows_digest(&[rid(0)]));
+        assert_eq!(first, crate::layout::rows_digest(&[rid(0)]));
         push(&mut b, "a", 1, 0);
         let part = b.take_all().remove(0);
-        assert_eq!(
-            part.digest(),
-            crate::domain::layout::rows_digest(&[rid(0), rid(1)])
-        );
+        assert_eq!(part.digest(), crate::layout::rows_digest(&[rid(0), rid(1)]));
     }
 
     #[test]

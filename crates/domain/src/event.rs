@@ -11,8 +11,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::domain::json::{self, Fields};
-use crate::domain::names::RecordId;
+use crate::json::{self, Fields};
+use crate::names::RecordId;
 
 /// What arrived.
 #[derive(Debug)]

@@ -8,11 +8,11 @@ use std::fmt::Write as _;
 
 use chrono::DateTime;
 
-use crate::domain::layout::{self, PartitionStyle};
-use crate::domain::names::column_name;
-use crate::domain::names::TableName;
-use crate::domain::schema::TableSchema;
-use crate::domain::types::ColumnType;
+use crate::layout::{self, PartitionStyle};
+use crate::names::column_name;
+use crate::names::TableName;
+use crate::schema::TableSchema;
+use crate::types::ColumnType;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -160,7 +160,7 @@ pub fn location(schema: &TableSchema, lake: &Lake) -> String {
     format!(
         "{}{}",
         lake.root,
-        layout::table_dir(&lake.prefix, &table, crate::domain::batcher::CUT_VERSION)
+        layout::table_dir(&lake.prefix, &table, crate::batcher::CUT_VERSION)
     )
 }
 
@@ -316,7 +316,7 @@ fn latest_view(schema: &TableSchema, name: &str, lake: &Lake, dialect: Dialect) 
         let declared = schema
             .columns
             .iter()
-            .any(|c| c.origin == crate::domain::schema::Origin::TableDef);
+            .any(|c| c.origin == crate::schema::Origin::TableDef);
         let why = if declared {
             "DMS's table-def for it lists no primary key"
         } else {
@@ -435,9 +435,9 @@ fn view_statement(schema: &TableSchema, lake: &Lake, dialect: Dialect, name: &st
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::batcher::CUT_VERSION;
-    use crate::domain::dms::{ColumnDef, TableDef};
-    use crate::domain::layout::Hour;
+    use crate::batcher::CUT_VERSION;
+    use crate::dms::{ColumnDef, TableDef};
+    use crate::layout::Hour;
 
     fn schema() -> TableSchema {
         let table = TableName {

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::domain::names::{RecordId, TableName};
+use crate::names::{RecordId, TableName};
 
 /// How the time partition is spelled in keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,7 +310,7 @@ fn path_segment(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::batcher::CUT_VERSION;
+    use crate::batcher::CUT_VERSION;
     use std::sync::Arc;
 
     fn id(shard: &str, seq: &str) -> RecordId {

@@ -5,9 +5,9 @@
 
 use arrow::datatypes::{DataType, Schema};
 
-use crate::domain::dms::METADATA_COLUMNS;
-use crate::domain::schema::{Origin, TableSchema};
-use crate::domain::types::ColumnType;
+use crate::dms::METADATA_COLUMNS;
+use crate::schema::{Origin, TableSchema};
+use crate::types::ColumnType;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FooterError {
@@ -120,9 +120,9 @@ pub fn mismatches(schema: &TableSchema, file: &Schema) -> Vec<Mismatch> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::dms::{ColumnDef, TableDef};
-    use crate::domain::names::TableName;
-    use crate::domain::row::Kinds;
+    use crate::dms::{ColumnDef, TableDef};
+    use crate::names::TableName;
+    use crate::row::Kinds;
     use arrow::datatypes::Field;
 
     #[test]

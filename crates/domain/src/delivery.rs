@@ -16,8 +16,8 @@ use std::sync::Arc;
 use hashbrown::hash_map::EntryRef;
 use hashbrown::{Equivalent, HashMap};
 
-use crate::domain::event::sequence_cmp;
-use crate::domain::names::RecordId;
+use crate::event::sequence_cmp;
+use crate::names::RecordId;
 
 /// Lanes remembered at most (full loads use the primary key as partition key).
 const MAX_LANES: usize = 50_000;

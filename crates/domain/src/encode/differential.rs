@@ -6,8 +6,8 @@
 
 use super::tests::part_of;
 use super::*;
-use crate::domain::names::TableName;
-use crate::domain::schema::TableSchema;
+use crate::names::TableName;
+use crate::schema::TableSchema;
 use arrow::json::ReaderBuilder;
 
 /// The replaced path: arrow-json's decoder over the rows as JSON lines,

@@ -12,8 +12,8 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::domain::json::{Fields, Key, MaybeFields};
-use crate::domain::names::{column_name, lake_names, TableName};
+use crate::json::{Fields, Key, MaybeFields};
+use crate::names::{column_name, lake_names, TableName};
 
 /// Why a record could not become a row. Each one sends the record to quarantine.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

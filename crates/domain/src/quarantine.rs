@@ -7,8 +7,8 @@
 
 use serde::Serialize;
 
-use crate::domain::event::KinesisRecord;
-use crate::domain::names::RecordId;
+use crate::event::KinesisRecord;
+use crate::names::RecordId;
 
 /// One quarantined record, as written (one JSON object per line).
 #[derive(Debug, Clone, Serialize, PartialEq)]

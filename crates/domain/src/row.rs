@@ -14,8 +14,8 @@ use arrow::array::{Array, StringArray, StringBuilder};
 use indexmap::IndexMap;
 use serde_json::value::RawValue;
 
-use crate::domain::dms::{Operation, RowChange};
-use crate::domain::names::RecordId;
+use crate::dms::{Operation, RowChange};
+use crate::names::RecordId;
 
 /// The JSON kinds seen in one column of a buffer, as a bit set.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -391,7 +391,7 @@ fn compact_json(raw: &RawValue) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::dms::{decode, Message};
+    use crate::dms::{decode, Message};
 
     fn change_of(msg: &str) -> RowChange<'_> {
         let Message::Row(change) = decode(msg.as_bytes(), "before-image").unwrap() else {

@@ -4,7 +4,6 @@
 //! Knows neither Parquet nor S3 details: `encode` makes the bytes, `layout`
 //! the keys, and a [`Sink`] stores them.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -20,7 +19,8 @@ use crate::edge::heartbeat::{self, Heartbeat};
 use crate::edge::registry::{RegistryError, SchemaCache};
 use crate::edge::shard_reader::ShardReader;
 use crate::edge::sink::{Bounded, Sink};
-use domain::batcher::{Batcher, DueReason};
+use domain::acknowledgement::Ledger;
+use domain::batcher::{Batcher, DueReason, Part};
 use domain::delivery::DeliveryLog;
 use domain::dms::{self, Message, TableControl};
 use domain::event::{self, EventError, KinesisBatch, KinesisRecord};
@@ -293,6 +293,48 @@ impl<S: Sink> Pipeline<S> {
         (sent, failed)
     }
 
+    /// The writing tail of a plain batch and a flush: quarantine entries
+    /// first (with those an earlier invocation could not write), then
+    /// schema changes (a file's rows are typed by its table's stored
+    /// version), then the parts; a part not written goes back into the
+    /// buffer. Returns the records of the parts not written.
+    async fn write_through<B: Sink>(
+        &self,
+        state: &mut State,
+        sink: &B,
+        quarantined: Vec<QuarantineEntry>,
+        parts: Vec<(Part, DueReason)>,
+        now_us: i64,
+        stats: &mut Stats,
+    ) -> Vec<RecordId> {
+        self.retry_quarantine(state, sink, quarantined, now_us)
+            .await;
+        self.save_schemas(state, sink, stats).await;
+        let written = self.write_parts(state, sink, parts, stats).await;
+        let failed = written
+            .failed
+            .iter()
+            .flat_map(|p| p.ids.iter().cloned())
+            .collect();
+        for part in written.failed {
+            state.batcher.restore(part);
+        }
+        failed
+    }
+
+    /// The last step of every stage: the catalog brought in step with the
+    /// registry, then the invocation's log line and metrics.
+    pub(crate) async fn conclude(
+        &self,
+        state: &mut State,
+        deadline: Option<SystemTime>,
+        stats: &mut Stats,
+        redeliver_from: Option<&RecordId>,
+    ) {
+        self.sync_catalog(state, deadline, stats).await;
+        self.report(state, stats, redeliver_from);
+    }
+
     /// Writes every buffer now (force flush, shutdown, end of a replay).
     pub async fn flush_all(&self, deadline: Option<SystemTime>) -> Outcome {
         let mut guard = self.state.lock().await;
@@ -300,21 +342,15 @@ impl<S: Sink> Pipeline<S> {
         let sink = Bounded::new(&self.sink, deadline);
         let now_us = now_micros();
         let mut stats = Stats::default();
-        self.retry_quarantine(state, &sink, Vec::new(), now_us)
-            .await;
         let parts = state
             .batcher
             .take_all()
             .into_iter()
             .map(|p| (p, DueReason::Forced))
             .collect();
-        self.save_schemas(state, &sink, &mut stats).await;
-        let written = self.write_parts(state, &sink, parts, &mut stats).await;
-        for part in written.failed {
-            state.batcher.restore(part);
-        }
-        self.sync_catalog(state, deadline, &mut stats).await;
-        self.report(state, &stats, None);
+        self.write_through(state, &sink, Vec::new(), parts, now_us, &mut stats)
+            .await;
+        self.conclude(state, deadline, &mut stats, None).await;
         Outcome {
             response: serde_json::json!({
                 "flushed_files": stats.files,
@@ -348,8 +384,7 @@ impl<S: Sink> Pipeline<S> {
         let sink = Bounded::new(&self.sink, deadline);
         let mut quarantined: Vec<QuarantineEntry> = Vec::new();
         // Records of this batch that are now held in memory or durable.
-        let mut taken: Vec<&RecordId> = Vec::with_capacity(records.len());
-        let mut deferred_from: Option<&RecordId> = None;
+        let mut ledger = Ledger::new();
         let mut control_failed: Vec<RecordId> = Vec::new();
         let mut controls: Vec<(TableControl, RecordId)> = Vec::new();
         let mut control_lanes: Vec<&str> = Vec::new();
@@ -372,7 +407,7 @@ impl<S: Sink> Pipeline<S> {
             if i % 64 == 0 && time_left(deadline) < self.config.time_reserve {
                 // Out of time: what was not looked at is sent again by Kinesis.
                 stats.deferred = (records.len() - i) as u64;
-                deferred_from = records[i..].iter().find_map(|r| r.id.as_ref().ok());
+                ledger.defer_from(records[i..].iter().find_map(|r| r.id.as_ref().ok()));
                 tracing::warn!(
                     deferred = stats.deferred,
                     "invocation deadline near: leaving the rest of the batch for redelivery"
@@ -389,7 +424,7 @@ impl<S: Sink> Pipeline<S> {
             let lane = record.partition_key.as_deref().unwrap_or("");
             if deliveries == Deliveries::Deduplicate && state.deliveries.is_duplicate(id, lane) {
                 stats.duplicates += 1;
-                taken.push(id);
+                ledger.take(id);
                 continue;
             }
             match self.ingest(
@@ -405,7 +440,7 @@ impl<S: Sink> Pipeline<S> {
                     // Recorded as delivered once its change is registered.
                     controls.push((control, id.clone()));
                     control_lanes.push(lane);
-                    taken.push(id);
+                    ledger.take(id);
                     continue;
                 }
                 Ingested::Bad(entry) => quarantined.push(entry),
@@ -413,7 +448,7 @@ impl<S: Sink> Pipeline<S> {
             if deliveries == Deliveries::Deduplicate {
                 state.deliveries.record(id, lane);
             }
-            taken.push(id);
+            ledger.take(id);
         }
         let applied = self
             .apply_controls(&mut state.schemas, &sink, &controls, &mut stats)
@@ -431,48 +466,35 @@ impl<S: Sink> Pipeline<S> {
         }
 
         stats.quarantined = quarantined.len() as u64;
-        self.retry_quarantine(state, &sink, quarantined, now_us)
-            .await;
-        self.save_schemas(state, &sink, &mut stats).await;
         let due = state.batcher.take_due(now_us);
-        let written = self.write_parts(state, &sink, due, &mut stats).await;
-        let failed: Vec<RecordId> = written
-            .failed
-            .iter()
-            .flat_map(|p| p.ids.iter().cloned())
-            .collect();
-        for part in written.failed {
-            state.batcher.restore(part);
-        }
+        let failed = self
+            .write_through(state, &sink, quarantined, due, now_us, &mut stats)
+            .await;
 
         // Not durable at the end of this invocation: rows of failed files,
         // quarantine entries not yet written, schema changes not stored,
         // records not looked at.
-        let mut not_durable: HashSet<&RecordId> = failed.iter().collect();
-        not_durable.extend(control_failed.iter());
         let unsaved = state.schemas.unsaved_records();
-        not_durable.extend(unsaved.iter());
         let pending: Vec<RecordId> = state
             .pending_quarantine
             .iter()
             .flatten()
             .filter_map(QuarantineEntry::record_id)
             .collect();
-        not_durable.extend(pending.iter());
-        let redeliver_from = taken
-            .into_iter()
-            .filter(|id| not_durable.contains(id))
-            .chain(deferred_from)
-            .min_by(|a, b| event::sequence_cmp(&a.sequence, &b.sequence))
-            .cloned();
+        let not_durable = failed
+            .iter()
+            .chain(&control_failed)
+            .chain(&unsaved)
+            .chain(&pending);
+        let redeliver_from = ledger.redeliver_from(not_durable);
         let mut response = KinesisEventResponse::default();
         if let Some(from) = &redeliver_from {
             // Kinesis sends everything from `from` on again; what this
             // container already holds or wrote is recognised then.
             response.add_failure(from.sequence.clone());
         }
-        self.sync_catalog(state, deadline, &mut stats).await;
-        self.report(state, &stats, redeliver_from.as_ref());
+        self.conclude(state, deadline, &mut stats, redeliver_from.as_ref())
+            .await;
         Outcome {
             response: serde_json::to_value(&response).unwrap_or(Value::Null),
             stats,

@@ -214,8 +214,7 @@ impl<S: Sink> Pipeline<S> {
                 if let Some(b) = kept {
                     state.windows.put(id.clone(), b);
                 }
-                self.sync_catalog(state, deadline, &mut stats).await;
-                self.report(state, &stats, None);
+                self.conclude(state, deadline, &mut stats, None).await;
                 return Err(HandleError::WindowNotWritten {
                     window: describe(&id),
                     reason,
@@ -255,8 +254,7 @@ impl<S: Sink> Pipeline<S> {
                 .collect();
             json!({"state": wstate.to_lambda(), "batchItemFailures": failures})
         };
-        self.sync_catalog(state, deadline, &mut stats).await;
-        self.report(state, &stats, None);
+        self.conclude(state, deadline, &mut stats, None).await;
         Ok(Outcome {
             response,
             stats,

@@ -8,6 +8,7 @@
 //! record's id, a column's lake name), so `dms`, `schema`, `row` and
 //! `layout` import them from below instead of from each other.
 
+pub mod acknowledgement;
 pub mod batcher;
 pub mod catalog;
 pub mod delivery;

@@ -1,13 +1,11 @@
-//! The schema registry's storage: every version of a table's
-//! [`TableSchema`] is an object `{prefix}_schemas/{schema}/{table}/vNNNNNNNN.json`
-//! next to the data, written with the sink's no-overwrite put. Two containers
-//! that change a table at once race for the same version key; the loser
-//! merges the winner's version into its own (`TableSchema::merge`: the
-//! higher authority wins, between equals the stored type) and takes the next
-//! number. [`SchemaCache`] is a
-//! container's copy of the registry.
+//! The schema registry's store: reads and writes the versions of a
+//! table's [`TableSchema`] under `{prefix}_schemas/` with the sink's
+//! no-overwrite put (a writer that loses a race for a version merges the
+//! winner's in and takes the next number). What to do with what is read,
+//! and what is due or unsaved, is `domain::registry`'s; [`SchemaCache`] is
+//! that pure view with the reads and writes around it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use futures_util::StreamExt as _;
 use std::time::{Duration, Instant};
@@ -16,6 +14,7 @@ use crate::edge::sink::{PutOutcome, Sink, SinkError};
 use domain::layout;
 use domain::names::RecordId;
 use domain::names::TableName;
+use domain::registry::{decode_segment, version_key, version_of, Registry};
 use domain::schema::{log_changes, SchemaChange, TableOverrides, TableSchema};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,15 +37,6 @@ const ATTEMPTS: u32 = 5;
 /// Tables read or stored at once by [`SchemaCache::get_many`] and
 /// [`SchemaCache::save_many`].
 const MAX_CONCURRENT: usize = 16;
-
-fn version_key(prefix: &str, table: &TableName, version: u64) -> String {
-    format!("{}v{version:08}.json", layout::schema_dir(prefix, table))
-}
-
-fn version_of(key: &str) -> Option<u64> {
-    let name = key.rsplit('/').next()?;
-    name.strip_prefix('v')?.strip_suffix(".json")?.parse().ok()
-}
 
 /// The newest readable version of `table`'s schema. An unreadable version
 /// (edited by hand?) is logged and skipped, but its number is not reused.
@@ -107,29 +97,6 @@ pub async fn load_all<S: Sink>(sink: &S, prefix: &str) -> Result<Vec<TableSchema
     Ok(out)
 }
 
-/// Undoes `layout`'s percent-escaping of `/`, `%`, `=` and control characters.
-fn decode_segment(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Stores `schema` as its next version. If another container stored that
 /// version first, its content is merged in (the changes are returned) and the
 /// next number is tried.
@@ -169,21 +136,12 @@ pub async fn save<S: Sink>(
     })
 }
 
-/// A container's view of the registry: the schema of each table it met,
-/// when it last looked at the stored versions, and what is not stored yet.
+/// A container's view of the registry ([`Registry`]) and the reads and
+/// writes that keep it in step with the store.
 #[derive(Debug)]
 pub struct SchemaCache {
     prefix: String,
-    refresh: Duration,
-    tables: HashMap<TableName, TableSchema>,
-    /// Tables whose schema changed and is not stored yet, with the control
-    /// records that changed it (not durable until it is stored).
-    unsaved: HashMap<TableName, Vec<RecordId>>,
-    checked: HashMap<TableName, Instant>,
-    /// (table, column, DMS type name) already logged as unknown.
-    reported: std::collections::HashSet<(TableName, String, String)>,
-    /// The schema version each table's catalog entry was last brought to.
-    catalogued: HashMap<TableName, u64>,
+    known: Registry,
 }
 
 impl SchemaCache {
@@ -191,19 +149,13 @@ impl SchemaCache {
     pub fn new(prefix: &str, refresh: Duration) -> Self {
         SchemaCache {
             prefix: prefix.to_string(),
-            refresh,
-            tables: HashMap::new(),
-            unsaved: HashMap::new(),
-            checked: HashMap::new(),
-            reported: std::collections::HashSet::new(),
-            catalogued: HashMap::new(),
+            known: Registry::new(refresh),
         }
     }
 
     /// True the first time (table, column, type name) is reported.
     pub fn first_report(&mut self, table: &TableName, column: &str, type_name: &str) -> bool {
-        self.reported
-            .insert((table.clone(), column.to_string(), type_name.to_string()))
+        self.known.first_report(table, column, type_name)
     }
 
     /// Like [`get`](Self::get), but reads the stored versions now, whatever
@@ -215,7 +167,7 @@ impl SchemaCache {
         table: &TableName,
         overrides: &TableOverrides,
     ) -> Result<&mut TableSchema, RegistryError> {
-        self.checked.remove(table);
+        self.known.expire(table);
         self.get(sink, table, overrides).await
     }
 
@@ -229,14 +181,11 @@ impl SchemaCache {
         overrides: &TableOverrides,
     ) -> Result<&mut TableSchema, RegistryError> {
         let now = Instant::now();
-        if self.due(table, now) {
+        if self.known.due(table, now) {
             let loaded = load(sink, &self.prefix, table).await;
-            self.absorb(table, overrides, loaded, now)?;
+            self.known.absorb(table, overrides, loaded, now)?;
         }
-        Ok(self
-            .tables
-            .entry(table.clone())
-            .or_insert_with(|| TableSchema::new(table)))
+        Ok(self.known.entry(table))
     }
 
     /// Brings each of `tables` up to date as [`get`](Self::get) would (or
@@ -255,7 +204,7 @@ impl SchemaCache {
         let prefix = self.prefix.as_str();
         let todo: Vec<_> = tables
             .iter()
-            .filter(|(t, _)| fresh || self.due(t, now))
+            .filter(|(t, _)| fresh || self.known.due(t, now))
             .map(|&(t, o)| async move { (t, o, load(sink, prefix, t).await) })
             .collect();
         let loaded: Vec<_> = futures_util::stream::iter(todo)
@@ -264,7 +213,7 @@ impl SchemaCache {
             .await;
         let mut failed = HashMap::new();
         for (table, overrides, got) in loaded {
-            if let Err(error) = self.absorb(table, overrides, got, now) {
+            if let Err(error) = self.known.absorb(table, overrides, got, now) {
                 failed.insert(table.clone(), error);
             }
         }
@@ -273,117 +222,32 @@ impl SchemaCache {
 
     /// `table`'s schema as this container knows it, without reading.
     pub fn cached(&self, table: &TableName) -> Option<&TableSchema> {
-        self.tables.get(table)
+        self.known.cached(table)
     }
 
     /// Mutable [`cached`](Self::cached).
     pub fn cached_mut(&mut self, table: &TableName) -> Option<&mut TableSchema> {
-        self.tables.get_mut(table)
+        self.known.cached_mut(table)
     }
 
-    fn due(&self, table: &TableName, now: Instant) -> bool {
-        self.checked
-            .get(table)
-            .is_none_or(|t| now.duration_since(*t) >= self.refresh)
-    }
-
-    /// Takes in what [`load`] returned for `table` (asked at `now`).
-    fn absorb(
-        &mut self,
-        table: &TableName,
-        overrides: &TableOverrides,
-        loaded: Result<Option<TableSchema>, RegistryError>,
-        now: Instant,
-    ) -> Result<(), RegistryError> {
-        let known = self.tables.contains_key(table);
-        let stored = match loaded {
-            Ok(stored) => {
-                self.checked.insert(table.clone(), now);
-                stored
-            }
-            // A refresh can wait; a first load cannot (no types to write with).
-            Err(error) if known => {
-                tracing::warn!(%table, %error, "schema refresh failed: using the version read earlier");
-                return Ok(());
-            }
-            Err(error) => return Err(error),
-        };
-        let schema = self
-            .tables
-            .entry(table.clone())
-            .or_insert_with(|| TableSchema::new(table));
-        match stored {
-            Some(stored) if known && stored.version > schema.version => {
-                let changes = schema.merge(&stored);
-                log_changes(table, &changes, "another container");
-            }
-            stored if !known => {
-                if let Some(stored) = stored {
-                    *schema = stored;
-                }
-                let changes = schema.apply_overrides(overrides);
-                log_changes(table, &changes, "COLUMN_TYPES");
-                if !changes.is_empty() {
-                    self.unsaved.entry(table.clone()).or_default();
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// Stored schemas whose catalog entry this environment has not brought to
-    /// their version yet (every table once per environment, then once per
-    /// new version), in table order.
+    /// See [`Registry::catalog_due`].
     pub fn catalog_due(&self) -> Vec<&TableSchema> {
-        let mut due: Vec<&TableSchema> = self
-            .tables
-            .iter()
-            .filter(|(t, s)| {
-                s.version > 0
-                    && !self.unsaved.contains_key(*t)
-                    && self.catalogued.get(*t).is_none_or(|v| *v < s.version)
-            })
-            .map(|(_, s)| s)
-            .collect();
-        due.sort_by(|a, b| (&a.schema, &a.table).cmp(&(&b.schema, &b.table)));
-        due
+        self.known.catalog_due()
     }
 
     /// `table`'s catalog entry is at `version` (or newer).
     pub fn set_catalogued(&mut self, table: &TableName, version: u64) {
-        let v = self.catalogued.entry(table.clone()).or_default();
-        *v = (*v).max(version);
+        self.known.set_catalogued(table, version);
     }
 
     /// `table`'s schema changed (by the record `by`, if a record did it).
     pub fn mark_unsaved(&mut self, table: &TableName, by: Option<&RecordId>) {
-        let records = self.unsaved.entry(table.clone()).or_default();
-        records.extend(by.cloned());
+        self.known.mark_unsaved(table, by);
     }
 
     /// Records whose schema changes are not stored yet.
     pub fn unsaved_records(&self) -> Vec<RecordId> {
-        self.unsaved.values().flatten().cloned().collect()
-    }
-
-    /// Stores `table`'s schema if it changed. Returns how many column types
-    /// changed by merging another container's version.
-    pub async fn save<S: Sink>(
-        &mut self,
-        sink: &S,
-        table: &TableName,
-    ) -> Result<u64, RegistryError> {
-        if !self.unsaved.contains_key(table) {
-            return Ok(0);
-        }
-        let Some(schema) = self.tables.get_mut(table) else {
-            self.unsaved.remove(table);
-            return Ok(0);
-        };
-        let merged = save(sink, &self.prefix, schema).await?;
-        self.unsaved.remove(table);
-        Ok(log_changes(table, &merged, "another container"))
+        self.known.unsaved_records()
     }
 
     /// Stores the changed schemas among `tables`, several at once. Returns
@@ -394,22 +258,11 @@ impl SchemaCache {
         sink: &S,
         tables: &[&TableName],
     ) -> (u64, HashMap<TableName, RegistryError>) {
-        let wanted: HashSet<&TableName> = tables
-            .iter()
-            .copied()
-            .filter(|t| self.unsaved.contains_key(*t))
-            .collect();
-        // A change noted for a table never loaded has nothing to store.
-        for table in &wanted {
-            if !self.tables.contains_key(*table) {
-                self.unsaved.remove(*table);
-            }
-        }
+        let wanted = self.known.to_save(tables);
         let prefix = self.prefix.as_str();
         let saves: Vec<_> = self
-            .tables
-            .iter_mut()
-            .filter(|(t, _)| wanted.contains(t))
+            .known
+            .schemas_mut(&wanted)
             .map(|(t, schema)| async move { (t.clone(), save(sink, prefix, schema).await) })
             .collect();
         let results: Vec<_> = futures_util::stream::iter(saves)
@@ -421,7 +274,7 @@ impl SchemaCache {
         for (table, result) in results {
             match result {
                 Ok(merged) => {
-                    self.unsaved.remove(&table);
+                    self.known.saved(&table);
                     type_changes += log_changes(&table, &merged, "another container");
                 }
                 Err(error) => {
@@ -434,7 +287,7 @@ impl SchemaCache {
 
     /// Stores every changed schema; what fails stays unsaved (and is logged).
     pub async fn save_all<S: Sink>(&mut self, sink: &S) -> u64 {
-        let tables: Vec<TableName> = self.unsaved.keys().cloned().collect();
+        let tables = self.known.unsaved_tables();
         let refs: Vec<&TableName> = tables.iter().collect();
         let (type_changes, failed) = self.save_many(sink, &refs).await;
         for (table, error) in failed {

@@ -20,6 +20,7 @@ pub mod json;
 pub mod layout;
 pub mod names;
 pub mod quarantine;
+pub mod registry;
 pub mod row;
 pub mod schema;
 pub mod sql;

@@ -8,9 +8,9 @@ mod support;
 use std::hint::black_box;
 use std::sync::Arc;
 
-use cdc_batcher::app::config::{FlushMode, Thresholds};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use domain::batcher::{Batcher, Part};
+use domain::batcher::{FlushMode, Thresholds};
 use domain::dms::{decode, Message};
 use domain::encode::to_parquet;
 use domain::event::classify;
@@ -64,18 +64,22 @@ fn first_due_part(messages: &[Vec<u8>], max_bytes: usize) -> Part {
 
 /// A Kinesis event of `messages` as Lambda delivers it (one shard).
 fn kinesis_event(messages: &[Vec<u8>]) -> String {
-    use base64::Engine as _;
-    let records: Vec<String> = messages
+    let records: Vec<domain::event::StreamRecord> = messages
         .iter()
         .enumerate()
-        .map(|(i, m)| {
-            let data = base64::engine::general_purpose::STANDARD.encode(m);
-            format!(
-                r#"{{"kinesis":{{"kinesisSchemaVersion":"1.0","partitionKey":"pk","sequenceNumber":"{i:056}","data":"{data}","approximateArrivalTimestamp":1773450000.123}},"eventSource":"aws:kinesis","eventVersion":"1.0","eventID":"shardId-000000000000:{i:056}","eventName":"aws:kinesis:record","invokeIdentityArn":"arn:aws:iam::123456789012:role/lambda-role","awsRegion":"eu-west-1","eventSourceARN":"arn:aws:kinesis:eu-west-1:123456789012:stream/dms"}}"#
-            )
+        .map(|(i, m)| domain::event::StreamRecord {
+            sequence: format!("{i:056}"),
+            partition_key: "pk".into(),
+            data: m.clone(),
+            arrival_seconds: 1773450000.123,
         })
         .collect();
-    format!(r#"{{"Records":[{}]}}"#, records.join(","))
+    domain::event::event_json(
+        "arn:aws:kinesis:eu-west-1:123456789012:stream/dms",
+        "shardId-000000000000",
+        &records,
+        None,
+    )
 }
 
 fn bytes_of(messages: &[Vec<u8>]) -> u64 {

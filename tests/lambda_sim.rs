@@ -72,9 +72,10 @@ use cdc_batcher::app::handler::Pipeline;
 use cdc_batcher::app::invocation;
 use cdc_batcher::edge::heartbeat::{self, Heartbeat};
 use cdc_batcher::edge::shard_reader::{
-    finish_read, take_page, ReadError, ReadFrom, ShardRange, ShardReader, StreamRecord,
+    finish_read, take_page, ReadError, ReadFrom, ShardRange, ShardReader,
 };
 use cdc_batcher::edge::sink::{PutOutcome, Sink, SinkError};
+use domain::event::StreamRecord;
 use futures_util::future::BoxFuture;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{json, Value};

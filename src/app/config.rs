@@ -31,9 +31,9 @@ pub enum ConfigError {
 
 // The values configuration decides, defined where they are used (the pure
 // core and the S3 edge), and named here too.
-pub use crate::edge::sink::S3Settings;
-pub use domain::batcher::{FlushMode, Thresholds};
-pub use domain::catalog::CatalogSettings;
+use crate::edge::sink::S3Settings;
+use domain::batcher::{FlushMode, Thresholds};
+use domain::catalog::CatalogSettings;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {

@@ -11,7 +11,8 @@ use aws_lambda_events::streams::KinesisEventResponse;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::app::config::{Config, FlushMode};
+use crate::app::catalog_upkeep::CatalogUpkeep;
+use crate::app::config::Config;
 use crate::app::metrics;
 use crate::app::stats::Stats;
 use crate::edge::glue::Catalog;
@@ -20,6 +21,7 @@ use crate::edge::registry::{RegistryError, SchemaCache};
 use crate::edge::shard_reader::ShardReader;
 use crate::edge::sink::{Bounded, Sink};
 use domain::acknowledgement::Ledger;
+use domain::batcher::FlushMode;
 use domain::batcher::{Batcher, DueReason, Part};
 use domain::delivery::DeliveryLog;
 use domain::dms::{self, Message, TableControl};
@@ -72,7 +74,7 @@ pub struct Pipeline<S> {
     pub(crate) emit_metrics: bool,
     heartbeat: Option<Arc<dyn Heartbeat>>,
     /// Keeps the Glue Data Catalog in step (`GLUE_DATABASE`).
-    pub(crate) catalog: Option<Arc<dyn Catalog>>,
+    catalog: Option<CatalogUpkeep>,
     /// Reads a lost spool object's records again from the stream.
     pub(crate) shard_reader: Option<Arc<dyn ShardReader>>,
 }
@@ -157,7 +159,7 @@ impl<S: Sink> Pipeline<S> {
     /// Keeps the catalog in step with the registry at the end of every
     /// invocation (when `GLUE_DATABASE` is set); see `catalog_upkeep`.
     pub fn with_catalog(mut self, catalog: Arc<dyn Catalog>) -> Self {
-        self.catalog = Some(catalog);
+        self.catalog = CatalogUpkeep::new(catalog, &self.config);
         self
     }
 
@@ -331,7 +333,17 @@ impl<S: Sink> Pipeline<S> {
         stats: &mut Stats,
         redeliver_from: Option<&RecordId>,
     ) {
-        self.sync_catalog(state, deadline, stats).await;
+        if let Some(upkeep) = &self.catalog {
+            upkeep
+                .sync(
+                    &mut state.schemas,
+                    &self.sink,
+                    &self.config,
+                    deadline,
+                    stats,
+                )
+                .await;
+        }
         self.report(state, stats, redeliver_from);
     }
 

@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::handler::Pipeline;
 use crate::app::stats::Stats;
-pub use crate::edge::shard_reader::StreamRecord;
 use crate::edge::shard_reader::{KinesisShardReader, ReadFrom, ShardReader};
 use crate::edge::sink::Sink;
+use domain::event::StreamRecord;
 use domain::window::SpooledRecord;
 
 /// Records per invocation of the pipeline: Lambda's largest Kinesis batch
@@ -55,12 +55,6 @@ pub fn parse_failure(body: &str) -> Result<FailedBatch, RedriveError> {
         .map_err(|e| RedriveError::NotAFailureRecord(e.to_string()))
 }
 
-/// The Kinesis event Lambda sends for `records` of one shard (pure).
-pub fn event_json(stream_arn: &str, shard: &str, records: &[StreamRecord]) -> String {
-    let spooled: Vec<SpooledRecord> = records.iter().map(spooled).collect();
-    spooled_event_json(stream_arn, shard, &spooled.iter().collect::<Vec<_>>())
-}
-
 /// A record read from the stream as the spool keeps it (`kinesis.data` in
 /// base64).
 fn spooled(r: &StreamRecord) -> SpooledRecord {
@@ -71,37 +65,6 @@ fn spooled(r: &StreamRecord) -> SpooledRecord {
         data: Some(base64::engine::general_purpose::STANDARD.encode(&r.data)),
         data_error: None,
     }
-}
-
-/// The Kinesis event of spooled records, `kinesis.data` exactly as it
-/// arrived (pure).
-pub(crate) fn spooled_event_json(
-    stream_arn: &str,
-    shard: &str,
-    records: &[&SpooledRecord],
-) -> String {
-    let region = stream_arn.split(':').nth(3).unwrap_or("");
-    let records: Vec<serde_json::Value> = records
-        .iter()
-        .map(|r| {
-            serde_json::json!({
-                "kinesis": {
-                    "kinesisSchemaVersion": "1.0",
-                    "partitionKey": r.partition_key,
-                    "sequenceNumber": r.sequence,
-                    "data": r.data,
-                    "approximateArrivalTimestamp": r.arrival_seconds,
-                },
-                "eventSource": "aws:kinesis",
-                "eventVersion": "1.0",
-                "eventID": format!("{shard}:{}", r.sequence),
-                "eventName": "aws:kinesis:record",
-                "eventSourceARN": stream_arn,
-                "awsRegion": region,
-            })
-        })
-        .collect();
-    serde_json::json!({ "Records": records }).to_string()
 }
 
 /// What a redrive did, for the command's output (no row values).
@@ -599,8 +562,13 @@ mod tests {
             arrival_seconds: 1.5,
         }];
         let arn = "arn:aws:kinesis:us-east-2:123456789012:stream/s";
-        let event: serde_json::Value =
-            serde_json::from_str(&event_json(arn, "shardId-000000000001", &records)).unwrap();
+        let event: serde_json::Value = serde_json::from_str(&domain::event::event_json(
+            arn,
+            "shardId-000000000001",
+            &records,
+            None,
+        ))
+        .unwrap();
         let r = &event["Records"][0];
         assert_eq!(r["eventID"], "shardId-000000000001:42");
         assert_eq!(r["kinesis"]["data"], "e30=");

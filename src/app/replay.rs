@@ -12,6 +12,7 @@ use crate::app::invocation;
 use crate::app::output::Output;
 use crate::app::stats::Stats;
 use crate::edge::sink::Sink;
+use domain::event::{self, Event, KinesisBatch, WindowInfo};
 
 #[derive(Debug, Serialize)]
 struct Summary {
@@ -109,19 +110,20 @@ pub async fn run(args: ReplayArgs) -> i32 {
             errors.push(format!("{file}: not UTF-8"));
             continue;
         };
-        let invocations = match windows.as_mut() {
-            Some(w) => match w.wrap(payload) {
-                Ok(list) => list,
-                Err(e) => {
-                    errors.push(format!("{file}: {e}"));
-                    continue;
-                }
-            },
-            None => vec![(None, payload.to_string())],
+        let event = match event::classify(payload) {
+            Ok(event) => event,
+            Err(e) => {
+                errors.push(format!("{file}: {e}"));
+                continue;
+            }
         };
-        for (lane, payload) in invocations {
+        let invocations = match windows.as_mut() {
+            Some(w) => w.wrap(event),
+            None => vec![(None, event)],
+        };
+        for (lane, event) in invocations {
             let invoked = Instant::now();
-            let result = invocation::handle(&pipeline, &payload, None).await;
+            let result = invocation::invoke(&pipeline, event, None).await;
             timing.add(&result, invoked.elapsed().as_secs_f64());
             match result {
                 Ok(outcome) => {
@@ -141,9 +143,9 @@ pub async fn run(args: ReplayArgs) -> i32 {
     }
     progress.done(&stats);
     // The windows still open end as their shards move on.
-    for payload in windows.map(Windows::finish).unwrap_or_default() {
+    for event in windows.map(Windows::finish).unwrap_or_default() {
         let invoked = Instant::now();
-        let result = invocation::handle(&pipeline, &payload, None).await;
+        let result = invocation::invoke(&pipeline, event, None).await;
         timing.add(&result, invoked.elapsed().as_secs_f64());
         match result {
             Ok(outcome) => stats.add(&outcome.stats),
@@ -210,16 +212,19 @@ impl Timing {
 }
 
 /// Lambda's tumbling windows over replayed events: per stream and shard, the
-/// open window and the state its last invocation returned.
+/// open window and the state its last invocation returned. The events are
+/// built typed (a [`KinesisBatch`] with its [`WindowInfo`]), as Lambda would
+/// send them, not as JSON.
 struct Windows {
     seconds: u64,
-    open: std::collections::BTreeMap<(String, String), (u64, serde_json::Value)>,
+    open: std::collections::BTreeMap<Lane, (u64, String)>,
 }
 
 /// Which stream and shard a replayed event belongs to.
 type Lane = (String, String);
 
 const REPLAY_STREAM: &str = "arn:aws:kinesis:local:000000000000:stream/replay";
+const REPLAY_SHARD: &str = "shardId-000000000000";
 
 impl Windows {
     fn new(seconds: u64) -> Self {
@@ -229,89 +234,89 @@ impl Windows {
         }
     }
 
-    fn event(
-        &self,
-        records: serde_json::Value,
-        lane: &Lane,
-        start: u64,
-        state: serde_json::Value,
-        last: bool,
-    ) -> String {
+    fn window(&self, lane: &Lane, start: u64, state: String, last: bool) -> WindowInfo {
         let time = |s: u64| {
             chrono::DateTime::from_timestamp(s as i64, 0)
                 .unwrap_or_default()
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         };
-        serde_json::json!({
-            "Records": records,
-            "window": {"start": time(start), "end": time(start + self.seconds)},
-            "state": state, "shardId": lane.1, "eventSourceARN": lane.0,
-            "isFinalInvokeForWindow": last, "isWindowTerminatedEarly": false,
-        })
-        .to_string()
+        WindowInfo {
+            start: time(start),
+            end: time(start + self.seconds),
+            state: Some(state),
+            shard_id: Some(lane.1.clone()),
+            stream_arn: Some(lane.0.clone()),
+            is_final: last,
+            terminated_early: false,
+        }
     }
 
-    /// The invocations a Kinesis event becomes: the final invocation of the
-    /// shard's previous window if this batch starts a new one, then the batch
-    /// in its window. Other events pass through.
-    fn wrap(&mut self, payload: &str) -> Result<Vec<(Option<Lane>, String)>, String> {
-        let mut event: serde_json::Value =
-            serde_json::from_str(payload).map_err(|e| format!("not JSON: {e}"))?;
-        let Some(first) = event.get("Records").and_then(|r| r.get(0)).cloned() else {
-            return Ok(vec![(None, payload.to_string())]);
+    /// The final invocation of `lane`'s window that started at `start`.
+    fn final_invocation(&self, lane: &Lane, start: u64, state: String) -> Event<'static> {
+        Event::Kinesis(KinesisBatch {
+            records: Vec::new(),
+            window: Some(self.window(lane, start, state, true)),
+        })
+    }
+
+    /// The invocations an event becomes: for a Kinesis batch, the final
+    /// invocation of the shard's previous window if this batch starts a new
+    /// one, then the batch in its window (by its first record's arrival
+    /// time). Other events pass through.
+    fn wrap<'a>(&mut self, event: Event<'a>) -> Vec<(Option<Lane>, Event<'a>)> {
+        let Event::Kinesis(mut batch) = event else {
+            return vec![(None, event)];
         };
-        let shard = first["eventID"]
-            .as_str()
-            .and_then(|e| e.split_once(':'))
-            .map_or("shardId-000000000000", |(s, _)| s)
-            .to_string();
-        let arn = first["eventSourceARN"]
-            .as_str()
-            .unwrap_or(REPLAY_STREAM)
-            .to_string();
-        let arrival = first["kinesis"]["approximateArrivalTimestamp"]
-            .as_f64()
-            .unwrap_or(0.0);
+        let Some(first) = batch.records.first() else {
+            return vec![(None, Event::Kinesis(batch))];
+        };
+        let id = batch.records.iter().find_map(|r| r.id.as_ref().ok());
+        let stream = id
+            .map(|id| &*id.stream)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(REPLAY_STREAM);
+        let shard = id.map_or(REPLAY_SHARD, |id| &*id.shard);
+        let lane = (stream.to_string(), shard.to_string());
+        let arrival = first.arrival_seconds.unwrap_or(0.0);
+        // Lambda names the window's stream; records that do not name one
+        // are the window's (what the event's top-level ARN gives them).
+        let window_stream: std::sync::Arc<str> = stream.into();
+        for id in batch.records.iter_mut().filter_map(|r| r.id.as_mut().ok()) {
+            if id.stream.is_empty() {
+                id.stream = window_stream.clone();
+            }
+        }
         let start = (arrival.max(0.0) as u64) / self.seconds * self.seconds;
-        let lane = (arn, shard);
         let mut out = Vec::new();
         if let Some((open, state)) = self.open.get(&lane).cloned() {
             if open != start {
-                out.push((
-                    None,
-                    self.event(serde_json::json!([]), &lane, open, state, true),
-                ));
+                out.push((None, self.final_invocation(&lane, open, state)));
                 self.open.remove(&lane);
             }
         }
         let state = self
             .open
             .entry(lane.clone())
-            .or_insert((start, serde_json::json!({})))
+            .or_insert((start, "{}".to_string()))
             .1
             .clone();
-        let records = event["Records"].take();
-        out.push((
-            Some(lane.clone()),
-            self.event(records, &lane, start, state, false),
-        ));
-        Ok(out)
+        batch.window = Some(self.window(&lane, start, state, false));
+        out.push((Some(lane), Event::Kinesis(batch)));
+        out
     }
 
     /// Keeps the state an invocation returned for the next one.
     fn returned(&mut self, lane: Lane, response: &serde_json::Value) {
         if let (Some(open), Some(state)) = (self.open.get_mut(&lane), response.get("state")) {
-            open.1 = state.clone();
+            open.1 = state.to_string();
         }
     }
 
     /// The final invocations of every window still open.
-    fn finish(self) -> Vec<String> {
+    fn finish(self) -> Vec<Event<'static>> {
         self.open
             .iter()
-            .map(|(lane, (start, state))| {
-                self.event(serde_json::json!([]), lane, *start, state.clone(), true)
-            })
+            .map(|(lane, (start, state))| self.final_invocation(lane, *start, state.clone()))
             .collect()
     }
 }
@@ -421,30 +426,46 @@ mod tests {
     fn windows_follow_arrival_times_and_carry_the_state() {
         let batch = |shard: &str, arrival: f64| {
             serde_json::json!({"Records": [{"eventID": format!("{shard}:1"),
-                "kinesis": {"approximateArrivalTimestamp": arrival}}]})
+                "eventSource": "aws:kinesis",
+                "kinesis": {"approximateArrivalTimestamp": arrival, "sequenceNumber": "1",
+                            "data": ""}}]})
             .to_string()
         };
+        let window = |invocation: &(Option<Lane>, Event<'_>)| match &invocation.1 {
+            Event::Kinesis(KinesisBatch {
+                window: Some(w), ..
+            }) => w.clone(),
+            other => panic!("not a window invocation: {other:?}"),
+        };
         let mut w = Windows::new(120);
-        let first = w.wrap(&batch("shardId-1", 1_773_450_010.0)).unwrap();
+        let text = batch("shardId-1", 1_773_450_010.0);
+        let first = w.wrap(event::classify(&text).unwrap());
         assert_eq!(first.len(), 1);
         let lane = first[0].0.clone().unwrap();
+        assert_eq!(lane, (REPLAY_STREAM.to_string(), "shardId-1".to_string()));
+        assert_eq!(window(&first[0]).start, "2026-03-14T01:00:00Z");
+        assert_eq!(window(&first[0]).end, "2026-03-14T01:02:00Z");
         w.returned(lane, &serde_json::json!({"state": {"cdc-batcher": "s1"}}));
-        let second = w.wrap(&batch("shardId-1", 1_773_450_100.0)).unwrap();
-        assert!(
-            second[0].1.contains("s1"),
+        let text = batch("shardId-1", 1_773_450_100.0);
+        let second = w.wrap(event::classify(&text).unwrap());
+        assert_eq!(
+            window(&second[0]).state.as_deref(),
+            Some(r#"{"cdc-batcher":"s1"}"#),
             "the state goes to the next invocation"
         );
         // A batch of the next window ends the previous one first.
-        let third = w.wrap(&batch("shardId-1", 1_773_450_130.0)).unwrap();
+        let text = batch("shardId-1", 1_773_450_130.0);
+        let third = w.wrap(event::classify(&text).unwrap());
         assert_eq!(third.len(), 2);
-        assert!(third[0].1.contains(r#""isFinalInvokeForWindow":true"#));
-        assert!(third[1].1.contains(r#""state":{}"#));
+        assert!(window(&third[0]).is_final);
+        assert_eq!(window(&third[0]).start, "2026-03-14T01:00:00Z");
+        assert!(!window(&third[1]).is_final);
+        assert_eq!(window(&third[1]).state.as_deref(), Some("{}"));
         // Other shards have windows of their own; a force flush passes through.
-        assert_eq!(
-            w.wrap(&batch("shardId-2", 1_773_450_130.0)).unwrap().len(),
-            1
-        );
-        assert_eq!(w.wrap(r#"{"force_flush": true}"#).unwrap()[0].0, None);
+        let text = batch("shardId-2", 1_773_450_130.0);
+        assert_eq!(w.wrap(event::classify(&text).unwrap()).len(), 1);
+        let flush = event::classify(r#"{"force_flush": true}"#).unwrap();
+        assert_eq!(w.wrap(flush)[0].0, None);
         assert_eq!(w.finish().len(), 2);
     }
 

@@ -38,7 +38,6 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
-use crate::app::config::FlushMode;
 use crate::app::handler::{HandleError, Outcome, Pipeline};
 use crate::app::metrics;
 use crate::app::output::Output;
@@ -46,6 +45,7 @@ use crate::app::redrive::{write_chunk, CHUNK};
 use crate::app::stats::Stats;
 use crate::edge::shard_reader::ShardReader;
 use crate::edge::sink::{Bounded, Listing, Sink, SinkError};
+use domain::batcher::FlushMode;
 use domain::window::{Spool, SpooledRecord};
 
 /// `_done.json` reads per sweep: after an upgrade, windows written before

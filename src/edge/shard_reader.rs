@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-pub use domain::event::StreamRecord;
+use domain::event::StreamRecord;
 
 /// Where a read starts.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,7 +6,8 @@
 //! beginning is no longer in the stream.
 
 use crate::common::*;
-use cdc_batcher::app::redrive::{event_json, StreamRecord};
+use domain::event::event_json;
+use domain::event::StreamRecord;
 use serde_json::{json, Value};
 
 fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
@@ -173,7 +174,7 @@ fn failed_batches_are_read_back_written_once_and_expiry_is_named() {
         })
         .collect();
     let events = dir.path().join("event.json");
-    std::fs::write(&events, event_json(&arn, &shard, &records)).unwrap();
+    std::fs::write(&events, event_json(&arn, &shard, &records, None)).unwrap();
     let check = check_lake(
         &s3_location(&moto.endpoint()),
         &["--prefix", "lake/", "--expect-rows", "3"],
@@ -274,7 +275,7 @@ fn a_redrive_leaves_out_rows_already_in_the_lake() {
     let mut early = Vec::new();
     for (i, rs) in [&records[0..2], &records[2..4]].into_iter().enumerate() {
         let path = dir.path().join(format!("early-{i}.json"));
-        std::fs::write(&path, event_json(&arn, &shard, &as_stream(rs))).unwrap();
+        std::fs::write(&path, event_json(&arn, &shard, &as_stream(rs), None)).unwrap();
         early.push(path);
     }
     let mut env = s3_env(&moto.endpoint());
@@ -297,7 +298,7 @@ fn a_redrive_leaves_out_rows_already_in_the_lake() {
 
     // Every row once (the independent checker).
     let all = dir.path().join("all.json");
-    std::fs::write(&all, event_json(&arn, &shard, &as_stream(&records))).unwrap();
+    std::fs::write(&all, event_json(&arn, &shard, &as_stream(&records), None)).unwrap();
     let check = check_lake(
         &s3_location(&moto.endpoint()),
         &["--prefix", "lake/", "--expect-rows", "6"],

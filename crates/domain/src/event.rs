@@ -336,6 +336,54 @@ fn interned(pool: &mut Vec<Arc<str>>, s: &str) -> Arc<str> {
     }
 }
 
+/// The Kinesis event Lambda sends for `records` of one shard, with the
+/// tumbling-window fields when `window` is given: the inverse of
+/// [`classify`], the one place such JSON is written (`replay` input files,
+/// tests, benches).
+pub fn event_json(
+    stream_arn: &str,
+    shard: &str,
+    records: &[StreamRecord],
+    window: Option<&WindowInfo>,
+) -> String {
+    use base64::Engine as _;
+    let region = stream_arn.split(':').nth(3).unwrap_or("");
+    let records: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": r.partition_key,
+                    "sequenceNumber": r.sequence,
+                    "data": base64::engine::general_purpose::STANDARD.encode(&r.data),
+                    "approximateArrivalTimestamp": r.arrival_seconds,
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": format!("{shard}:{}", r.sequence),
+                "eventName": "aws:kinesis:record",
+                "eventSourceARN": stream_arn,
+                "awsRegion": region,
+            })
+        })
+        .collect();
+    let mut event = serde_json::json!({ "Records": records });
+    if let Some(w) = window {
+        let state = w
+            .state
+            .as_deref()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok());
+        event["window"] = serde_json::json!({"start": w.start, "end": w.end});
+        event["state"] = state.unwrap_or(serde_json::Value::Null);
+        event["shardId"] = serde_json::json!(w.shard_id.as_deref().unwrap_or(shard));
+        event["eventSourceARN"] = serde_json::json!(w.stream_arn.as_deref().unwrap_or(stream_arn));
+        event["isFinalInvokeForWindow"] = w.is_final.into();
+        event["isWindowTerminatedEarly"] = w.terminated_early.into();
+    }
+    event.to_string()
+}
+
 /// Orders Kinesis sequence numbers (decimal strings of up to 129 digits)
 /// numerically without parsing them.
 pub fn sequence_cmp(a: &str, b: &str) -> std::cmp::Ordering {
@@ -348,6 +396,60 @@ pub fn sequence_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 mod tests {
     use super::*;
     use serde_json::{json, Value};
+
+    #[test]
+    fn event_json_is_what_classify_reads() {
+        let arn = "arn:aws:kinesis:eu-west-1:123456789012:stream/dms";
+        let records = [
+            StreamRecord {
+                sequence: "49590000000000000000000000000000000000000000000000000001".into(),
+                partition_key: "pk\"1".into(),
+                data: b"{\"data\": {\"id\": 1}}".to_vec(),
+                arrival_seconds: 1_773_450_000.5,
+            },
+            StreamRecord {
+                sequence: "49590000000000000000000000000000000000000000000000000002".into(),
+                partition_key: "pk".into(),
+                data: vec![0xff, 0x00],
+                arrival_seconds: 1_773_450_001.0,
+            },
+        ];
+        let text = event_json(arn, "shardId-000000000001", &records, None);
+        let Ok(Event::Kinesis(batch)) = classify(&text) else {
+            panic!("not a Kinesis event: {text}");
+        };
+        assert!(batch.window.is_none());
+        assert_eq!(batch.records.len(), 2);
+        for (got, want) in batch.records.iter().zip(&records) {
+            let id = got.id.as_ref().unwrap();
+            assert_eq!((&*id.stream, &*id.shard), (arn, "shardId-000000000001"));
+            assert_eq!(id.sequence, want.sequence);
+            assert_eq!(
+                got.partition_key.as_deref(),
+                Some(want.partition_key.as_str())
+            );
+            assert_eq!(got.arrival_seconds, Some(want.arrival_seconds));
+            use base64::Engine as _;
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(got.data.as_deref().unwrap())
+                .unwrap();
+            assert_eq!(data, want.data);
+        }
+        let window = WindowInfo {
+            start: "2026-03-14T01:00:00Z".into(),
+            end: "2026-03-14T01:02:00Z".into(),
+            state: Some(r#"{"cdc-batcher":"x"}"#.into()),
+            shard_id: Some("shardId-000000000001".into()),
+            stream_arn: Some(arn.into()),
+            is_final: true,
+            terminated_early: false,
+        };
+        let text = event_json(arn, "shardId-000000000001", &[], Some(&window));
+        let Ok(Event::Kinesis(batch)) = classify(&text) else {
+            panic!("not a Kinesis event: {text}");
+        };
+        assert_eq!(batch.window, Some(window));
+    }
 
     fn classify_value(v: &Value) -> Result<usize, EventError> {
         let text = v.to_string();

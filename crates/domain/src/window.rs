@@ -41,7 +41,7 @@ pub const STATE_WARN_BYTES: usize = 256 * 1024;
 /// first sequence number.
 pub const STATE_VERSION: u32 = 2;
 
-pub use crate::batcher::{BUDGET_BY_ROWS_FROM, BUDGET_CHECK_ROWS, CUT_VERSION};
+use crate::batcher::{BUDGET_BY_ROWS_FROM, BUDGET_CHECK_ROWS, CUT_VERSION};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WindowError {

@@ -382,24 +382,19 @@ pub const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/dms-
 /// A Kinesis event for shard `shard` with one record per DMS message,
 /// numbered on from `seq`.
 pub fn kinesis_event(shard: u32, seq: &mut u64, messages: &[serde_json::Value]) -> String {
-    use base64::Engine as _;
-    let records: Vec<serde_json::Value> = messages
+    let records: Vec<domain::event::StreamRecord> = messages
         .iter()
         .map(|m| {
             *seq += 1;
-            let sequence = format!("49590000000000000000000000000000000000000000000000{seq:06}");
-            serde_json::json!({
-                "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "k",
-                            "sequenceNumber": sequence,
-                            "data": base64::engine::general_purpose::STANDARD.encode(m.to_string()),
-                            "approximateArrivalTimestamp": 1773450000.5},
-                "eventSource": "aws:kinesis",
-                "eventID": format!("shardId-{shard:012}:{sequence}"),
-                "eventName": "aws:kinesis:record", "eventVersion": "1.0",
-                "eventSourceARN": STREAM_ARN, "awsRegion": "us-east-1"})
+            domain::event::StreamRecord {
+                sequence: format!("49590000000000000000000000000000000000000000000000{seq:06}"),
+                partition_key: "k".into(),
+                data: m.to_string().into_bytes(),
+                arrival_seconds: 1773450000.5,
+            }
         })
         .collect();
-    serde_json::json!({ "Records": records }).to_string()
+    domain::event::event_json(STREAM_ARN, &format!("shardId-{shard:012}"), &records, None)
 }
 
 /// A configuration from `vars` alone (nothing from the environment).

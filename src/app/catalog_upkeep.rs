@@ -15,11 +15,10 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::StreamExt as _;
 
 use crate::app::config::Config;
-use crate::app::handler::time_left;
 use crate::app::stats::Stats;
 use crate::edge::glue::{self, Catalog, CatalogError, Synced, ViewStep};
 use crate::edge::registry::SchemaCache;
-use crate::edge::sink::{Sink, DEADLINE_MARGIN};
+use crate::edge::sink::{time_left, Sink, DEADLINE_MARGIN};
 use domain::catalog::{self, Step, TableDefinition};
 use domain::names::TableName;
 use domain::schema::TableSchema;

@@ -69,6 +69,21 @@ impl Config {
     pub fn overrides_for(&self, table: &TableName) -> &[(String, ColumnType)] {
         self.column_types.get(table).map_or(&[], Vec::as_slice)
     }
+
+    /// Each distinct table once, in order, with its `COLUMN_TYPES` overrides:
+    /// what `SchemaCache::get_many` takes.
+    pub fn with_overrides<'a>(
+        &'a self,
+        tables: impl Iterator<Item = &'a TableName>,
+    ) -> Vec<(&'a TableName, &'a [(String, ColumnType)])> {
+        let mut tables: Vec<&TableName> = tables.collect();
+        tables.sort();
+        tables.dedup();
+        tables
+            .into_iter()
+            .map(|t| (t, self.overrides_for(t)))
+            .collect()
+    }
 }
 
 pub const DEFAULT_PREFIX: &str = "cdc-data/";

@@ -5,7 +5,7 @@
 //! the keys, and a [`Sink`] stores them.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use aws_lambda_events::streams::KinesisEventResponse;
 use serde_json::Value;
@@ -14,12 +14,13 @@ use tokio::sync::Mutex;
 use crate::app::catalog_upkeep::CatalogUpkeep;
 use crate::app::config::Config;
 use crate::app::metrics;
+use crate::app::part_writer::PartWriter;
 use crate::app::stats::Stats;
 use crate::edge::glue::Catalog;
 use crate::edge::heartbeat::{self, Heartbeat};
 use crate::edge::registry::{RegistryError, SchemaCache};
 use crate::edge::shard_reader::ShardReader;
-use crate::edge::sink::{Bounded, Sink};
+use crate::edge::sink::{time_left, Bounded, Sink};
 use domain::acknowledgement::Ledger;
 use domain::batcher::FlushMode;
 use domain::batcher::{Batcher, DueReason, Part};
@@ -28,7 +29,6 @@ use domain::dms::{self, Message, TableControl};
 use domain::event::{self, EventError, KinesisBatch, KinesisRecord};
 use domain::layout::{self, Hour};
 use domain::names::RecordId;
-use domain::names::TableName;
 use domain::quarantine::{self, QuarantineEntry};
 use domain::schema::log_changes;
 use domain::window::{WindowCache, WindowError, WindowState};
@@ -312,7 +312,9 @@ impl<S: Sink> Pipeline<S> {
         self.retry_quarantine(state, sink, quarantined, now_us)
             .await;
         self.save_schemas(state, sink, stats).await;
-        let written = self.write_parts(state, sink, parts, stats).await;
+        let written = PartWriter::new(&self.config)
+            .write(&mut state.schemas, sink, parts, stats)
+            .await;
         let failed = written
             .failed
             .iter()
@@ -653,7 +655,7 @@ impl<S: Sink> Pipeline<S> {
             .iter()
             .filter(|(c, _)| changes_schema(c))
             .map(|(c, _)| &c.table);
-        let with_overrides = self.with_overrides(tables);
+        let with_overrides = self.config.with_overrides(tables);
         let unavailable = schemas.get_many(sink, &with_overrides, false).await;
         let mut results = Vec::with_capacity(controls.len());
         for (control, id) in controls {
@@ -667,21 +669,6 @@ impl<S: Sink> Pipeline<S> {
             results.push(result);
         }
         results
-    }
-
-    /// Each distinct table once, in order, with its `COLUMN_TYPES` overrides:
-    /// what [`SchemaCache::get_many`] takes.
-    pub(crate) fn with_overrides<'a>(
-        &'a self,
-        tables: impl Iterator<Item = &'a TableName>,
-    ) -> Vec<(&'a TableName, &'a domain::schema::TableOverrides)> {
-        let mut tables: Vec<&TableName> = tables.collect();
-        tables.sort();
-        tables.dedup();
-        tables
-            .into_iter()
-            .map(|t| (t, self.config.overrides_for(t)))
-            .collect()
     }
 
     /// Registers what a control record says about its table: the types of
@@ -779,13 +766,4 @@ fn changes_schema(control: &TableControl) -> bool {
 
 pub(crate) fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
-}
-
-pub fn time_left(deadline: Option<SystemTime>) -> Duration {
-    match deadline {
-        Some(d) => d
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-        None => Duration::MAX,
-    }
 }

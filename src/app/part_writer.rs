@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use futures_util::StreamExt as _;
 
-use crate::app::handler::{Pipeline, State};
+use crate::app::config::Config;
 use crate::app::stats::Stats;
 use crate::edge::registry::{RegistryError, SchemaCache};
 use crate::edge::sink::{PutOutcome, Sink, SinkError};
@@ -55,7 +55,17 @@ struct Upload {
     outcome: Result<PutOutcome, SinkError>,
 }
 
-impl<S: Sink> Pipeline<S> {
+/// The part-writing stage: it needs only the configuration (where keys go,
+/// the column type overrides); the registry and the sink are handed to it.
+pub(crate) struct PartWriter<'a> {
+    config: &'a Config,
+}
+
+impl<'a> PartWriter<'a> {
+    pub(crate) fn new(config: &'a Config) -> Self {
+        PartWriter { config }
+    }
+
     /// The key a part is written under.
     pub(crate) fn part_key(&self, part: &Part) -> String {
         layout::data_key(
@@ -74,9 +84,9 @@ impl<S: Sink> Pipeline<S> {
     /// at most [`MAX_CONCURRENT_UPLOADS`] uploads at once. A part that fails
     /// comes back unchanged in `failed`; results are reported in the order of
     /// `parts` (the window state lists them so).
-    pub(crate) async fn write_parts<B: Sink>(
+    pub(crate) async fn write<B: Sink>(
         &self,
-        state: &mut State,
+        schemas: &mut SchemaCache,
         sink: &B,
         parts: Vec<(Part, DueReason)>,
         stats: &mut Stats,
@@ -85,14 +95,11 @@ impl<S: Sink> Pipeline<S> {
         if parts.is_empty() {
             return written;
         }
-        let unavailable = self
-            .register_types(&mut state.schemas, sink, &parts, stats)
-            .await;
+        let unavailable = self.register_types(schemas, sink, &parts, stats).await;
         let mut jobs = Vec::with_capacity(parts.len());
         for (part, reason) in parts {
             let types = match unavailable.get(&part.table) {
-                None => state
-                    .schemas
+                None => schemas
                     .cached(&part.table)
                     .map(|s| s.types_for(part.kinds())),
                 Some(error) => {
@@ -133,7 +140,9 @@ impl<S: Sink> Pipeline<S> {
         parts: &[(Part, DueReason)],
         stats: &mut Stats,
     ) -> HashMap<TableName, RegistryError> {
-        let with_overrides = self.with_overrides(parts.iter().map(|(p, _)| &p.table));
+        let with_overrides = self
+            .config
+            .with_overrides(parts.iter().map(|(p, _)| &p.table));
         let mut unavailable = schemas.get_many(sink, &with_overrides, false).await;
         let provisional: HashSet<&TableName> = parts
             .iter()

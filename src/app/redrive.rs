@@ -163,7 +163,7 @@ pub async fn redrive<S: Sink>(
     use std::io::IsTerminal as _;
     let mut report = Report::default();
     let reader = KinesisShardReader::new(clients.kinesis.clone());
-    let time_left = || crate::app::handler::time_left(deadline);
+    let time_left = || crate::edge::sink::time_left(deadline);
     // Progress for a person at a terminal; nothing in Lambda or a pipe.
     let on_terminal = std::io::stderr().is_terminal();
     let show = |r: &Report| {

@@ -26,6 +26,7 @@ use futures_util::StreamExt as _;
 use serde_json::json;
 
 use crate::app::handler::{now_micros, HandleError, Ingested, Outcome, Pipeline, State};
+use crate::app::part_writer::PartWriter;
 use crate::app::stats::Stats;
 use crate::edge::heartbeat;
 use crate::edge::shard_reader::{ReadError, ReadFrom};
@@ -368,7 +369,9 @@ impl<S: Sink> Pipeline<S> {
         if todo.is_empty() {
             return;
         }
-        let written = self.write_parts(state, sink, todo, stats).await;
+        let written = PartWriter::new(&self.config)
+            .write(&mut state.schemas, sink, todo, stats)
+            .await;
         wstate.written.extend(written.digests);
         for part in written.failed {
             builder.batcher.restore(part);
@@ -437,7 +440,9 @@ impl<S: Sink> Pipeline<S> {
             .filter(|p| !notes.is_written(p.digest()))
             .map(|p| (p, DueReason::Window))
             .collect();
-        let written = self.write_parts(state, sink, rest, stats).await;
+        let written = PartWriter::new(&self.config)
+            .write(&mut state.schemas, sink, rest, stats)
+            .await;
         let failed = written.failed.len();
         for part in written.failed {
             b.batcher.restore(part);

@@ -391,6 +391,17 @@ impl Sink for LocalDirSink {
 /// No call is started with less than this left before the deadline.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(300);
 
+/// Time left before an invocation's `deadline` (`Duration::MAX` without
+/// one: replays and commands).
+pub fn time_left(deadline: Option<SystemTime>) -> Duration {
+    match deadline {
+        Some(d) => d
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+        None => Duration::MAX,
+    }
+}
+
 /// A sink whose every call ends before an invocation's deadline (less
 /// [`DEADLINE_MARGIN`]): a slow S3 becomes an error the invocation handles,
 /// not a timeout that resets the environment.

@@ -105,7 +105,7 @@ pub(crate) enum Ingested {
 
 /// Whether a plain batch goes through the environment's delivery log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Deliveries {
+pub(crate) enum Deliveries {
     /// Lambda's: a record at or below its lane's highest sequence number was
     /// delivered before (a retry) and is dropped.
     Deduplicate,
@@ -384,6 +384,25 @@ impl<S: Sink> Pipeline<S> {
         deadline: Option<SystemTime>,
         deliveries: Deliveries,
     ) -> Outcome {
+        let mut guard = self.state.lock().await;
+        let state = &mut *guard;
+        let (mut outcome, redeliver_from) =
+            self.take_batch(state, records, deadline, deliveries).await;
+        self.conclude(state, deadline, &mut outcome.stats, redeliver_from.as_ref())
+            .await;
+        outcome
+    }
+
+    /// A plain batch, taken and written through `state` (already locked):
+    /// what [`handle_kinesis`](Self::handle_kinesis) does before its last
+    /// step, and what a window's late records go through.
+    pub(crate) async fn take_batch(
+        &self,
+        state: &mut State,
+        records: &[KinesisRecord<'_>],
+        deadline: Option<SystemTime>,
+        deliveries: Deliveries,
+    ) -> (Outcome, Option<RecordId>) {
         let now_us = now_micros();
         let mut stats = Stats {
             records: records.len() as u64,
@@ -393,8 +412,6 @@ impl<S: Sink> Pipeline<S> {
                 .map(|id| id.stream.clone()),
             ..Stats::default()
         };
-        let mut guard = self.state.lock().await;
-        let state = &mut *guard;
         let sink = Bounded::new(&self.sink, deadline);
         let mut quarantined: Vec<QuarantineEntry> = Vec::new();
         // Records of this batch that are now held in memory or durable.
@@ -507,14 +524,13 @@ impl<S: Sink> Pipeline<S> {
             // container already holds or wrote is recognised then.
             response.add_failure(from.sequence.clone());
         }
-        self.conclude(state, deadline, &mut stats, redeliver_from.as_ref())
-            .await;
-        Outcome {
+        let outcome = Outcome {
             response: serde_json::to_value(&response).unwrap_or(Value::Null),
             stats,
-            redeliver_from: redeliver_from.map(|id| id.sequence),
+            redeliver_from: redeliver_from.as_ref().map(|id| id.sequence.clone()),
             is_flush: false,
-        }
+        };
+        (outcome, redeliver_from)
     }
 
     /// Decodes one record and takes it in: a row into `batcher`, a DDL

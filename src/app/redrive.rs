@@ -319,6 +319,34 @@ pub(crate) async fn write_chunk<S: Sink>(
     records: &[SpooledRecord],
     deadline: Option<std::time::SystemTime>,
 ) -> Result<(u64, Stats), String> {
+    let fresh = not_in_lake(pipeline, stream, shard, records).await?;
+    let already = (records.len() - fresh.len()) as u64;
+    if fresh.is_empty() {
+        return Ok((already, Stats::default()));
+    }
+    // The batch as Lambda would deliver it, built directly (no JSON).
+    let (stream, shard): (std::sync::Arc<str>, std::sync::Arc<str>) = (stream.into(), shard.into());
+    let records: Vec<_> = fresh
+        .iter()
+        .map(|r| r.kinesis_record(&stream, &shard))
+        .collect();
+    let outcome = pipeline.write_recovered(&records, deadline).await;
+    match outcome.redeliver_from {
+        Some(from) => Err(format!(
+            "records from {from} could not be written (see the log); run it again"
+        )),
+        None => Ok((already, outcome.stats)),
+    }
+}
+
+/// The records of `records` (one shard's) whose rows no file in the lake
+/// holds ([`already_written`]).
+pub(crate) async fn not_in_lake<'r, S: Sink>(
+    pipeline: &Pipeline<S>,
+    stream: &str,
+    shard: &str,
+    records: &'r [SpooledRecord],
+) -> Result<Vec<&'r SpooledRecord>, String> {
     let readable: Vec<StreamRecord> = records
         .iter()
         .filter_map(|r| {
@@ -334,28 +362,10 @@ pub(crate) async fn write_chunk<S: Sink>(
         })
         .collect();
     let written = already_written(pipeline, stream, shard, &readable).await?;
-    let fresh: Vec<&SpooledRecord> = records
+    Ok(records
         .iter()
         .filter(|r| !written.contains(&r.sequence))
-        .collect();
-    let already = (records.len() - fresh.len()) as u64;
-    if fresh.is_empty() {
-        return Ok((already, Stats::default()));
-    }
-    // The batch as Lambda would deliver it, built directly (no JSON).
-    let (stream, shard): (std::sync::Arc<str>, std::sync::Arc<str>) = (stream.into(), shard.into());
-    let records = fresh
-        .iter()
-        .map(|r| r.kinesis_record(&stream, &shard))
-        .collect();
-    let records: Vec<_> = records;
-    let outcome = pipeline.write_recovered(&records, deadline).await;
-    match outcome.redeliver_from {
-        Some(from) => Err(format!(
-            "records from {from} could not be written (see the log); run it again"
-        )),
-        None => Ok((already, outcome.stats)),
-    }
+        .collect())
 }
 
 /// The sequence numbers of `chunk`'s rows that files in the lake already

@@ -19,14 +19,18 @@
 //! environment for the length of an invocation, so a panic or an error drops
 //! it, and the next invocation rebuilds from the spool.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures_util::StreamExt as _;
 use serde_json::json;
 
-use crate::app::handler::{now_micros, HandleError, Ingested, Outcome, Pipeline, State};
+use crate::app::handler::{
+    now_micros, Deliveries, HandleError, Ingested, Outcome, Pipeline, State,
+};
 use crate::app::part_writer::PartWriter;
+use crate::app::redrive;
 use crate::app::stats::Stats;
 use crate::edge::heartbeat;
 use crate::edge::shard_reader::{ReadError, ReadFrom};
@@ -37,7 +41,8 @@ use domain::event::{sequence_cmp, KinesisRecord, WindowInfo};
 use domain::names::RecordId;
 use domain::quarantine::QuarantineEntry;
 use domain::window::{
-    quarantine_note, Builder, Spool, WindowId, WindowRules, WindowState, STATE_WARN_BYTES,
+    quarantine_note, Builder, Spool, SpooledRecord, WindowId, WindowRules, WindowState,
+    STATE_WARN_BYTES,
 };
 
 /// Spool objects read at once when a window is rebuilt.
@@ -208,10 +213,21 @@ impl<S: Sink> Pipeline<S> {
                 .unwrap_or(0);
         }
         let response = if ending {
-            if let Err((kept, reason)) = self
+            let finished = self
                 .finish(state, &sink, &id, &wstate, builder, &rules, &mut stats)
-                .await
-            {
+                .await;
+            let finished = match finished {
+                // Written before this invocation (by `windows finish`, the
+                // sweep, or this invocation's earlier attempt): the records
+                // the state lists that reached the spool after it are
+                // written now, none twice.
+                Ok(Finished::Before) => self
+                    .write_late(state, &sink, &id, &wstate, deadline, &mut stats)
+                    .await
+                    .map_err(|reason| (None, reason)),
+                other => other.map(|_| ()),
+            };
+            if let Err((kept, reason)) = finished {
                 if let Some(b) = kept {
                     state.windows.put(id.clone(), b);
                 }
@@ -230,11 +246,21 @@ impl<S: Sink> Pipeline<S> {
                 // carried: a part written under rules that a retried first
                 // invocation then replaced would be cut again, its rows
                 // written twice.
-                if rules_from_state {
+                let marker = if rules_from_state {
+                    self.window_marker(&sink, &id, &mut b).await
+                } else {
+                    Marker::Absent
+                };
+                let written_before = marker == Marker::Present;
+                if rules_from_state && marker == Marker::Absent {
                     self.write_closed(state, &sink, &mut b, &mut wstate, &mut stats)
                         .await;
                 }
-                state.windows.put(id.clone(), b);
+                // A window written by hand (`windows finish`) keeps no cache:
+                // its final invocation writes what it lacks (`write_late`).
+                if !written_before {
+                    state.windows.put(id.clone(), b);
+                }
             }
             state
                 .windows
@@ -337,6 +363,45 @@ impl<S: Sink> Pipeline<S> {
     /// Writes the parts a threshold or DDL record closed, unless the state
     /// says they are written; notes each one written in the state. A part
     /// that fails stays in the builder (its rows are in the spool).
+    /// Whether the window was written before its end (`windows finish`
+    /// by hand while Lambda still delivers it), asked only when `builder`
+    /// has closed parts or quarantine files to write early: those would
+    /// repeat rows the hand-written files hold. A marker that cannot be
+    /// read (`Unknown`) keeps the closed parts for the window's end.
+    async fn window_marker<B: Sink>(
+        &self,
+        sink: &B,
+        id: &WindowId,
+        builder: &mut Builder,
+    ) -> Marker {
+        let closed = builder.batcher.take_closed();
+        if closed.is_empty() && builder.closed_quarantine.is_empty() {
+            return Marker::Absent;
+        }
+        let done = sink.get(&id.done_key(&self.config.prefix)).await;
+        for part in closed {
+            builder.batcher.restore(part);
+        }
+        match done {
+            Ok(None) => Marker::Absent,
+            Ok(Some(_)) => {
+                tracing::warn!(
+                    shard = id.shard,
+                    window = id.start,
+                    "window written before its end (windows finish?): nothing written early; \
+                     its final invocation writes what the lake lacks"
+                );
+                Marker::Present
+            }
+            Err(error) => {
+                // Written at the end, where the marker is read again.
+                tracing::warn!(shard = id.shard, window = id.start, %error,
+                    "window marker not read: closed parts wait for the window's end");
+                Marker::Unknown
+            }
+        }
+    }
+
     async fn write_closed<B: Sink>(
         &self,
         state: &mut State,
@@ -390,7 +455,7 @@ impl<S: Sink> Pipeline<S> {
         builder: Option<Builder>,
         rules: &WindowRules,
         stats: &mut Stats,
-    ) -> Result<(), (Option<Builder>, String)> {
+    ) -> Result<Finished, (Option<Builder>, String)> {
         // Parts written from here on need no note in the state: the window
         // ends with this invocation.
         let mut notes = wstate.clone();
@@ -412,9 +477,10 @@ impl<S: Sink> Pipeline<S> {
                 tracing::info!(
                     shard = id.shard,
                     window = id.start,
-                    "window already written (a final invocation retried after it succeeded)"
+                    "window already written (a final invocation retried after it succeeded, \
+                     or the window was finished from its spool)"
                 );
-                return Ok(());
+                return Ok(Finished::Before);
             }
             Ok(None) => {}
             Err(e) => return Err((builder, format!("window marker not read: {e}"))),
@@ -485,7 +551,7 @@ impl<S: Sink> Pipeline<S> {
                     shard = id.shard, window = id.start, spools = wstate.spools.len(),
                     "window written"
                 );
-                Ok(())
+                Ok(Finished::Now)
             }
             _ => Err((
                 Some(b),
@@ -495,6 +561,60 @@ impl<S: Sink> Pipeline<S> {
                     if marked { "" } else { ", window marker not written" }
                 ),
             )),
+        }
+    }
+
+    /// The records of a window that was written before its final invocation
+    /// ran, whose rows no file holds: every spool object the state lists is
+    /// read, and what the lake lacks (records spooled after `windows finish`
+    /// wrote the window by hand) goes through the plain path, under the
+    /// lake check `redrive` uses. A final invocation retried after it
+    /// succeeded finds every row in the lake and writes nothing.
+    async fn write_late<B: Sink>(
+        &self,
+        state: &mut State,
+        sink: &B,
+        id: &WindowId,
+        wstate: &WindowState,
+        deadline: Option<SystemTime>,
+        stats: &mut Stats,
+    ) -> Result<(), String> {
+        let mut records: BTreeMap<(usize, String), SpooledRecord> = BTreeMap::new();
+        for (index, last) in wstate.spools.iter().enumerate() {
+            let key = id.spool_key(&self.config.prefix, index, last);
+            let bytes = sink
+                .get(&key)
+                .await
+                .map_err(|e| format!("spool object {key} not read: {e}"))?
+                .ok_or_else(|| format!("spool object {key} is missing"))?;
+            let spool = Spool::from_bytes(&key, &bytes).map_err(|e| e.to_string())?;
+            for r in spool.records {
+                records.insert((r.sequence.len(), r.sequence.clone()), r);
+            }
+        }
+        let records: Vec<SpooledRecord> = records.into_values().collect();
+        let missing = redrive::not_in_lake(self, &id.stream_arn, &id.shard, &records).await?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(
+            shard = id.shard,
+            window = id.start,
+            records = missing.len(),
+            "records that reached the window after it was written: written now"
+        );
+        let (stream, shard): (Arc<str>, Arc<str>) =
+            (id.stream_arn.as_str().into(), id.shard.as_str().into());
+        let late: Vec<KinesisRecord<'_>> = missing
+            .iter()
+            .map(|r| r.kinesis_record(&stream, &shard))
+            .collect();
+        let (outcome, failed) =
+            Box::pin(self.take_batch(state, &late, deadline, Deliveries::Take)).await;
+        stats.add(&outcome.stats);
+        match failed {
+            Some(from) => Err(format!("late records from {} not written", from.sequence)),
+            None => Ok(()),
         }
     }
 
@@ -680,6 +800,22 @@ impl<S: Sink> Pipeline<S> {
         }
         Ok(skip)
     }
+}
+
+/// A window's `_done.json`, looked for before parts are written early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    Absent,
+    Present,
+    Unknown,
+}
+
+/// How a final invocation found its window.
+enum Finished {
+    /// Written by this invocation.
+    Now,
+    /// Written before (`_done.json` was there).
+    Before,
 }
 
 /// What a pass over a window's spool does.

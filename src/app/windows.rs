@@ -13,7 +13,8 @@
 //! another key, are the same records: taken once by sequence number), leaves
 //! out the rows files of the window's stream and shard already hold (written
 //! early or by a final invocation that failed later), writes the rest, and
-//! writes `_done.json`, so a final invocation that still comes writes nothing.
+//! writes `_done.json`. A final invocation that still comes writes only the
+//! records its spool holds that the lake lacks (`windowed::write_late`).
 //!
 //! The scheduled sweep (`{"sweep_windows": true}`) finds open windows
 //! without reading every spool object: a written window also has a

@@ -594,6 +594,64 @@ async fn abandon_sample_window(env: &Pipeline<LocalDirSink>) -> u64 {
     rows
 }
 
+/// A window finished by hand (`windows finish`) while Lambda had not given
+/// up on it: its next batch is spooled into the written window (in the
+/// environment that caches the window, whose DDL records close parts it
+/// would write early, or in another) and its final invocation finds
+/// `_done.json`. The records that reached the spool after the hand-written
+/// part are written then, and no row twice.
+#[tokio::test]
+async fn records_that_reach_a_window_finished_by_hand_are_written_once() {
+    let scratch = tempfile::tempdir().unwrap();
+    let rows = abandon_sample_window(&pipeline(scratch.path(), &[])).await;
+    for same_env in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let env = pipeline(dir.path(), &[]);
+        let first = invocation::handle(&env, &sample("window-1-first.json").to_string(), None)
+            .await
+            .unwrap();
+        let (open, ok) = windows_command(dir.path(), &["list"]);
+        assert!(ok);
+        let window_dir = open[0]["dir"].as_str().unwrap().to_string();
+        let (report, ok) = windows_command(dir.path(), &["finish", &window_dir]);
+        assert!(ok, "{report:?}");
+        assert_eq!(report[0]["rows_written"].as_u64(), Some(first.stats.rows));
+
+        // Lambda goes on: the next batch, then the final invocation.
+        let other_env = pipeline(dir.path(), &[]);
+        let middle_env = if same_env { &env } else { &other_env };
+        let middle = invocation::handle(
+            middle_env,
+            &sample("window-2-middle.json").to_string(),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(middle.stats.files, 0, "nothing written early ({same_env})");
+        let fin = invocation::handle(middle_env, &sample("window-3-final.json").to_string(), None)
+            .await
+            .unwrap();
+        assert_eq!(fin.response, json!({"state": {}, "batchItemFailures": []}));
+        assert!(
+            fin.stats.rows_written > 0,
+            "the middle batch's rows ({same_env})"
+        );
+        assert_sample_window_once(dir.path(), rows);
+
+        // The final invocation again (a retry after success): nothing more.
+        let files = parquet_files(dir.path());
+        let again = invocation::handle(
+            &pipeline(dir.path(), &[]),
+            &sample("window-3-final.json").to_string(),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(again.stats.rows_written, 0);
+        assert_eq!(parquet_files(dir.path()), files);
+    }
+}
+
 /// Every row of the sample window's first two batches is in the lake at
 /// `dir` exactly once (the independent checker over their records).
 fn assert_sample_window_once(dir: &std::path::Path, rows: u64) {

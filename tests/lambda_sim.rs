@@ -926,6 +926,24 @@ async fn simulate(
             // The mapping is deleted (its windows get no more invocations) and
             // created again from TRIM_HORIZON: every shard from its oldest
             // record still in the stream, in windows of their own.
+            // Half the time by a deployment with other settings (the
+            // windows started again are cut by the rules their spool records).
+            if rng.chance(0.5) {
+                run.deploys += 1;
+                envs.iter_mut().for_each(|e| *e = None);
+                let records = ["25", "7", "60"][rng.below(3) as usize];
+                cfg = config(&[
+                    ("FLUSH_MODE", "window".into()),
+                    ("S3_PREFIX", "lake/".into()),
+                    ("BATCH_MAX_RECORDS_THRESHOLD", records.into()),
+                    ("BATCH_MAX_AGE_SECONDS", "2".into()),
+                    ("TIME_RESERVE_MS", "0".into()),
+                    ("HEARTBEAT_STREAMS", arns.join(",")),
+                ]);
+                if let Some(b) = [None, Some(1_500), Some(6_000)][rng.below(3) as usize] {
+                    cfg.thresholds.max_buffered_bytes = b;
+                }
+            }
             let mut st = streams.lock().unwrap();
             for s in &mut st.shards {
                 if s.window.is_some() {
@@ -1791,7 +1809,7 @@ async fn resharding_loses_and_duplicates_nothing() {
 /// sweep finds nothing left. Every row exactly once.
 #[tokio::test(start_paused = true)]
 async fn a_mapping_created_again_writes_nothing_twice() {
-    let (mut again, mut abandoned) = (0, 0);
+    let (mut again, mut abandoned, mut redeployed) = (0, 0, 0);
     for seed in seeds().map(|s| s + 13_000) {
         let life = Life {
             remap: true,
@@ -1808,9 +1826,11 @@ async fn a_mapping_created_again_writes_nothing_twice() {
         let run = simulate(seed, faults, "window", SCHEDULE, budget, life).await;
         again += run.remapped_from;
         abandoned += run.abandoned;
+        redeployed += run.deploys;
     }
-    eprintln!("mapping created again: {again} records delivered a second time, {abandoned} windows in flight abandoned");
+    eprintln!("mapping created again: {again} records delivered a second time, {abandoned} windows in flight abandoned, {redeployed} times by a deployment with other settings");
     assert!(again > 0, "no record was delivered again");
+    assert!(redeployed > 0, "no mapping was created again with other settings");
 }
 
 /// One shard's window driven by hand: the cases the seeds reach too rarely.
@@ -1962,6 +1982,28 @@ async fn after_a_lost_range_rows_already_in_files_are_not_written_again() {
     sc.invoke(&sc.env(), &[], &state, true).await;
     let (rows, lost) = sc.lake();
     assert_eq!(lost, 1, "the lost range is recorded");
+    assert_once(&rows);
+}
+
+/// The event source mapping is deleted mid-window and created again from
+/// TRIM_HORIZON by a deployment with another threshold: the stream delivers
+/// the window's records again with an empty state. The new window is cut
+/// by the rules its spool already records (the first mapping's), so the
+/// parts it writes early are the ones A wrote, under the same keys.
+#[tokio::test(start_paused = true)]
+async fn a_mapping_created_again_by_another_deployment_cuts_as_the_first() {
+    let sc = Scenario::new();
+    sc.started(&sc.env()).await;
+    let (rows, _) = sc.lake();
+    assert_eq!(rows.len(), 4, "written early by A (parts of two rows)");
+    let mut deployed = sc.cfg.clone();
+    deployed.thresholds.max_records = 3;
+    let c = sc.env_with(deployed);
+    let state = sc.invoke(&c, &[1, 2, 3], &json!({}), false).await["state"].clone();
+    let state = sc.invoke(&c, &[4], &state, false).await["state"].clone();
+    sc.invoke(&c, &[], &state, true).await;
+    let (rows, _) = sc.lake();
+    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), [1, 2, 3, 4]);
     assert_once(&rows);
 }
 

@@ -96,6 +96,15 @@ impl<S: Sink> Pipeline<S> {
             }
         }
         let mut wstate = WindowState::from_lambda(window.state.as_deref())?;
+        // A window's first invocation: if this shard's window was started
+        // before (the event source mapping created again delivers its
+        // records a second time), it is cut by the rules its spool records.
+        if wstate.rules.is_none() && wstate.spools.is_empty() {
+            wstate.rules = self
+                .rules_spooled_before(&sink, &id)
+                .await
+                .map_err(HandleError::NotDurable)?;
+        }
         // Cut by the rules the window started under, whatever this
         // environment is configured with. Rules that come in the state are
         // durable; rules this invocation settles are not until its response
@@ -151,7 +160,7 @@ impl<S: Sink> Pipeline<S> {
 
         let mut redeliver_from = None;
         if let Some(last) = fresh.last().map(|r| seq(r).to_string()) {
-            let spool = Spool::of(&id, &fresh, now_us);
+            let spool = Spool::of(&id, &fresh, now_us).with_rules(&rules);
             let key = id.spool_key(&self.config.prefix, wstate.spools.len(), &last);
             // The first spool object of a window starts the cache.
             if wstate.spools.is_empty() {
@@ -363,6 +372,40 @@ impl<S: Sink> Pipeline<S> {
     /// Writes the parts a threshold or DDL record closed, unless the state
     /// says they are written; notes each one written in the state. A part
     /// that fails stays in the builder (its rows are in the spool).
+    /// The rules recorded in the spool of an earlier start of this window
+    /// (the newest spool object's: only the attempt Lambda carried on
+    /// reaches a later index), or `None` when it has none.
+    async fn rules_spooled_before<B: Sink>(
+        &self,
+        sink: &B,
+        id: &WindowId,
+    ) -> Result<Option<WindowRules>, String> {
+        let dir = id.spool_dir(&self.config.prefix);
+        let keys = sink
+            .list(&dir)
+            .await
+            .map_err(|e| format!("window spool not listed: {e}"))?;
+        let Some(newest) = keys.iter().filter(|k| k.ends_with(".jsonl.sz")).max() else {
+            return Ok(None);
+        };
+        let bytes = sink
+            .get(newest)
+            .await
+            .map_err(|e| format!("spool object {newest} not read: {e}"))?;
+        let rules = bytes
+            .and_then(|b| Spool::from_bytes(newest, &b).ok())
+            .and_then(|spool| spool.header.rules);
+        if let Some(rules) = &rules {
+            tracing::info!(
+                shard = id.shard,
+                window = id.start,
+                ?rules,
+                "window started before (event source mapping created again?): cut by its rules"
+            );
+        }
+        Ok(rules)
+    }
+
     /// Whether the window was written before its end (`windows finish`
     /// by hand while Lambda still delivers it), asked only when `builder`
     /// has closed parts or quarantine files to write early: those would

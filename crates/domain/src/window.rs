@@ -353,6 +353,12 @@ pub struct SpoolHeader {
     /// When the records were spooled: every row's `_ingested_at`.
     pub spooled_at_us: i64,
     pub records: usize,
+    /// The rules the window is cut by: a window started again for the same
+    /// shard and start (the event source mapping created again) adopts
+    /// them, so its parts are cut where the first one's were. Absent in
+    /// objects written before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<WindowRules>,
 }
 
 const SPOOL_FORMAT: &str = "cdc-batcher-spool/1";
@@ -397,9 +403,16 @@ impl Spool {
                 window_start: window.start.clone(),
                 spooled_at_us,
                 records: records.len(),
+                rules: None,
             },
             records,
         }
+    }
+
+    /// The spool object names the rules its window is cut by.
+    pub fn with_rules(mut self, rules: &WindowRules) -> Spool {
+        self.header.rules = Some(rules.clone());
+        self
     }
 
     /// A spool object's records read again from the stream (its object

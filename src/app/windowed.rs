@@ -19,7 +19,7 @@
 //! environment for the length of an invocation, so a panic or an error drops
 //! it, and the next invocation rebuilds from the spool.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -100,10 +100,14 @@ impl<S: Sink> Pipeline<S> {
         // before (the event source mapping created again delivers its
         // records a second time), it is cut by the rules its spool records.
         if wstate.rules.is_none() && wstate.spools.is_empty() {
-            wstate.rules = self
-                .rules_spooled_before(&sink, &id)
+            let before = self
+                .spooled_before(&sink, &id)
                 .await
                 .map_err(HandleError::NotDurable)?;
+            if let Some(rules) = before {
+                wstate.mark_started_before();
+                wstate.rules = rules;
+            }
         }
         // Cut by the rules the window started under, whatever this
         // environment is configured with. Rules that come in the state are
@@ -223,15 +227,17 @@ impl<S: Sink> Pipeline<S> {
         }
         let response = if ending {
             let finished = self
-                .finish(state, &sink, &id, &wstate, builder, &rules, &mut stats)
+                .finish(
+                    state, &sink, &id, &wstate, builder, &rules, deadline, &mut stats,
+                )
                 .await;
             let finished = match finished {
                 // Written before this invocation (by `windows finish`, the
                 // sweep, or this invocation's earlier attempt): the records
                 // the state lists that reached the spool after it are
                 // written now, none twice.
-                Ok(Finished::Before) => self
-                    .write_late(state, &sink, &id, &wstate, deadline, &mut stats)
+                Ok(Finished::Before(covered)) => self
+                    .write_late(state, &sink, &id, &wstate, covered, deadline, &mut stats)
                     .await
                     .map_err(|reason| (None, reason)),
                 other => other.map(|_| ()),
@@ -372,14 +378,14 @@ impl<S: Sink> Pipeline<S> {
     /// Writes the parts a threshold or DDL record closed, unless the state
     /// says they are written; notes each one written in the state. A part
     /// that fails stays in the builder (its rows are in the spool).
-    /// The rules recorded in the spool of an earlier start of this window
-    /// (the newest spool object's: only the attempt Lambda carried on
-    /// reaches a later index), or `None` when it has none.
-    async fn rules_spooled_before<B: Sink>(
+    /// An earlier start of this window (its spool has objects): `Some`, with
+    /// the rules its newest spool object records (only the attempt Lambda
+    /// carried on reaches a later index); `None` when the spool is empty.
+    async fn spooled_before<B: Sink>(
         &self,
         sink: &B,
         id: &WindowId,
-    ) -> Result<Option<WindowRules>, String> {
+    ) -> Result<Option<Option<WindowRules>>, String> {
         let dir = id.spool_dir(&self.config.prefix);
         let keys = sink
             .list(&dir)
@@ -388,6 +394,11 @@ impl<S: Sink> Pipeline<S> {
         let Some(newest) = keys.iter().filter(|k| k.ends_with(".jsonl.sz")).max() else {
             return Ok(None);
         };
+        tracing::info!(
+            shard = id.shard,
+            window = id.start,
+            "window started before (event source mapping created again?): its spool is written too"
+        );
         let bytes = sink
             .get(newest)
             .await
@@ -400,10 +411,10 @@ impl<S: Sink> Pipeline<S> {
                 shard = id.shard,
                 window = id.start,
                 ?rules,
-                "window started before (event source mapping created again?): cut by its rules"
+                "cut by the rules it started with"
             );
         }
-        Ok(rules)
+        Ok(Some(rules))
     }
 
     /// Whether the window was written before its end (`windows finish`
@@ -497,6 +508,7 @@ impl<S: Sink> Pipeline<S> {
         wstate: &WindowState,
         builder: Option<Builder>,
         rules: &WindowRules,
+        deadline: Option<SystemTime>,
         stats: &mut Stats,
     ) -> Result<Finished, (Option<Builder>, String)> {
         // Parts written from here on need no note in the state: the window
@@ -516,14 +528,14 @@ impl<S: Sink> Pipeline<S> {
             }
         });
         match done {
-            Ok(Some(_)) => {
+            Ok(Some(marker)) => {
                 tracing::info!(
                     shard = id.shard,
                     window = id.start,
                     "window already written (a final invocation retried after it succeeded, \
                      or the window was finished from its spool)"
                 );
-                return Ok(Finished::Before);
+                return Ok(Finished::Before(covered_objects(&marker)));
             }
             Ok(None) => {}
             Err(e) => return Err((builder, format!("window marker not read: {e}"))),
@@ -564,11 +576,29 @@ impl<S: Sink> Pipeline<S> {
             stats.quarantined += b.quarantined.len() as u64;
         }
         self.save_schemas(state, sink, stats).await;
+        // An earlier start's spool objects: what they hold that the lake
+        // lacks, before the window is marked written.
+        let mut objects: Vec<String> = wstate
+            .spools
+            .iter()
+            .enumerate()
+            .map(|(index, last)| object_name(&id.spool_key("", index, last)).to_string())
+            .collect();
+        if wstate.started_before && (failed, quarantined) == (0, true) {
+            match self
+                .write_unlisted(state, sink, id, wstate, deadline, stats)
+                .await
+            {
+                Ok(keys) => objects.extend(keys.iter().map(|k| object_name(k).to_string())),
+                Err(reason) => return Err((Some(b), reason)),
+            }
+        }
         let unsaved = state.schemas.unsaved_records().len();
         let marked = (failed, quarantined, unsaved) == (0, true, 0) && {
             let marker = json!({
                 "window_start": id.start,
                 "spools": wstate.spools.len(),
+                "objects": objects,
                 "written_at": chrono::Utc::now().to_rfc3339(),
             });
             let body = serde_json::to_vec(&marker).unwrap_or_default();
@@ -613,7 +643,82 @@ impl<S: Sink> Pipeline<S> {
     /// wrote the window by hand) goes through the plain path, under the
     /// lake check `redrive` uses. A final invocation retried after it
     /// succeeded finds every row in the lake and writes nothing.
+    #[allow(clippy::too_many_arguments)]
     async fn write_late<B: Sink>(
+        &self,
+        state: &mut State,
+        sink: &B,
+        id: &WindowId,
+        wstate: &WindowState,
+        covered: Option<HashSet<String>>,
+        deadline: Option<SystemTime>,
+        stats: &mut Stats,
+    ) -> Result<(), String> {
+        // A marker that names no objects (an older release's) was written
+        // by a final invocation of this state: nothing came after it.
+        let Some(covered) = covered else {
+            return Ok(());
+        };
+        let mut spools = Vec::new();
+        for (index, last) in wstate.spools.iter().enumerate() {
+            let key = id.spool_key(&self.config.prefix, index, last);
+            if covered.contains(object_name(&key)) {
+                continue;
+            }
+            let read = match sink.get(&key).await {
+                Ok(Some(bytes)) => Spool::from_bytes(&key, &bytes).map_err(|e| e.to_string()),
+                Ok(None) => Err(format!("spool object {key} is missing")),
+                Err(error) => return Err(format!("spool object {key} not read: {error}")),
+            };
+            let spool = match read {
+                Ok(spool) => spool,
+                // Acknowledged after the window was written and gone from
+                // the spool: read again from the stream, or a recorded loss.
+                Err(why) => {
+                    let lost = LostSpool {
+                        index,
+                        key: &key,
+                        after: index.checked_sub(1).map(|i| wstate.spools[i].as_str()),
+                        first: wstate.first.as_deref(),
+                        last,
+                    };
+                    self.recover(sink, id, &lost, &why, stats).await?.0
+                }
+            };
+            spools.push(spool);
+        }
+        self.write_missing(state, id, spools, deadline, stats).await
+    }
+
+    /// The spool objects of the window's directory that `wstate` does not
+    /// list: an earlier start's (and orphans of retried attempts, whose
+    /// records are the state's too).
+    async fn unlisted_spools<B: Sink>(
+        &self,
+        sink: &B,
+        id: &WindowId,
+        wstate: &WindowState,
+    ) -> Result<Vec<String>, String> {
+        let listed: std::collections::HashSet<String> = wstate
+            .spools
+            .iter()
+            .enumerate()
+            .map(|(index, last)| id.spool_key(&self.config.prefix, index, last))
+            .collect();
+        let keys = sink
+            .list(&id.spool_dir(&self.config.prefix))
+            .await
+            .map_err(|e| format!("window spool not listed: {e}"))?;
+        Ok(keys
+            .into_iter()
+            .filter(|k| k.ends_with(".jsonl.sz") && !listed.contains(k))
+            .collect())
+    }
+
+    /// The records of an earlier start of the window (spool objects its
+    /// state does not list) whose rows the lake lacks, written through the
+    /// plain path.
+    async fn write_unlisted<B: Sink>(
         &self,
         state: &mut State,
         sink: &B,
@@ -621,16 +726,57 @@ impl<S: Sink> Pipeline<S> {
         wstate: &WindowState,
         deadline: Option<SystemTime>,
         stats: &mut Stats,
+    ) -> Result<Vec<String>, String> {
+        let keys = self.unlisted_spools(sink, id, wstate).await?;
+        let mut spools = Vec::with_capacity(keys.len());
+        for key in &keys {
+            let bytes = sink
+                .get(key)
+                .await
+                .map_err(|e| format!("spool object {key} not read: {e}"))?;
+            let read = match bytes {
+                Some(b) => Spool::from_bytes(key, &b).map_err(|e| e.to_string()),
+                None => Err(format!("spool object {key} is missing")),
+            };
+            match read {
+                Ok(spool) => spools.push(spool),
+                // Gone or damaged since: its records are read again from
+                // the stream from the window's start to the object's last
+                // (its name's), or the range is a recorded loss.
+                Err(why) => {
+                    let name = object_name(key).trim_end_matches(".jsonl.sz");
+                    let (index, last) = name
+                        .split_once('_')
+                        .and_then(|(i, l)| Some((i.parse().ok()?, l)))
+                        .ok_or_else(|| format!("{why}; and its name says no range"))?;
+                    let lost = LostSpool {
+                        index,
+                        key,
+                        after: None,
+                        first: None,
+                        last,
+                    };
+                    spools.push(self.recover(sink, id, &lost, &why, stats).await?.0);
+                }
+            }
+        }
+        self.write_missing(state, id, spools, deadline, stats)
+            .await?;
+        Ok(keys)
+    }
+
+    /// Writes the records of `spools` whose rows no file holds (the lake
+    /// check `redrive` uses), through the plain path.
+    async fn write_missing(
+        &self,
+        state: &mut State,
+        id: &WindowId,
+        spools: Vec<Spool>,
+        deadline: Option<SystemTime>,
+        stats: &mut Stats,
     ) -> Result<(), String> {
         let mut records: BTreeMap<(usize, String), SpooledRecord> = BTreeMap::new();
-        for (index, last) in wstate.spools.iter().enumerate() {
-            let key = id.spool_key(&self.config.prefix, index, last);
-            let bytes = sink
-                .get(&key)
-                .await
-                .map_err(|e| format!("spool object {key} not read: {e}"))?
-                .ok_or_else(|| format!("spool object {key} is missing"))?;
-            let spool = Spool::from_bytes(&key, &bytes).map_err(|e| e.to_string())?;
+        for spool in spools {
             for r in spool.records {
                 records.insert((r.sequence.len(), r.sequence.clone()), r);
             }
@@ -644,7 +790,7 @@ impl<S: Sink> Pipeline<S> {
             shard = id.shard,
             window = id.start,
             records = missing.len(),
-            "records that reached the window after it was written: written now"
+            "spooled records no file holds (reached the window after it was written, or spooled by an earlier start of it): written now"
         );
         let (stream, shard): (Arc<str>, Arc<str>) =
             (id.stream_arn.as_str().into(), id.shard.as_str().into());
@@ -857,8 +1003,27 @@ enum Marker {
 enum Finished {
     /// Written by this invocation.
     Now,
-    /// Written before (`_done.json` was there).
-    Before,
+    /// Written before (`_done.json` was there), from the spool objects it
+    /// names (`None`: a marker of a release that did not name them).
+    Before(Option<HashSet<String>>),
+}
+
+/// The spool objects (file names) a window's `_done.json` says it was
+/// written from.
+fn covered_objects(marker: &[u8]) -> Option<HashSet<String>> {
+    let v: serde_json::Value = serde_json::from_slice(marker).ok()?;
+    Some(
+        v.get("objects")?
+            .as_array()?
+            .iter()
+            .filter_map(|o| o.as_str().map(String::from))
+            .collect(),
+    )
+}
+
+/// A spool key's file name (what `_done.json` lists).
+fn object_name(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
 }
 
 /// What a pass over a window's spool does.

@@ -485,9 +485,17 @@ pub async fn finish<S: Sink>(
         report.files += stats.files;
         report.quarantined += stats.quarantined;
     }
+    // The objects it was written from: a final invocation that still comes
+    // writes what its state lists beyond them (`windowed::write_late`).
+    let objects: Vec<&str> = keys
+        .iter()
+        .filter(|k| k.ends_with(".jsonl.sz"))
+        .map(|k| k.rsplit('/').next().unwrap_or(k))
+        .collect();
     let marker = serde_json::json!({
         "window_start": header.window_start,
         "spools": report.spool_objects,
+        "objects": objects,
         "written_at": chrono::Utc::now().to_rfc3339(),
         "by": by,
     });

@@ -39,7 +39,11 @@ pub const STATE_WARN_BYTES: usize = 256 * 1024;
 /// one; a newer one fails the invocation (Lambda retries it) instead of being
 /// misread. History: 1 = spools + written; 2 = + the window's rules and its
 /// first sequence number.
-pub const STATE_VERSION: u32 = 2;
+pub const STATE_VERSION: u32 = 3;
+/// What a state without [`WindowState::started_before`] is written as: a
+/// release that reads version 2 reads it (rollbacks stall only windows
+/// that need version 3).
+const PLAIN_STATE_VERSION: u32 = 2;
 
 use crate::batcher::{BUDGET_BY_ROWS_FROM, BUDGET_CHECK_ROWS, CUT_VERSION};
 
@@ -133,6 +137,12 @@ pub struct WindowState {
     /// that meets them).
     #[serde(rename = "rules", default, skip_serializing_if = "Option::is_none")]
     pub rules: Option<WindowRules>,
+    /// The window's spool held objects when it started (state version 3):
+    /// an earlier start of the same shard and window (the event source
+    /// mapping created again) whose records the final invocation writes
+    /// too, those the lake lacks.
+    #[serde(rename = "pre", default, skip_serializing_if = "std::ops::Not::not")]
+    pub started_before: bool,
 }
 
 impl WindowState {
@@ -174,7 +184,7 @@ impl WindowState {
 
     pub fn fresh() -> WindowState {
         WindowState {
-            version: STATE_VERSION,
+            version: PLAIN_STATE_VERSION,
             ..WindowState::default()
         }
     }
@@ -191,13 +201,24 @@ impl WindowState {
     /// version 1, so its window keeps that.
     pub fn settle_rules(&mut self, current: &Thresholds) -> WindowRules {
         let from_version_1 = self.version == 1;
-        self.version = STATE_VERSION;
+        self.version = if self.started_before {
+            STATE_VERSION
+        } else {
+            PLAIN_STATE_VERSION
+        };
         self.rules
             .get_or_insert_with(|| WindowRules {
                 cut: if from_version_1 { 1 } else { CUT_VERSION },
                 ..WindowRules::of(current)
             })
             .clone()
+    }
+
+    /// The window's spool already held objects when it started: its final
+    /// invocation also writes what they hold that the lake lacks.
+    pub fn mark_started_before(&mut self) {
+        self.started_before = true;
+        self.version = STATE_VERSION;
     }
 
     /// Whether the window holds spooled records (acknowledged to Kinesis,
@@ -844,7 +865,23 @@ mod tests {
         assert_eq!(Builder::new(&rules, &t).batcher.cut(), 1);
         let again = WindowState::from_lambda(Some(&s.to_lambda().to_string())).unwrap();
         assert_eq!(again.rules.as_ref().map(|r| r.max_records), Some(7));
-        assert_eq!(again.version, STATE_VERSION);
+        assert_eq!(again.version, PLAIN_STATE_VERSION);
+    }
+
+    #[test]
+    fn only_a_window_started_before_needs_state_version_3() {
+        let t = Thresholds::unlimited();
+        let mut plain = WindowState::fresh();
+        plain.settle_rules(&t);
+        let text = plain.to_lambda().to_string();
+        assert!(!text.contains("pre"), "{text}");
+        assert_eq!(WindowState::from_lambda(Some(&text)).unwrap().version, 2);
+        let mut again = WindowState::fresh();
+        again.mark_started_before();
+        again.settle_rules(&t);
+        let read = WindowState::from_lambda(Some(&again.to_lambda().to_string())).unwrap();
+        assert!(read.started_before);
+        assert_eq!(read.version, STATE_VERSION);
     }
 
     #[test]

@@ -1851,10 +1851,30 @@ async fn resharding_loses_and_duplicates_nothing() {
 /// sweep finds nothing left. Every row exactly once.
 #[tokio::test(start_paused = true)]
 async fn a_mapping_created_again_writes_nothing_twice() {
-    let (mut again, mut abandoned, mut redeployed) = (0, 0, 0);
-    for seed in seeds().map(|s| s + 13_000) {
+    let (again, abandoned, redeployed) = remap_runs(StartingPosition::TrimHorizon, 13_000, |run| {
+        (run.remapped_from, run.abandoned, run.deploys)
+    })
+    .await;
+    eprintln!("mapping created again: {again} records delivered a second time, {abandoned} windows in flight abandoned, {redeployed} times by a deployment with other settings");
+    assert!(again > 0, "no record was delivered again");
+    assert!(
+        redeployed > 0,
+        "no mapping was created again with other settings"
+    );
+}
+
+/// The runs of a mapping created again from `from`, seeds from `base`
+/// (faults in three of four, a tight memory bound in a third: the new
+/// mapping's batches differ, its cuts must not); `count` is summed.
+async fn remap_runs(
+    from: StartingPosition,
+    base: u64,
+    count: impl Fn(&Run) -> (u64, u64, u64),
+) -> (u64, u64, u64) {
+    let mut sum = (0, 0, 0);
+    for seed in seeds().map(|s| s + base) {
         let life = Life {
-            remap: Some(StartingPosition::TrimHorizon),
+            remap: Some(from),
             ..Life::STILL
         };
         let faults = if seed % 4 == 0 {
@@ -1862,20 +1882,12 @@ async fn a_mapping_created_again_writes_nothing_twice() {
         } else {
             Faults::LIGHT
         };
-        // A third of the seeds bound each window's memory tightly: the
-        // new mapping's batches differ, its cuts must not.
         let budget = (seed % 3 == 2).then_some(1_500);
         let run = simulate(seed, faults, "window", SCHEDULE, budget, life).await;
-        again += run.remapped_from;
-        abandoned += run.abandoned;
-        redeployed += run.deploys;
+        let (a, b, c) = count(&run);
+        sum = (sum.0 + a, sum.1 + b, sum.2 + c);
     }
-    eprintln!("mapping created again: {again} records delivered a second time, {abandoned} windows in flight abandoned, {redeployed} times by a deployment with other settings");
-    assert!(again > 0, "no record was delivered again");
-    assert!(
-        redeployed > 0,
-        "no mapping was created again with other settings"
-    );
+    sum
 }
 
 /// The event source mapping deleted and created again from LATEST: the
@@ -1887,23 +1899,10 @@ async fn a_mapping_created_again_writes_nothing_twice() {
 /// re-creations come with a deployment of other settings.
 #[tokio::test(start_paused = true)]
 async fn a_mapping_created_again_from_latest_writes_what_it_acknowledged() {
-    let (mut skipped, mut abandoned, mut swept) = (0, 0, 0);
-    for seed in seeds().map(|s| s + 14_000) {
-        let life = Life {
-            remap: Some(StartingPosition::Latest),
-            ..Life::STILL
-        };
-        let faults = if seed % 4 == 0 {
-            Faults::NONE
-        } else {
-            Faults::LIGHT
-        };
-        let budget = (seed % 3 == 2).then_some(1_500);
-        let run = simulate(seed, faults, "window", SCHEDULE, budget, life).await;
-        skipped += run.skipped;
-        abandoned += run.abandoned;
-        swept += run.swept;
-    }
+    let (skipped, abandoned, swept) = remap_runs(StartingPosition::Latest, 14_000, |run| {
+        (run.skipped, run.abandoned, run.swept)
+    })
+    .await;
     eprintln!("mapping created again from LATEST: {skipped} records never delivered, {abandoned} windows in flight abandoned, {swept} written by the sweep");
     assert!(abandoned > 0, "no window was in flight");
 }

@@ -638,11 +638,12 @@ impl<S: Sink> Pipeline<S> {
     }
 
     /// The records of a window that was written before its final invocation
-    /// ran, whose rows no file holds: every spool object the state lists is
-    /// read, and what the lake lacks (records spooled after `windows finish`
-    /// wrote the window by hand) goes through the plain path, under the
-    /// lake check `redrive` uses. A final invocation retried after it
-    /// succeeded finds every row in the lake and writes nothing.
+    /// ran, whose rows no file holds: the spool objects the state lists that
+    /// `_done.json` does not name (spooled after `windows finish` wrote the
+    /// window by hand) are read, and what the lake lacks goes through the
+    /// plain path, under the lake check `redrive` uses. A final invocation
+    /// retried after it succeeded finds every object named and reads
+    /// nothing.
     #[allow(clippy::too_many_arguments)]
     async fn write_late<B: Sink>(
         &self,
